@@ -1,0 +1,158 @@
+//! Reverse-mode autograd over the dynamic graph that ops record as they run.
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use crate::tensor::{Node, Tensor};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops on this thread record the graph.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Restores the previous grad mode when dropped (see [`no_grad`]).
+pub struct GradModeGuard(bool);
+
+impl Drop for GradModeGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.0));
+    }
+}
+
+/// Turns graph recording off on this thread until the guard is dropped: ops then record
+/// nothing and keep no intermediates (inference, optimiser updates).
+pub fn no_grad() -> GradModeGuard {
+    let prev = GRAD_ENABLED.with(|g| g.replace(false));
+    GradModeGuard(prev)
+}
+
+/// Records an op's output: a node is kept only when grad mode is on and some input needs it.
+pub(crate) fn record<F>(
+    storage: Storage,
+    shape: Vec<usize>,
+    name: &'static str,
+    inputs: Vec<Tensor>,
+    backward: F,
+) -> Tensor
+where
+    F: Fn(&[Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+{
+    let node = node_for(name, inputs, backward);
+    Tensor::make(storage, shape, node)
+}
+
+pub(crate) fn node_for<F>(name: &'static str, inputs: Vec<Tensor>, backward: F) -> Option<Node>
+where
+    F: Fn(&[Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+{
+    if is_grad_enabled() && inputs.iter().any(|t| t.requires_grad()) {
+        Some(Node {
+            name,
+            inputs,
+            backward: Box::new(backward),
+        })
+    } else {
+        None
+    }
+}
+
+impl Tensor {
+    /// Back-propagates from this scalar (any one-element tensor): accumulates d(self)/d(leaf)
+    /// into the `grad()` of every leaf that requires it.
+    pub fn backward(&self) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::Backward(format!(
+                "backward() needs a one-element tensor, got shape {:?}; use backward_with()",
+                self.shape()
+            )));
+        }
+        let seed = Tensor::ones(self.shape(), self.device())?;
+        self.backward_with(&seed)
+    }
+
+    /// Back-propagates `grad` (same shape as self) through the graph.
+    pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        if grad.shape() != self.shape() {
+            return Err(Error::Backward(format!(
+                "gradient of shape {:?} for a tensor of shape {:?}",
+                grad.shape(),
+                self.shape()
+            )));
+        }
+        if !self.requires_grad() {
+            return Err(Error::Backward(
+                "the tensor does not require grad: no input of its graph has requires_grad set"
+                    .into(),
+            ));
+        }
+        let _guard = no_grad();
+        let order = topo_order(self);
+        let mut grads: HashMap<usize, Tensor> = HashMap::new();
+        grads.insert(self.id(), grad.detach());
+        for t in order.iter().rev() {
+            let Some(g) = grads.remove(&t.id()) else {
+                continue;
+            };
+            match &t.0.node {
+                None => {
+                    if t.requires_grad() {
+                        t.accumulate_grad(g)?;
+                    }
+                }
+                Some(node) => {
+                    let input_grads = (node.backward)(&node.inputs, t, &g)?;
+                    for (inp, ig) in node.inputs.iter().zip(input_grads) {
+                        let Some(ig) = ig else { continue };
+                        if !inp.requires_grad() {
+                            continue;
+                        }
+                        if ig.shape() != inp.shape() {
+                            return Err(Error::Backward(format!(
+                                "`{}` produced a gradient of shape {:?} for an input of shape {:?}",
+                                node.name,
+                                ig.shape(),
+                                inp.shape()
+                            )));
+                        }
+                        match grads.remove(&inp.id()) {
+                            Some(prev) => grads.insert(inp.id(), prev.add(&ig)?),
+                            None => grads.insert(inp.id(), ig),
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tensors reachable from `root` that require grad, inputs before the ops that use them
+/// (iterative DFS: deep networks must not overflow the stack).
+fn topo_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen: HashSet<usize> = HashSet::new();
+    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(node) = &t.0.node {
+            for inp in &node.inputs {
+                if inp.requires_grad() && !seen.contains(&inp.id()) {
+                    stack.push((inp.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}

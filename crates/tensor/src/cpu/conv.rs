@@ -1,0 +1,387 @@
+//! 2-D convolution: 1×1 stride-1 convs are plain GEMMs on the input; the rest run as tiled
+//! im2col + GEMM, where each task unrolls a band of output rows into a cache-sized scratch
+//! buffer and multiplies it on its own thread. Backward-data splits work by input channel so
+//! col2im writes never collide; backward-weight keeps one partial sum per task.
+
+use super::gemm::{sgemm_raw, MatRef};
+use crate::op::ConvGeom;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Floats of im2col scratch per task (sized to stay in L2/L3 while GEMM streams it).
+const COL_BUDGET: usize = 1 << 18;
+/// Output pixels per task of pointwise convs.
+const POINTWISE_COLS: usize = 4096;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// A raw pointer that tasks share to write disjoint parts of one output buffer.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: tasks write disjoint elements (documented at each use).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Splits `oh` output rows into bands of about `budget` im2col floats, leaving at least
+/// `min_tasks` tasks overall (`others` is the count of independent (image, group) pairs).
+fn row_bands(g: &ConvGeom, others: usize, min_tasks: usize) -> Vec<(usize, usize)> {
+    let cols_budget = (COL_BUDGET / g.k().max(1)).max(1);
+    let mut rows = (cols_budget / g.ow.max(1)).clamp(1, g.oh.max(1));
+    while rows > 1 && others * g.oh.div_ceil(rows) < min_tasks {
+        rows = rows.div_ceil(2);
+    }
+    (0..g.oh)
+        .step_by(rows)
+        .map(|r| (r, (r + rows).min(g.oh)))
+        .collect()
+}
+
+fn pointwise_bands(g: &ConvGeom, others: usize, min_tasks: usize) -> Vec<(usize, usize)> {
+    let hw = g.oh * g.ow;
+    let mut cols = POINTWISE_COLS.min(hw.max(1));
+    while cols > 256 && others * hw.div_ceil(cols) < min_tasks {
+        cols = cols.div_ceil(2);
+    }
+    (0..hw)
+        .step_by(cols.max(1))
+        .map(|p| (p, (p + cols).min(hw)))
+        .collect()
+}
+
+/// Valid output-column range `[lo, hi)` for kernel column `kj`: those with 0 <= ix < w.
+#[inline]
+fn valid_cols(g: &ConvGeom, kj: usize) -> (usize, usize, isize) {
+    let (sw, pw, dw) = (g.p.stride.1, g.p.padding.1 as isize, g.p.dilation.1);
+    let off = (kj * dw) as isize - pw; // ix = ox·sw + off
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off) as usize).div_ceil(sw)
+    };
+    let last = g.w as isize - 1 - off; // ox·sw <= last
+    let hi = if last < 0 {
+        0
+    } else {
+        (last as usize / sw + 1).min(g.ow)
+    };
+    (lo.min(hi), hi, off)
+}
+
+/// Unrolls output rows `oy0..oy1` of image `n`, group `grp` into `col` (k × t, row-major).
+fn im2col(x: &[f32], g: &ConvGeom, n: usize, grp: usize, oy0: usize, oy1: usize, col: &mut [f32]) {
+    let t = (oy1 - oy0) * g.ow;
+    let (sh, ph, dh) = (g.p.stride.0, g.p.padding.0 as isize, g.p.dilation.0);
+    let sw = g.p.stride.1;
+    let plane = g.h * g.w;
+    for c in 0..g.cin_g() {
+        let xc = &x[(n * g.c_in + grp * g.cin_g() + c) * plane..][..plane];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (c * g.kh + ki) * g.kw + kj;
+                let dst = &mut col[row * t..(row + 1) * t];
+                let (lo, hi, off) = valid_cols(g, kj);
+                for (r, oy) in (oy0..oy1).enumerate() {
+                    let d = &mut dst[r * g.ow..(r + 1) * g.ow];
+                    let iy = (oy * sh + ki * dh) as isize - ph;
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let xr = &xc[iy as usize * g.w..][..g.w];
+                    d[..lo].fill(0.0);
+                    d[hi..].fill(0.0);
+                    let start = (lo * sw) as isize + off;
+                    if sw == 1 {
+                        d[lo..hi].copy_from_slice(&xr[start as usize..start as usize + (hi - lo)]);
+                    } else {
+                        for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = xr[start as usize + j * sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `col` (rows for input channels `c0..c0+cc` of group `grp`, t columns) back into the
+/// image `dx` of image `n`: the adjoint of [`im2col`].
+///
+/// # Safety
+/// `dx` must point at the whole input-gradient buffer, and no other thread may write the
+/// channels touched here during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn col2im(
+    col: &[f32],
+    g: &ConvGeom,
+    n: usize,
+    grp: usize,
+    c0: usize,
+    cc: usize,
+    oy0: usize,
+    oy1: usize,
+    dx: SharedMut,
+) {
+    let t = (oy1 - oy0) * g.ow;
+    let (sh, ph, dh) = (g.p.stride.0, g.p.padding.0 as isize, g.p.dilation.0);
+    let sw = g.p.stride.1;
+    let plane = g.h * g.w;
+    for c in 0..cc {
+        let base = (n * g.c_in + grp * g.cin_g() + c0 + c) * plane;
+        let xc = std::slice::from_raw_parts_mut(dx.get().add(base), plane);
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (c * g.kh + ki) * g.kw + kj;
+                let src = &col[row * t..(row + 1) * t];
+                let (lo, hi, off) = valid_cols(g, kj);
+                if lo >= hi {
+                    continue;
+                }
+                for (r, oy) in (oy0..oy1).enumerate() {
+                    let iy = (oy * sh + ki * dh) as isize - ph;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let s = &src[r * g.ow..(r + 1) * g.ow];
+                    let xr = &mut xc[iy as usize * g.w..][..g.w];
+                    let start = ((lo * sw) as isize + off) as usize;
+                    if sw == 1 {
+                        for (a, b) in xr[start..start + (hi - lo)].iter_mut().zip(&s[lo..hi]) {
+                            *a += b;
+                        }
+                    } else {
+                        for (j, b) in s[lo..hi].iter().enumerate() {
+                            xr[start + j * sw] += b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every (image, group, item) triple, items being bands or channel chunks.
+fn task_list(n: usize, groups: usize, items: usize) -> Vec<(usize, usize, usize)> {
+    let mut v = Vec::with_capacity(n * groups * items);
+    for i in 0..n {
+        for grp in 0..groups {
+            for b in 0..items {
+                v.push((i, grp, b));
+            }
+        }
+    }
+    v
+}
+
+fn min_tasks() -> usize {
+    2 * crate::threads::num_threads()
+}
+
+/// Forward convolution: `x` is N×C×H×W, `w` is Cout×(C/groups)×kh×kw.
+pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
+    let ohw = g.oh * g.ow;
+    let mut out = vec![0.0f32; g.n * g.c_out * ohw];
+    let (cout_g, k) = (g.cout_g(), g.k());
+    let outp = SharedMut(out.as_mut_ptr());
+    let others = g.n * g.p.groups;
+    let pointwise = g.is_pointwise();
+    let bands = if pointwise {
+        pointwise_bands(g, others, min_tasks())
+    } else {
+        row_bands(g, others, min_tasks())
+    };
+    let tasks = task_list(g.n, g.p.groups, bands.len());
+    crate::threads::install(|| {
+        tasks.par_iter().for_each(|&(n, grp, b)| {
+            let (lo, hi) = bands[b];
+            let (p0, t) = if pointwise {
+                (lo, hi - lo)
+            } else {
+                (lo * g.ow, (hi - lo) * g.ow)
+            };
+            let obase = (n * g.c_out + grp * cout_g) * ohw + p0;
+            // SAFETY: this task alone writes rows grp·cout_g.. of image n, pixels p0..p0+t.
+            let c = unsafe { outp.get().add(obase) };
+            if let Some(bias) = bias {
+                for o in 0..cout_g {
+                    let v = bias[grp * cout_g + o];
+                    unsafe { std::slice::from_raw_parts_mut(c.add(o * ohw), t) }.fill(v);
+                }
+            }
+            let wg = MatRef::rows(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+            if pointwise {
+                let xb = &x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..];
+                unsafe {
+                    sgemm_raw(
+                        cout_g,
+                        t,
+                        k,
+                        c,
+                        ohw,
+                        bias.is_some(),
+                        wg,
+                        MatRef::rows(xb, ohw),
+                    )
+                };
+            } else {
+                with_scratch(k * t, |col| {
+                    im2col(x, g, n, grp, lo, hi, col);
+                    unsafe {
+                        sgemm_raw(
+                            cout_g,
+                            t,
+                            k,
+                            c,
+                            ohw,
+                            bias.is_some(),
+                            wg,
+                            MatRef::rows(col, t),
+                        )
+                    };
+                });
+            }
+        })
+    });
+    out
+}
+
+/// Gradient of the input: `dy` is N×Cout×OH×OW.
+pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
+    let mut dx = vec![0.0f32; g.n * g.c_in * hw];
+    let (cout_g, cin_g, k) = (g.cout_g(), g.cin_g(), g.k());
+    let dxp = SharedMut(dx.as_mut_ptr());
+    let others = g.n * g.p.groups;
+    if g.is_pointwise() {
+        let bands = pointwise_bands(g, others, min_tasks());
+        let tasks = task_list(g.n, g.p.groups, bands.len());
+        crate::threads::install(|| {
+            tasks.par_iter().for_each(|&(n, grp, b)| {
+                let (p0, p1) = bands[b];
+                let wt = MatRef::t(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+                let dyb = MatRef::rows(&dy[(n * g.c_out + grp * cout_g) * ohw + p0..], ohw);
+                // SAFETY: this task alone writes channels of group grp, image n, pixels p0..p1.
+                let c = unsafe { dxp.get().add((n * g.c_in + grp * cin_g) * hw + p0) };
+                unsafe { sgemm_raw(cin_g, p1 - p0, cout_g, c, hw, false, wt, dyb) };
+            })
+        });
+        return dx;
+    }
+    let kk = g.kh * g.kw;
+    let chunks = (min_tasks().div_ceil(others)).clamp(1, cin_g);
+    let per = cin_g.div_ceil(chunks);
+    let bands = row_bands(g, 1, 1);
+    let tasks = task_list(g.n, g.p.groups, cin_g.div_ceil(per));
+    crate::threads::install(|| {
+        tasks.par_iter().for_each(|&(n, grp, chunk)| {
+            let c0 = chunk * per;
+            let cc = per.min(cin_g - c0);
+            let rows = cc * kk;
+            let wt = MatRef::t(&w[grp * cout_g * k + c0 * kk..], k);
+            for &(oy0, oy1) in &bands {
+                let t = (oy1 - oy0) * g.ow;
+                let dyb = MatRef::rows(&dy[(n * g.c_out + grp * cout_g) * ohw + oy0 * g.ow..], ohw);
+                with_scratch(rows * t, |col| {
+                    // SAFETY: col is this thread's scratch; dx channels c0..c0+cc of (n, grp)
+                    // belong to this task alone.
+                    unsafe {
+                        sgemm_raw(rows, t, cout_g, col.as_mut_ptr(), t, false, wt, dyb);
+                        col2im(col, g, n, grp, c0, cc, oy0, oy1, dxp);
+                    }
+                });
+            }
+        })
+    });
+    dx
+}
+
+/// Gradient of the weight: Cout×(C/groups)×kh×kw.
+pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let ohw = g.oh * g.ow;
+    let (cout_g, k) = (g.cout_g(), g.k());
+    let pointwise = g.is_pointwise();
+    let bands = if pointwise {
+        pointwise_bands(g, 1, 1)
+    } else {
+        row_bands(g, 1, 1)
+    };
+    // Work items of one group: (image, band); split them into a few chunks per group.
+    let items: Vec<(usize, usize)> = (0..g.n)
+        .flat_map(|n| (0..bands.len()).map(move |b| (n, b)))
+        .collect();
+    let chunks = (min_tasks() / 2)
+        .div_ceil(g.p.groups)
+        .clamp(1, items.len().max(1));
+    let per = items.len().div_ceil(chunks).max(1);
+    let tasks: Vec<(usize, usize)> = (0..g.p.groups)
+        .flat_map(|grp| (0..items.len()).step_by(per).map(move |s| (grp, s)))
+        .collect();
+    let partials: Vec<(usize, Vec<f32>)> = crate::threads::install(|| {
+        tasks
+            .par_iter()
+            .map(|&(grp, s)| {
+                let mut dw = vec![0.0f32; cout_g * k];
+                for &(n, b) in &items[s..(s + per).min(items.len())] {
+                    let (lo, hi) = bands[b];
+                    let (p0, t) = if pointwise {
+                        (lo, hi - lo)
+                    } else {
+                        (lo * g.ow, (hi - lo) * g.ow)
+                    };
+                    let dyb = MatRef::rows(&dy[(n * g.c_out + grp * cout_g) * ohw + p0..], ohw);
+                    // SAFETY: dw is this task's own buffer.
+                    if pointwise {
+                        let xt = MatRef::t(&x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..], ohw);
+                        unsafe { sgemm_raw(cout_g, k, t, dw.as_mut_ptr(), k, true, dyb, xt) };
+                    } else {
+                        with_scratch(k * t, |col| {
+                            im2col(x, g, n, grp, lo, hi, col);
+                            unsafe {
+                                sgemm_raw(
+                                    cout_g,
+                                    k,
+                                    t,
+                                    dw.as_mut_ptr(),
+                                    k,
+                                    true,
+                                    dyb,
+                                    MatRef::t(col, t),
+                                )
+                            };
+                        });
+                    }
+                }
+                (grp, dw)
+            })
+            .collect()
+    });
+    let mut dw = vec![0.0f32; g.c_out * k];
+    for (grp, p) in partials {
+        for (a, b) in dw[grp * cout_g * k..(grp + 1) * cout_g * k]
+            .iter_mut()
+            .zip(&p)
+        {
+            *a += b;
+        }
+    }
+    dw
+}

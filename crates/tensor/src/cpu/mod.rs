@@ -1,0 +1,476 @@
+//! CPU kernels. Each takes contiguous row-major slices plus shapes and returns a new buffer.
+//! Shapes were validated by the caller (`ops`), so kernels only assert internal consistency.
+
+pub(crate) mod conv;
+pub(crate) mod gemm;
+pub(crate) mod norm;
+pub(crate) mod pool;
+pub(crate) mod simd;
+
+use crate::op::{BinaryOp, ReduceOp, UnaryOp};
+use crate::shape::{broadcast_strides, numel, strides};
+use rayon::prelude::*;
+
+/// Elements per parallel chunk of pointwise kernels.
+const CHUNK: usize = 1 << 15;
+
+/// Expands a `match` over every [`UnaryOp`] so each arm sees a constant op (lets LLVM
+/// specialise and vectorise the loop for that function).
+macro_rules! dispatch_unary {
+    ($op:expr, $go:ident) => {{
+        use crate::op::UnaryOp as U;
+        match $op {
+            U::Neg => $go!(U::Neg),
+            U::Exp => $go!(U::Exp),
+            U::Log => $go!(U::Log),
+            U::Sqrt => $go!(U::Sqrt),
+            U::Abs => $go!(U::Abs),
+            U::Tanh => $go!(U::Tanh),
+            U::Sigmoid => $go!(U::Sigmoid),
+            U::Erf => $go!(U::Erf),
+            U::Softplus => $go!(U::Softplus),
+            U::Recip => $go!(U::Recip),
+            U::Sqr => $go!(U::Sqr),
+            U::Powf(p) => $go!(U::Powf(p)),
+            U::Clamp(a, b) => $go!(U::Clamp(a, b)),
+            U::Affine(a, b) => $go!(U::Affine(a, b)),
+            U::Relu => $go!(U::Relu),
+            U::Relu6 => $go!(U::Relu6),
+            U::LeakyRelu(s) => $go!(U::LeakyRelu(s)),
+            U::Elu(a) => $go!(U::Elu(a)),
+            U::Silu => $go!(U::Silu),
+            U::Gelu => $go!(U::Gelu),
+            U::GeluTanh => $go!(U::GeluTanh),
+            U::Hardswish => $go!(U::Hardswish),
+            U::Hardsigmoid => $go!(U::Hardsigmoid),
+            U::Mish => $go!(U::Mish),
+        }
+    }};
+}
+
+/// Applies `op` to every element.
+pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    macro_rules! go {
+        ($o:expr) => {{
+            let o = $o;
+            par_map1(x, &mut y, move |v| o.f(v))
+        }};
+    }
+    dispatch_unary!(op, go);
+    y
+}
+
+/// `dx = dy · f'(x)`, fused in one pass.
+pub(crate) fn unary_backward(op: UnaryOp, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    macro_rules! go {
+        ($o:expr) => {{
+            let o = $o;
+            par_map2(x, dy, &mut dx, move |v, g| g * o.df(v))
+        }};
+    }
+    dispatch_unary!(op, go);
+    dx
+}
+
+fn par_map1<F: Fn(f32) -> f32 + Sync + Send>(x: &[f32], y: &mut [f32], f: F) {
+    if x.len() <= CHUNK {
+        simd::map1(x, y, f);
+    } else {
+        crate::threads::install(|| {
+            y.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(d, s)| simd::map1(s, d, &f));
+        })
+    }
+}
+
+fn par_map2<F: Fn(f32, f32) -> f32 + Sync + Send>(a: &[f32], b: &[f32], y: &mut [f32], f: F) {
+    if a.len() <= CHUNK {
+        simd::map2(a, b, y, f);
+    } else {
+        crate::threads::install(|| {
+            y.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(d, (s, t))| simd::map2(s, t, d, &f));
+        })
+    }
+}
+
+/// Merges adjacent axes that every operand walks the same way, so inner loops run long.
+/// `strides[j]` are the strides of operand j over `shape` (0 on broadcast axes).
+fn coalesce(shape: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        let mergeable = !out_shape.is_empty()
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| *o.last().unwrap() == s[i] * d);
+        if mergeable {
+            *out_shape.last_mut().unwrap() *= d;
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                *o.last_mut().unwrap() = s[i];
+            }
+        } else {
+            out_shape.push(d);
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                o.push(s[i]);
+            }
+        }
+    }
+    if out_shape.is_empty() {
+        out_shape.push(1);
+        for o in out_strides.iter_mut() {
+            o.push(0);
+        }
+    }
+    (out_shape, out_strides)
+}
+
+/// Offsets of row `row` (all axes but the last) for each operand.
+fn row_offsets(row: usize, shape: &[usize], strides: &[Vec<usize>], out: &mut [usize]) {
+    out.iter_mut().for_each(|o| *o = 0);
+    let mut r = row;
+    for ax in (0..shape.len() - 1).rev() {
+        let i = r % shape[ax];
+        r /= shape[ax];
+        for (o, s) in out.iter_mut().zip(strides) {
+            *o += i * s[ax];
+        }
+    }
+}
+
+/// `op(a, b)` with numpy broadcasting to `out_shape`.
+pub(crate) fn binary(
+    op: BinaryOp,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<f32> {
+    let n = numel(out_shape);
+    let mut out = vec![0.0f32; n];
+    macro_rules! go {
+        ($f:expr) => {{
+            let f = $f;
+            if a_shape == b_shape {
+                par_map2(a, b, &mut out, f);
+            } else {
+                binary_bcast(a, a_shape, b, b_shape, out_shape, &mut out, f);
+            }
+        }};
+    }
+    use BinaryOp as B;
+    match op {
+        B::Add => go!(|x: f32, y: f32| x + y),
+        B::Sub => go!(|x: f32, y: f32| x - y),
+        B::Mul => go!(|x: f32, y: f32| x * y),
+        B::Div => go!(|x: f32, y: f32| x / y),
+        other => go!(move |x: f32, y: f32| other.f(x, y)),
+    }
+    out
+}
+
+fn binary_bcast<F: Fn(f32, f32) -> f32 + Sync + Send>(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out_shape: &[usize],
+    out: &mut [f32],
+    f: F,
+) {
+    let sa = broadcast_strides(a_shape, out_shape);
+    let sb = broadcast_strides(b_shape, out_shape);
+    let (shape, st) = coalesce(out_shape, &[sa, sb]);
+    let inner = *shape.last().unwrap();
+    let (ia, ib) = (st[0][shape.len() - 1], st[1][shape.len() - 1]);
+    let body = |(row, dst): (usize, &mut [f32])| {
+        let mut off = [0usize; 2];
+        row_offsets(row, &shape, &st, &mut off);
+        match (ia, ib) {
+            (1, 1) => simd::map2(
+                &a[off[0]..off[0] + inner],
+                &b[off[1]..off[1] + inner],
+                dst,
+                &f,
+            ),
+            (1, 0) => {
+                let y = b[off[1]];
+                simd::map1(&a[off[0]..off[0] + inner], dst, |x| f(x, y))
+            }
+            (0, 1) => {
+                let x = a[off[0]];
+                simd::map1(&b[off[1]..off[1] + inner], dst, |y| f(x, y))
+            }
+            _ => {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = f(a[off[0] + j * ia], b[off[1] + j * ib]);
+                }
+            }
+        }
+    };
+    if out.len() > CHUNK && shape.len() > 1 {
+        crate::threads::install(|| out.par_chunks_mut(inner).enumerate().for_each(body));
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(body);
+    }
+}
+
+/// `cond != 0 ? a : b` on equal shapes.
+pub(crate) fn where_cond(cond: &[f32], a: &[f32], b: &[f32]) -> Vec<f32> {
+    cond.iter()
+        .zip(a.iter().zip(b))
+        .map(|(&c, (&x, &y))| if c != 0.0 { x } else { y })
+        .collect()
+}
+
+/// Copies `x` broadcast to `target` (the materialised expand).
+pub(crate) fn broadcast_to(x: &[f32], shape: &[usize], target: &[usize]) -> Vec<f32> {
+    let sx = broadcast_strides(shape, target);
+    let zeros = vec![0usize; target.len()];
+    let (cs, st) = coalesce(target, &[sx, zeros]);
+    let inner = *cs.last().unwrap();
+    let ix = st[0][cs.len() - 1];
+    let mut out = vec![0.0f32; numel(target)];
+    out.chunks_mut(inner).enumerate().for_each(|(row, dst)| {
+        let mut off = [0usize; 2];
+        row_offsets(row, &cs, &st, &mut off);
+        if ix == 1 {
+            dst.copy_from_slice(&x[off[0]..off[0] + inner]);
+        } else {
+            dst.iter_mut()
+                .enumerate()
+                .for_each(|(j, d)| *d = x[off[0] + j * ix]);
+        }
+    });
+    out
+}
+
+/// Reduces over `axes` (sorted, unique) keeping them as size-1 axes.
+pub(crate) fn reduce(op: ReduceOp, x: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f32> {
+    let out_shape: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let so = broadcast_strides(&out_shape, shape);
+    let sx = strides(shape);
+    let (cs, st) = coalesce(shape, &[sx, so]);
+    let inner = *cs.last().unwrap();
+    let io = st[1][cs.len() - 1];
+    let rows = x.len() / inner.max(1);
+    let n_out = numel(&out_shape);
+    let mut off = [0usize; 2];
+    match op {
+        ReduceOp::Sum => {
+            let mut acc = vec![0.0f64; n_out];
+            for row in 0..rows {
+                row_offsets(row, &cs, &st, &mut off);
+                let src = &x[off[0]..off[0] + inner];
+                if io == 0 {
+                    acc[off[1]] += src.iter().map(|&v| v as f64).sum::<f64>();
+                } else {
+                    for (j, &v) in src.iter().enumerate() {
+                        acc[off[1] + j * io] += v as f64;
+                    }
+                }
+            }
+            acc.into_iter().map(|v| v as f32).collect()
+        }
+        ReduceOp::Max | ReduceOp::Min => {
+            let is_max = op == ReduceOp::Max;
+            let init = if is_max {
+                f32::NEG_INFINITY
+            } else {
+                f32::INFINITY
+            };
+            let mut acc = vec![init; n_out];
+            let pick = |a: f32, b: f32| {
+                if b.is_nan() || (is_max && b > a) || (!is_max && b < a) {
+                    b
+                } else {
+                    a
+                }
+            };
+            for row in 0..rows {
+                row_offsets(row, &cs, &st, &mut off);
+                let src = &x[off[0]..off[0] + inner];
+                if io == 0 {
+                    let cur = &mut acc[off[1]];
+                    *cur = src.iter().fold(*cur, |m, &v| pick(m, v));
+                } else {
+                    for (j, &v) in src.iter().enumerate() {
+                        let cur = &mut acc[off[1] + j * io];
+                        *cur = pick(*cur, v);
+                    }
+                }
+            }
+            acc
+        }
+    }
+}
+
+/// Copies the box `region` starting at `src_start` in `src` into `dst` at `dst_start`.
+pub(crate) fn copy_region(
+    src: &[f32],
+    src_shape: &[usize],
+    src_start: &[usize],
+    dst: &mut [f32],
+    dst_shape: &[usize],
+    dst_start: &[usize],
+    region: &[usize],
+) {
+    let n = numel(region);
+    if n == 0 {
+        return;
+    }
+    let ss = strides(src_shape);
+    let ds = strides(dst_shape);
+    let r = region.len();
+    if r == 0 {
+        dst[0] = src[0];
+        return;
+    }
+    let base_s: usize = src_start.iter().zip(&ss).map(|(a, b)| a * b).sum();
+    let base_d: usize = dst_start.iter().zip(&ds).map(|(a, b)| a * b).sum();
+    let inner = region[r - 1];
+    let rows = n / inner;
+    for row in 0..rows {
+        let (mut os, mut od, mut rem) = (base_s, base_d, row);
+        for ax in (0..r - 1).rev() {
+            let i = rem % region[ax];
+            rem /= region[ax];
+            os += i * ss[ax];
+            od += i * ds[ax];
+        }
+        dst[od..od + inner].copy_from_slice(&src[os..os + inner]);
+    }
+}
+
+/// Transposes axes: output axis `i` is input axis `perm[i]`.
+pub(crate) fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let sx = strides(shape);
+    let src_strides: Vec<usize> = perm.iter().map(|&p| sx[p]).collect();
+    let so = strides(&out_shape);
+    let (cs, st) = coalesce(&out_shape, &[src_strides, so]);
+    let inner = *cs.last().unwrap();
+    let is = st[0][cs.len() - 1];
+    let mut out = vec![0.0f32; x.len()];
+    let body = |(row, dst): (usize, &mut [f32])| {
+        let mut off = [0usize; 2];
+        row_offsets(row, &cs, &st, &mut off);
+        if is == 1 {
+            dst.copy_from_slice(&x[off[0]..off[0] + inner]);
+        } else {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = x[off[0] + j * is];
+            }
+        }
+    };
+    if x.len() > CHUNK {
+        crate::threads::install(|| out.par_chunks_mut(inner).enumerate().for_each(body));
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(body);
+    }
+    out
+}
+
+/// Rows `idx` along `axis` (shape split as outer × size × inner).
+pub(crate) fn index_select(
+    x: &[f32],
+    outer: usize,
+    size: usize,
+    inner: usize,
+    idx: &[usize],
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(outer * idx.len() * inner);
+    for o in 0..outer {
+        for &i in idx {
+            let s = (o * size + i) * inner;
+            out.extend_from_slice(&x[s..s + inner]);
+        }
+    }
+    out
+}
+
+/// Inverse of [`index_select`]: adds row j of `src` into row `idx[j]` of a zero tensor.
+pub(crate) fn index_add(
+    src: &[f32],
+    outer: usize,
+    size: usize,
+    inner: usize,
+    idx: &[usize],
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; outer * size * inner];
+    for o in 0..outer {
+        for (j, &i) in idx.iter().enumerate() {
+            let s = (o * idx.len() + j) * inner;
+            let d = (o * size + i) * inner;
+            for (a, b) in out[d..d + inner].iter_mut().zip(&src[s..s + inner]) {
+                *a += b;
+            }
+        }
+    }
+    out
+}
+
+/// Offset into a tensor of `shape` of the element at `index_shape` position `flat`, with the
+/// coordinate on `axis` replaced by `along`.
+fn gather_offset(
+    flat: usize,
+    index_shape: &[usize],
+    shape_strides: &[usize],
+    axis: usize,
+    along: usize,
+) -> usize {
+    let mut rem = flat;
+    let mut off = 0;
+    for ax in (0..index_shape.len()).rev() {
+        let i = rem % index_shape[ax];
+        rem /= index_shape[ax];
+        off += if ax == axis { along } else { i } * shape_strides[ax];
+    }
+    off
+}
+
+/// PyTorch `gather`: `out[..i..] = x[..index[..i..]..]` on `axis`; output has the index's shape.
+pub(crate) fn gather(
+    x: &[f32],
+    shape: &[usize],
+    axis: usize,
+    index: &[usize],
+    index_shape: &[usize],
+) -> Vec<f32> {
+    let st = strides(shape);
+    index
+        .iter()
+        .enumerate()
+        .map(|(flat, &j)| x[gather_offset(flat, index_shape, &st, axis, j)])
+        .collect()
+}
+
+/// PyTorch `scatter_add`: `base[..index[..i..]..] += src[..i..]` on `axis`.
+pub(crate) fn scatter_add(
+    base: &[f32],
+    shape: &[usize],
+    axis: usize,
+    index: &[usize],
+    index_shape: &[usize],
+    src: &[f32],
+) -> Vec<f32> {
+    let st = strides(shape);
+    let mut out = base.to_vec();
+    for (flat, (&j, &v)) in index.iter().zip(src).enumerate() {
+        out[gather_offset(flat, index_shape, &st, axis, j)] += v;
+    }
+    out
+}

@@ -1,0 +1,191 @@
+//! Batch normalisation (training statistics), softmax and BCE-with-logits.
+
+use rayon::prelude::*;
+
+/// Output of the training-mode batch-norm forward.
+pub(crate) struct BnForward {
+    pub y: Vec<f32>,
+    pub mean: Vec<f32>,
+    /// Biased variance (what normalises the batch).
+    pub var: Vec<f32>,
+    pub invstd: Vec<f32>,
+}
+
+/// Batch-norm forward with batch statistics over N, H, W, per channel.
+pub(crate) fn batch_norm_train(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+) -> BnForward {
+    let m = (n * hw) as f64;
+    let stats: Vec<(f32, f32, f32)> = crate::threads::install(|| {
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                // Two passes (mean, then squared deviations): no cancellation in the variance.
+                // f32 sums within a plane, f64 across planes.
+                let mut s = 0.0f64;
+                for i in 0..n {
+                    s += x[(i * c + ch) * hw..][..hw].iter().sum::<f32>() as f64;
+                }
+                let mean = s / m;
+                let mut v = 0.0f64;
+                for i in 0..n {
+                    let p = &x[(i * c + ch) * hw..][..hw];
+                    let mf = mean as f32;
+                    v += p.iter().map(|&q| (q - mf) * (q - mf)).sum::<f32>() as f64;
+                }
+                let var = v / m;
+                (
+                    mean as f32,
+                    var as f32,
+                    (1.0 / (var + eps as f64).sqrt()) as f32,
+                )
+            })
+            .collect()
+    });
+    let mut y = vec![0.0f32; x.len()];
+    crate::threads::install(|| {
+        y.par_chunks_mut(hw).enumerate().for_each(|(plane, dst)| {
+            let ch = plane % c;
+            let (mean, _, invstd) = stats[ch];
+            let scale = invstd * weight[ch];
+            let shift = bias[ch] - mean * scale;
+            for (d, &v) in dst.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]) {
+                *d = v * scale + shift;
+            }
+        })
+    });
+    BnForward {
+        y,
+        mean: stats.iter().map(|s| s.0).collect(),
+        var: stats.iter().map(|s| s.1).collect(),
+        invstd: stats.iter().map(|s| s.2).collect(),
+    }
+}
+
+/// Batch-norm backward (training statistics). Returns (dx, dweight, dbias).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_norm_train_backward(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    weight: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n * hw) as f32;
+    // Per channel: Σdy and Σdy·x̂.
+    let sums: Vec<(f32, f32)> = crate::threads::install(|| {
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, is) = (mean[ch], invstd[ch]);
+                let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+                for i in 0..n {
+                    let off = (i * c + ch) * hw;
+                    let (a, b) = x[off..off + hw]
+                        .iter()
+                        .zip(&dy[off..off + hw])
+                        .fold((0.0f32, 0.0f32), |(a, b), (&v, &g)| {
+                            (a + g, b + g * (v - mu))
+                        });
+                    sd += a as f64;
+                    sdx += b as f64 * is as f64;
+                }
+                (sd as f32, sdx as f32)
+            })
+            .collect()
+    });
+    let mut dx = vec![0.0f32; x.len()];
+    crate::threads::install(|| {
+        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, d)| {
+            let ch = plane % c;
+            let (sd, sdx) = sums[ch];
+            let (mu, is) = (mean[ch], invstd[ch]);
+            let k = weight[ch] * is / m;
+            let off = plane * hw;
+            for ((o, &v), &g) in d.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw]) {
+                let xhat = (v - mu) * is;
+                *o = k * (m * g - sd - xhat * sdx);
+            }
+        })
+    });
+    (
+        dx,
+        sums.iter().map(|s| s.1).collect(),
+        sums.iter().map(|s| s.0).collect(),
+    )
+}
+
+/// Softmax (or log-softmax) along the middle axis of an (outer, size, inner) split.
+pub(crate) fn softmax(x: &[f32], outer: usize, size: usize, inner: usize, log: bool) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * size + j) * inner + i;
+            let mx = (0..size)
+                .map(|j| x[at(j)])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = (0..size).map(|j| (x[at(j)] - mx).exp()).sum();
+            for j in 0..size {
+                y[at(j)] = if log {
+                    x[at(j)] - mx - sum.ln()
+                } else {
+                    (x[at(j)] - mx).exp() / sum
+                };
+            }
+        }
+    }
+    y
+}
+
+/// Gradient of [`softmax`] from its output `y`.
+pub(crate) fn softmax_backward(
+    y: &[f32],
+    dy: &[f32],
+    outer: usize,
+    size: usize,
+    inner: usize,
+    log: bool,
+) -> Vec<f32> {
+    let mut dx = vec![0.0f32; y.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * size + j) * inner + i;
+            if log {
+                // dx = dy − softmax·Σdy
+                let s: f32 = (0..size).map(|j| dy[at(j)]).sum();
+                for j in 0..size {
+                    dx[at(j)] = dy[at(j)] - y[at(j)].exp() * s;
+                }
+            } else {
+                // dx = y·(dy − Σ y·dy)
+                let s: f32 = (0..size).map(|j| y[at(j)] * dy[at(j)]).sum();
+                for j in 0..size {
+                    dx[at(j)] = y[at(j)] * (dy[at(j)] - s);
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// Elementwise `BCEWithLogits(x, t)` with optional positive weight (broadcast already applied):
+/// `(1−t)·x + (1+(pw−1)·t)·(ln(1+e^(−|x|)) + max(−x, 0))`.
+pub(crate) fn bce_with_logits(x: &[f32], t: &[f32], pw: Option<&[f32]>) -> Vec<f32> {
+    x.iter()
+        .zip(t)
+        .enumerate()
+        .map(|(i, (&x, &t))| {
+            let lw = pw.map_or(1.0, |p| 1.0 + (p[i] - 1.0) * t);
+            (1.0 - t) * x + lw * ((-x.abs()).exp().ln_1p() + (-x).max(0.0))
+        })
+        .collect()
+}

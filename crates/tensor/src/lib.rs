@@ -1,0 +1,40 @@
+//! `yolo-tensor`: the numeric core of yolo-forge.
+//!
+//! Runtime-shaped, contiguous f32 [`Tensor`]s on a [`Device`], reverse-mode autograd over a
+//! dynamic graph, and CPU kernels (rayon-parallel; thread count from `YOLO_THREADS` or
+//! [`set_num_threads`]). Every op goes through one backend seam (`storage::Storage`), so a
+//! CUDA backend is one more variant there and nothing above this crate branches on the device.
+//!
+//! CPU GEMM comes from the `gemm` crate, chosen over `matrixmultiply` by measurement on the
+//! products convolution runs (`benches/gemm_choice.rs`; numbers in `docs/benchmarks.md`).
+//! Convolutions with a 1×1 kernel and stride 1 are GEMMs straight on the input; the others run
+//! as tiled im2col + GEMM, one cache-sized band of output rows per task.
+//!
+//! ```
+//! use yolo_tensor::{Conv2dParams, Device, Tensor};
+//! let x = Tensor::ones(&[1, 3, 8, 8], Device::Cpu)?;
+//! let w = Tensor::full(0.1, &[4, 3, 3, 3], Device::Cpu)?.with_grad();
+//! let y = x.conv2d(&w, None, Conv2dParams::new(1, 1))?.silu();
+//! y.sum_all()?.backward()?;
+//! assert_eq!(w.grad().unwrap().shape(), &[4, 3, 3, 3]);
+//! # Ok::<(), yolo_tensor::Error>(())
+//! ```
+
+mod autograd;
+mod cpu;
+mod device;
+mod error;
+pub mod math;
+pub mod op;
+mod ops;
+pub mod shape;
+mod storage;
+mod tensor;
+mod threads;
+
+pub use autograd::{is_grad_enabled, no_grad, GradModeGuard};
+pub use device::Device;
+pub use error::{Error, Result};
+pub use op::{BinaryOp, Conv2dParams, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};
+pub use tensor::Tensor;
+pub use threads::{num_threads, set_num_threads};

@@ -1,0 +1,452 @@
+//! Neural-network ops: matmul, conv2d, batch norm, pooling, upsampling, softmax, BCE.
+
+use super::same_device;
+use crate::autograd::record;
+use crate::error::{arg_err, shape_err, Result};
+use crate::op::{Conv2dParams, ConvGeom, Pool2dParams};
+use crate::shape::{norm_axis, split_at_axis};
+use crate::Tensor;
+
+fn dims4(op: &'static str, t: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    match *t.shape() {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        _ => shape_err(
+            op,
+            format!("expects an N×C×H×W tensor, got {:?}", t.shape()),
+        ),
+    }
+}
+
+impl Tensor {
+    /// Matrix product over the last two axes: `[…, m, k] × […, k, n]` with equal batch axes,
+    /// or `[…, m, k] × [k, n]` (the right matrix shared by every batch entry).
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        same_device("matmul", self, rhs)?;
+        if self.rank() < 2 || rhs.rank() < 2 {
+            return shape_err(
+                "matmul",
+                format!(
+                    "needs rank >= 2 operands, got {:?} and {:?}",
+                    self.shape(),
+                    rhs.shape()
+                ),
+            );
+        }
+        if rhs.rank() == 2 && self.rank() > 2 {
+            let k = self.shape()[self.rank() - 1];
+            let flat = self.reshape(&[self.numel() / k.max(1), k])?;
+            let out = flat.matmul(rhs)?;
+            let mut s = self.shape().to_vec();
+            *s.last_mut().unwrap() = rhs.shape()[1];
+            return out.reshape(&s);
+        }
+        let (ra, rb) = (self.rank(), rhs.rank());
+        let (m, k) = (self.shape()[ra - 2], self.shape()[ra - 1]);
+        let (k2, n) = (rhs.shape()[rb - 2], rhs.shape()[rb - 1]);
+        if k != k2 || self.shape()[..ra - 2] != rhs.shape()[..rb - 2] {
+            return shape_err("matmul", format!("{:?} × {:?}", self.shape(), rhs.shape()));
+        }
+        let batch: usize = self.shape()[..ra - 2].iter().product();
+        let mut out_shape = self.shape()[..ra - 2].to_vec();
+        out_shape.extend([m, n]);
+        let out = self
+            .storage()
+            .matmul(&rhs.storage(), batch, m, k, n, false, false);
+        Ok(record(
+            out,
+            out_shape,
+            "matmul",
+            vec![self.clone(), rhs.clone()],
+            move |inp, _, g| {
+                let (a, b) = (&inp[0], &inp[1]);
+                let ga = g
+                    .storage()
+                    .matmul(&b.storage(), batch, m, n, k, false, true);
+                let gb = a
+                    .storage()
+                    .matmul(&g.storage(), batch, k, m, n, true, false);
+                Ok(vec![
+                    Some(Tensor::make(ga, a.shape().to_vec(), None)),
+                    Some(Tensor::make(gb, b.shape().to_vec(), None)),
+                ])
+            },
+        ))
+    }
+
+    /// 2-D convolution (cross-correlation, PyTorch semantics): `self` N×C×H×W, `weight`
+    /// Cout×(C/groups)×kh×kw, optional `bias` of Cout.
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
+        let g = conv_geom(self, weight, bias, &p)?;
+        let out = {
+            let b = bias.map(|b| b.storage());
+            self.storage().conv2d(&weight.storage(), b.as_deref(), &g)
+        };
+        let mut inputs = vec![self.clone(), weight.clone()];
+        if let Some(b) = bias {
+            inputs.push(b.clone());
+        }
+        Ok(record(
+            out,
+            vec![g.n, g.c_out, g.oh, g.ow],
+            "conv2d",
+            inputs,
+            move |inp, _, dy| {
+                let (x, w) = (&inp[0], &inp[1]);
+                let dx = x.requires_grad().then(|| {
+                    Tensor::make(
+                        dy.storage().conv2d_backward_input(&w.storage(), &g),
+                        x.shape().to_vec(),
+                        None,
+                    )
+                });
+                let dw = w.requires_grad().then(|| {
+                    Tensor::make(
+                        x.storage().conv2d_backward_weight(&dy.storage(), &g),
+                        w.shape().to_vec(),
+                        None,
+                    )
+                });
+                let mut grads = vec![dx, dw];
+                if inp.len() == 3 {
+                    grads.push(Some(dy.sum(&[0, 2, 3], false)?));
+                }
+                Ok(grads)
+            },
+        ))
+    }
+
+    /// Training-mode 2-D batch norm: normalises with batch statistics over N, H, W and updates
+    /// `running_mean`/`running_var` in place with `momentum` (PyTorch convention: new =
+    /// (1−m)·old + m·batch; the running variance uses the unbiased batch variance).
+    pub fn batch_norm2d_train(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let (n, c, h, w) = dims4("batch_norm2d_train", self)?;
+        for (name, t) in [
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ] {
+            same_device("batch_norm2d_train", self, t)?;
+            if t.shape() != [c] {
+                return shape_err(
+                    "batch_norm2d_train",
+                    format!("{name} has shape {:?}, expected [{c}]", t.shape()),
+                );
+            }
+        }
+        let m = n * h * w;
+        if m < 2 {
+            return arg_err(
+                "batch_norm2d_train",
+                format!("needs more than one value per channel to compute batch statistics, got input {:?}", self.shape()),
+            );
+        }
+        let r =
+            self.storage()
+                .batch_norm_train(n, c, h * w, &weight.storage(), &bias.storage(), eps);
+        {
+            let _g = crate::no_grad();
+            let dev = self.device();
+            let mean = Tensor::from_vec(r.mean.clone(), &[c], dev)?;
+            let unbiased: Vec<f32> = r
+                .var
+                .iter()
+                .map(|v| v * m as f32 / (m - 1) as f32)
+                .collect();
+            let var = Tensor::from_vec(unbiased, &[c], dev)?;
+            running_mean.assign(
+                &running_mean
+                    .mul_scalar(1.0 - momentum)
+                    .add(&mean.mul_scalar(momentum))?,
+            )?;
+            running_var.assign(
+                &running_var
+                    .mul_scalar(1.0 - momentum)
+                    .add(&var.mul_scalar(momentum))?,
+            )?;
+        }
+        let (mean, invstd) = (r.mean, r.invstd);
+        Ok(record(
+            r.y,
+            self.shape().to_vec(),
+            "batch_norm2d",
+            vec![self.clone(), weight.clone(), bias.clone()],
+            move |inp, _, dy| {
+                let (x, wt) = (&inp[0], &inp[1]);
+                let (dx, dw, db) = x.storage().batch_norm_train_backward(
+                    &dy.storage(),
+                    n,
+                    c,
+                    h * w,
+                    &wt.storage(),
+                    &mean,
+                    &invstd,
+                );
+                Ok(vec![
+                    Some(Tensor::make(dx, x.shape().to_vec(), None)),
+                    Some(Tensor::make(dw, vec![c], None)),
+                    Some(Tensor::make(db, vec![c], None)),
+                ])
+            },
+        ))
+    }
+
+    /// Inference-mode 2-D batch norm with running statistics: `(x − mean)/√(var+eps)·w + b`.
+    pub fn batch_norm2d_eval(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let (_, c, _, _) = dims4("batch_norm2d_eval", self)?;
+        for (name, t) in [
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ] {
+            if t.shape() != [c] {
+                return shape_err(
+                    "batch_norm2d_eval",
+                    format!("{name} has shape {:?}, expected [{c}]", t.shape()),
+                );
+            }
+        }
+        let scale = weight.mul(&running_var.add_scalar(eps).sqrt().recip())?;
+        let shift = bias.sub(&running_mean.mul(&scale)?)?;
+        self.mul(&scale.reshape(&[1, c, 1, 1])?)?
+            .add(&shift.reshape(&[1, c, 1, 1])?)
+    }
+
+    /// 2-D max pooling (floor mode, padding never wins), as `nn.MaxPool2d`.
+    pub fn max_pool2d(&self, p: Pool2dParams) -> Result<Tensor> {
+        let (n, c, h, w) = dims4("max_pool2d", self)?;
+        let (kh, kw) = p.kernel;
+        if kh == 0 || kw == 0 || p.stride.0 == 0 || p.stride.1 == 0 {
+            return arg_err(
+                "max_pool2d",
+                format!("kernel and stride must be positive, got {p:?}"),
+            );
+        }
+        if 2 * p.padding.0 > kh || 2 * p.padding.1 > kw {
+            return arg_err(
+                "max_pool2d",
+                format!("padding must be at most half the kernel, got {p:?}"),
+            );
+        }
+        if h + 2 * p.padding.0 < kh || w + 2 * p.padding.1 < kw {
+            return shape_err(
+                "max_pool2d",
+                format!("input {:?} smaller than the window {p:?}", self.shape()),
+            );
+        }
+        let oh = crate::cpu::pool::pooled(h, kh, p.stride.0, p.padding.0);
+        let ow = crate::cpu::pool::pooled(w, kw, p.stride.1, p.padding.1);
+        let out = self.storage().max_pool2d(n * c, h, w, &p);
+        Ok(record(
+            out,
+            vec![n, c, oh, ow],
+            "max_pool2d",
+            vec![self.clone()],
+            move |inp, _, dy| {
+                let x = &inp[0];
+                let dx = x
+                    .storage()
+                    .max_pool2d_backward(&dy.storage(), n * c, h, w, &p);
+                Ok(vec![Some(Tensor::make(dx, x.shape().to_vec(), None))])
+            },
+        ))
+    }
+
+    /// Nearest-neighbour upsampling by integer factors (rows, cols), as `nn.Upsample`.
+    pub fn upsample_nearest2d(&self, sh: usize, sw: usize) -> Result<Tensor> {
+        let (n, c, h, w) = dims4("upsample_nearest2d", self)?;
+        if sh == 0 || sw == 0 {
+            return arg_err("upsample_nearest2d", "scale factors must be positive");
+        }
+        let out = self.storage().upsample_nearest(n * c, h, w, sh, sw);
+        Ok(record(
+            out,
+            vec![n, c, h * sh, w * sw],
+            "upsample_nearest2d",
+            vec![self.clone()],
+            move |inp, _, dy| {
+                let dx = dy.storage().upsample_nearest_backward(n * c, h, w, sh, sw);
+                Ok(vec![Some(Tensor::make(dx, inp[0].shape().to_vec(), None))])
+            },
+        ))
+    }
+
+    /// Global average pooling to N×C×1×1.
+    pub fn global_avg_pool2d(&self) -> Result<Tensor> {
+        dims4("global_avg_pool2d", self)?;
+        self.mean(&[2, 3], true)
+    }
+
+    fn softmax_impl(&self, axis: isize, log: bool) -> Result<Tensor> {
+        let name = if log { "log_softmax" } else { "softmax" };
+        let ax = norm_axis(name, axis, self.rank())?;
+        let (outer, size, inner) = split_at_axis(self.shape(), ax);
+        let out = self.storage().softmax(outer, size, inner, log);
+        Ok(record(
+            out,
+            self.shape().to_vec(),
+            name,
+            vec![self.clone()],
+            move |inp, y, dy| {
+                let dx = y
+                    .storage()
+                    .softmax_backward(&dy.storage(), outer, size, inner, log);
+                Ok(vec![Some(Tensor::make(dx, inp[0].shape().to_vec(), None))])
+            },
+        ))
+    }
+
+    /// Softmax along `axis`.
+    pub fn softmax(&self, axis: isize) -> Result<Tensor> {
+        self.softmax_impl(axis, false)
+    }
+
+    /// Log-softmax along `axis` (stable).
+    pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
+        self.softmax_impl(axis, true)
+    }
+
+    /// Elementwise, numerically stable `BCEWithLogits(self, target)` (no reduction), with an
+    /// optional `pos_weight` broadcast against the logits as in PyTorch.
+    pub fn bce_with_logits(&self, target: &Tensor, pos_weight: Option<&Tensor>) -> Result<Tensor> {
+        same_device("bce_with_logits", self, target)?;
+        if target.shape() != self.shape() {
+            return shape_err(
+                "bce_with_logits",
+                format!(
+                    "target {:?} differs from logits {:?}",
+                    target.shape(),
+                    self.shape()
+                ),
+            );
+        }
+        let pw = match pos_weight {
+            Some(p) => {
+                let _g = crate::no_grad();
+                Some(p.broadcast_as(self.shape())?)
+            }
+            None => None,
+        };
+        let out = {
+            let pws = pw.as_ref().map(|p| p.storage());
+            self.storage()
+                .bce_with_logits(&target.storage(), pws.as_deref())
+        };
+        let mut inputs = vec![self.clone(), target.clone()];
+        if let Some(p) = pos_weight {
+            inputs.push(p.clone());
+        }
+        Ok(record(
+            out,
+            self.shape().to_vec(),
+            "bce_with_logits",
+            inputs,
+            move |inp, _, g| {
+                let (x, t) = (&inp[0], &inp[1]);
+                let sp = x.neg().softplus(); // ln(1+e^−x)
+                let lw = match &pw {
+                    Some(p) => p.add_scalar(-1.0).mul(t)?.add_scalar(1.0),
+                    None => Tensor::ones(&[1], x.device())?,
+                };
+                // d/dx = (1−t) − lw·(1−σ(x)); d/dt = −x + (pw−1)·sp; d/dpw = t·sp
+                let dx = t
+                    .affine(-1.0, 1.0)
+                    .sub(&lw.mul(&x.sigmoid().affine(-1.0, 1.0))?)?
+                    .mul(g)?;
+                let dt = match &pw {
+                    Some(p) => x.neg().add(&p.add_scalar(-1.0).mul(&sp)?)?,
+                    None => x.neg(),
+                }
+                .mul(g)?;
+                let mut grads = vec![Some(dx), Some(dt)];
+                if inp.len() == 3 {
+                    grads.push(Some(t.mul(&sp)?.mul(g)?.sum_to_shape(inp[2].shape())?));
+                }
+                Ok(grads)
+            },
+        ))
+    }
+}
+
+/// Validates a convolution call and derives its geometry.
+fn conv_geom(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<ConvGeom> {
+    let (n, c_in, h, wd) = dims4("conv2d", x)?;
+    same_device("conv2d", x, w)?;
+    let (c_out, cin_g, kh, kw) = match *w.shape() {
+        [a, b, c, d] => (a, b, c, d),
+        _ => {
+            return shape_err(
+                "conv2d",
+                format!("weight must be Cout×Cin/groups×kh×kw, got {:?}", w.shape()),
+            )
+        }
+    };
+    let gr = p.groups;
+    if gr == 0 || p.stride.0 == 0 || p.stride.1 == 0 || p.dilation.0 == 0 || p.dilation.1 == 0 {
+        return arg_err(
+            "conv2d",
+            format!("groups, stride and dilation must be positive, got {p:?}"),
+        );
+    }
+    if c_in % gr != 0 || c_out % gr != 0 || cin_g * gr != c_in {
+        return shape_err(
+            "conv2d",
+            format!("input {:?} and weight {:?} do not fit {gr} groups (need Cin/groups = weight dim 1)", x.shape(), w.shape()),
+        );
+    }
+    if let Some(b) = bias {
+        same_device("conv2d", x, b)?;
+        if b.shape() != [c_out] {
+            return shape_err(
+                "conv2d",
+                format!("bias has shape {:?}, expected [{c_out}]", b.shape()),
+            );
+        }
+    }
+    let span_h = p.dilation.0 * (kh - 1) + 1;
+    let span_w = p.dilation.1 * (kw - 1) + 1;
+    if h + 2 * p.padding.0 < span_h || wd + 2 * p.padding.1 < span_w || kh == 0 || kw == 0 {
+        return shape_err(
+            "conv2d",
+            format!(
+                "input {:?} (padded by {:?}) smaller than kernel {:?}",
+                x.shape(),
+                p.padding,
+                w.shape()
+            ),
+        );
+    }
+    Ok(ConvGeom {
+        n,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+        oh: (h + 2 * p.padding.0 - span_h) / p.stride.0 + 1,
+        ow: (wd + 2 * p.padding.1 - span_w) / p.stride.1 + 1,
+        p: *p,
+    })
+}

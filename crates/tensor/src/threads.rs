@@ -1,0 +1,71 @@
+//! The thread pool every CPU kernel runs in. Its size comes from `YOLO_THREADS` (or all cores)
+//! and can be changed at run time with [`set_num_threads`].
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+fn slot() -> &'static RwLock<Option<Arc<rayon::ThreadPool>>> {
+    static POOL: OnceLock<RwLock<Option<Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    POOL.get_or_init(|| RwLock::new(None))
+}
+
+fn default_threads() -> usize {
+    std::env::var("YOLO_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
+fn build(n: usize) -> Arc<rayon::ThreadPool> {
+    Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("yolo-cpu-{i}"))
+            .build()
+            .unwrap_or_else(|_| {
+                // Spawning threads failed (resource limits): fall back to the calling thread.
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .use_current_thread()
+                    .build()
+                    .expect("a one-thread pool on the current thread always builds")
+            }),
+    )
+}
+
+pub(crate) fn pool() -> Arc<rayon::ThreadPool> {
+    if let Some(p) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return p.clone();
+    }
+    let mut w = slot().write().unwrap_or_else(|e| e.into_inner());
+    w.get_or_insert_with(|| build(default_threads())).clone()
+}
+
+/// Sets the number of threads CPU kernels use (overrides `YOLO_THREADS`). `0` means all cores.
+pub fn set_num_threads(n: usize) {
+    let n = if n == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        n
+    };
+    *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(build(n));
+}
+
+/// The number of threads CPU kernels use.
+pub fn num_threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Runs `f` inside the kernel thread pool (nested calls stay in the pool).
+pub(crate) fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    pool().install(f)
+}

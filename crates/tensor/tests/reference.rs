@@ -1,0 +1,560 @@
+//! Forward results (and the conv backward at sizes that exercise tiling) against naive
+//! reference implementations written straight from the definitions.
+
+mod common;
+use common::*;
+use yolo_tensor::{Conv2dParams, Device, Error, Pool2dParams, Tensor};
+
+struct Conv {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: (usize, usize),
+    p: Conv2dParams,
+}
+
+impl Conv {
+    fn out_hw(&self) -> (usize, usize) {
+        let oh = (self.h + 2 * self.p.padding.0 - self.p.dilation.0 * (self.k.0 - 1) - 1)
+            / self.p.stride.0
+            + 1;
+        let ow = (self.w + 2 * self.p.padding.1 - self.p.dilation.1 * (self.k.1 - 1) - 1)
+            / self.p.stride.1
+            + 1;
+        (oh, ow)
+    }
+
+    /// Calls `f(n, o, oy, ox, c_in, ci_in_group, ky, kx, iy, ix)` for every valid tap.
+    fn taps(&self, mut f: impl FnMut([usize; 10])) {
+        let (oh, ow) = self.out_hw();
+        let g = self.p.groups;
+        let (cg, og) = (self.c / g, self.co / g);
+        for n in 0..self.n {
+            for o in 0..self.co {
+                let grp = o / og;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ci in 0..cg {
+                            for ky in 0..self.k.0 {
+                                for kx in 0..self.k.1 {
+                                    let iy = (oy * self.p.stride.0 + ky * self.p.dilation.0)
+                                        as isize
+                                        - self.p.padding.0 as isize;
+                                    let ix = (ox * self.p.stride.1 + kx * self.p.dilation.1)
+                                        as isize
+                                        - self.p.padding.1 as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= self.h as isize
+                                        || ix >= self.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    f([
+                                        n,
+                                        o,
+                                        oy,
+                                        ox,
+                                        grp * cg + ci,
+                                        ci,
+                                        ky,
+                                        kx,
+                                        iy as usize,
+                                        ix as usize,
+                                    ]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn idx_x(&self, n: usize, c: usize, y: usize, x: usize) -> usize {
+        ((n * self.c + c) * self.h + y) * self.w + x
+    }
+    fn idx_w(&self, o: usize, ci: usize, ky: usize, kx: usize) -> usize {
+        ((o * (self.c / self.p.groups) + ci) * self.k.0 + ky) * self.k.1 + kx
+    }
+    fn idx_y(&self, n: usize, o: usize, y: usize, x: usize) -> usize {
+        let (oh, ow) = self.out_hw();
+        ((n * self.co + o) * oh + y) * ow + x
+    }
+
+    fn check(&self, name: &str) {
+        let (oh, ow) = self.out_hw();
+        let xs = uniform(self.n * self.c * self.h * self.w, -1.0, 1.0, 1);
+        let ws = uniform(
+            self.co * (self.c / self.p.groups) * self.k.0 * self.k.1,
+            -0.5,
+            0.5,
+            2,
+        );
+        let bs = uniform(self.co, -0.5, 0.5, 3);
+        let gy = uniform(self.n * self.co * oh * ow, -1.0, 1.0, 4);
+        // Naive, f64 accumulation.
+        let mut y = vec![0.0f64; gy.len()];
+        let mut dx = vec![0.0f64; xs.len()];
+        let mut dw = vec![0.0f64; ws.len()];
+        for (i, v) in y.iter_mut().enumerate() {
+            *v = bs[(i / (oh * ow)) % self.co] as f64;
+        }
+        self.taps(|[n, o, oy, ox, c, ci, ky, kx, iy, ix]| {
+            let (xi, wi, yi) = (
+                self.idx_x(n, c, iy, ix),
+                self.idx_w(o, ci, ky, kx),
+                self.idx_y(n, o, oy, ox),
+            );
+            y[yi] += xs[xi] as f64 * ws[wi] as f64;
+            dx[xi] += gy[yi] as f64 * ws[wi] as f64;
+            dw[wi] += gy[yi] as f64 * xs[xi] as f64;
+        });
+        let x = t(xs.clone(), &[self.n, self.c, self.h, self.w]).with_grad();
+        let w = t(
+            ws.clone(),
+            &[self.co, self.c / self.p.groups, self.k.0, self.k.1],
+        )
+        .with_grad();
+        let b = t(bs, &[self.co]);
+        let out = x.conv2d(&w, Some(&b), self.p).unwrap();
+        assert_eq!(
+            out.shape(),
+            &[self.n, self.co, oh, ow],
+            "{name}: output shape"
+        );
+        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
+        assert_close(&format!("{name} forward"), &out.to_vec(), &f(&y), 1e-5);
+        out.backward_with(&t(gy, out.shape())).unwrap();
+        assert_close(
+            &format!("{name} d/dx"),
+            &x.grad().unwrap().to_vec(),
+            &f(&dx),
+            1e-5,
+        );
+        assert_close(
+            &format!("{name} d/dw"),
+            &w.grad().unwrap().to_vec(),
+            &f(&dw),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn conv2d_matches_naive() {
+    let cases = [
+        (
+            "3x3 64ch bands",
+            Conv {
+                n: 1,
+                c: 64,
+                h: 40,
+                w: 38,
+                co: 24,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 1),
+            },
+        ),
+        (
+            "3x3 s2 batch3",
+            Conv {
+                n: 3,
+                c: 13,
+                h: 17,
+                w: 15,
+                co: 10,
+                k: (3, 3),
+                p: Conv2dParams::new(2, 1),
+            },
+        ),
+        (
+            "1x1 pointwise",
+            Conv {
+                n: 2,
+                c: 33,
+                h: 70,
+                w: 71,
+                co: 17,
+                k: (1, 1),
+                p: Conv2dParams::new(1, 0),
+            },
+        ),
+        (
+            "groups 3",
+            Conv {
+                n: 2,
+                c: 12,
+                h: 11,
+                w: 9,
+                co: 9,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 1).with_groups(3),
+            },
+        ),
+        (
+            "depthwise 5x5",
+            Conv {
+                n: 1,
+                c: 7,
+                h: 13,
+                w: 12,
+                co: 7,
+                k: (5, 5),
+                p: Conv2dParams::new(1, 2).with_groups(7),
+            },
+        ),
+        (
+            "6x6 s2 p2 stem",
+            Conv {
+                n: 1,
+                c: 3,
+                h: 32,
+                w: 30,
+                co: 8,
+                k: (6, 6),
+                p: Conv2dParams::new(2, 2),
+            },
+        ),
+        (
+            "dilated",
+            Conv {
+                n: 1,
+                c: 4,
+                h: 15,
+                w: 16,
+                co: 5,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 2).with_dilation(2),
+            },
+        ),
+    ];
+    for (name, c) in cases {
+        c.check(name);
+    }
+}
+
+#[test]
+fn conv2d_same_result_at_any_thread_count() {
+    let x = t(uniform(2 * 16 * 21 * 19, -1.0, 1.0, 5), &[2, 16, 21, 19]);
+    let w = t(uniform(8 * 16 * 9, -1.0, 1.0, 6), &[8, 16, 3, 3]);
+    let run = || {
+        x.conv2d(&w, None, Conv2dParams::new(1, 1))
+            .unwrap()
+            .to_vec()
+    };
+    yolo_tensor::set_num_threads(1);
+    let one = run();
+    yolo_tensor::set_num_threads(2);
+    assert_eq!(yolo_tensor::num_threads(), 2);
+    let two = run();
+    assert_eq!(
+        one, two,
+        "tiles are independent, so results are bitwise equal"
+    );
+}
+
+#[test]
+fn batch_norm_train_matches_naive_and_updates_running_stats() {
+    let (n, c, h, w) = (3, 5, 7, 6);
+    let xs = uniform(n * c * h * w, -2.0, 3.0, 10);
+    let ws = uniform(c, 0.5, 1.5, 11);
+    let bs = uniform(c, -0.5, 0.5, 12);
+    let rm0 = uniform(c, -0.1, 0.1, 13);
+    let rv0 = uniform(c, 0.9, 1.1, 14);
+    let (rm, rv) = (t(rm0.clone(), &[c]), t(rv0.clone(), &[c]));
+    let (eps, mom) = (1e-3f32, 0.03f32);
+    let y = t(xs.clone(), &[n, c, h, w])
+        .batch_norm2d_train(
+            &t(ws.clone(), &[c]),
+            &t(bs.clone(), &[c]),
+            &rm,
+            &rv,
+            mom,
+            eps,
+        )
+        .unwrap();
+    let m = (n * h * w) as f64;
+    let mut expect = vec![0.0f32; xs.len()];
+    for ch in 0..c {
+        let vals: Vec<f64> = (0..n)
+            .flat_map(|i| (0..h * w).map(move |p| (i, p)))
+            .map(|(i, p)| xs[(i * c + ch) * h * w + p] as f64)
+            .collect();
+        let mean = vals.iter().sum::<f64>() / m;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m;
+        for i in 0..n {
+            for p in 0..h * w {
+                let k = (i * c + ch) * h * w + p;
+                expect[k] = (((xs[k] as f64 - mean) / (var + eps as f64).sqrt()) * ws[ch] as f64
+                    + bs[ch] as f64) as f32;
+            }
+        }
+        let rm_e = (1.0 - mom as f64) * rm0[ch] as f64 + mom as f64 * mean;
+        let rv_e = (1.0 - mom as f64) * rv0[ch] as f64 + mom as f64 * var * m / (m - 1.0);
+        assert!(
+            (rm.to_vec()[ch] as f64 - rm_e).abs() < 1e-6,
+            "running mean of channel {ch}"
+        );
+        assert!(
+            (rv.to_vec()[ch] as f64 - rv_e).abs() < 1e-6,
+            "running var (unbiased) of channel {ch}"
+        );
+    }
+    assert_close("batch_norm2d_train", &y.to_vec(), &expect, 1e-5);
+}
+
+#[test]
+fn batch_norm_eval_matches_naive() {
+    let (c, hw) = (3, 4);
+    let xs = uniform(2 * c * hw, -2.0, 2.0, 20);
+    let (ws, bs, rm, rv) = (
+        uniform(c, 0.5, 1.5, 21),
+        uniform(c, -1.0, 1.0, 22),
+        uniform(c, -1.0, 1.0, 23),
+        uniform(c, 0.2, 2.0, 24),
+    );
+    let y = t(xs.clone(), &[2, c, 2, 2])
+        .batch_norm2d_eval(
+            &t(ws.clone(), &[c]),
+            &t(bs.clone(), &[c]),
+            &t(rm.clone(), &[c]),
+            &t(rv.clone(), &[c]),
+            1e-3,
+        )
+        .unwrap();
+    let expect: Vec<f32> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let ch = (i / hw) % c;
+            (x - rm[ch]) / (rv[ch] + 1e-3).sqrt() * ws[ch] + bs[ch]
+        })
+        .collect();
+    assert_close("batch_norm2d_eval", &y.to_vec(), &expect, 1e-5);
+}
+
+fn naive_max_pool(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Vec<f32> {
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut out = Vec::new();
+    for pl in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = f32::NEG_INFINITY;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (iy, ix) = (
+                            (oy * s + ky) as isize - p as isize,
+                            (ox * s + kx) as isize - p as isize,
+                        );
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            m = m.max(x[pl * h * w + iy as usize * w + ix as usize]);
+                        }
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn max_pool_matches_naive() {
+    for (k, s, p, h, w) in [
+        (5, 1, 2, 13, 11),
+        (3, 2, 1, 9, 10),
+        (2, 2, 0, 8, 7),
+        (9, 1, 4, 20, 20),
+        (13, 1, 6, 15, 14),
+    ] {
+        let xs = uniform(2 * 3 * h * w, -1.0, 1.0, 30 + k as u64);
+        let y = t(xs.clone(), &[2, 3, h, w])
+            .max_pool2d(Pool2dParams::new(k, s, p))
+            .unwrap();
+        assert_close(
+            &format!("max_pool k{k} s{s} p{p}"),
+            &y.to_vec(),
+            &naive_max_pool(&xs, 6, h, w, k, s, p),
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn sppf_chain_equals_spp() {
+    // SPPF's three chained 5×5 pools equal SPP's 5, 9 and 13 pools (stride 1): the identity
+    // upstream relies on when it swapped SPP for SPPF.
+    let x = t(uniform(2 * 4 * 12 * 11, -1.0, 1.0, 40), &[2, 4, 12, 11]);
+    let p5 = |t: &Tensor| t.max_pool2d(Pool2dParams::new(5, 1, 2)).unwrap();
+    let y1 = p5(&x);
+    let y2 = p5(&y1);
+    let y3 = p5(&y2);
+    assert_eq!(
+        y2.to_vec(),
+        x.max_pool2d(Pool2dParams::new(9, 1, 4)).unwrap().to_vec()
+    );
+    assert_eq!(
+        y3.to_vec(),
+        x.max_pool2d(Pool2dParams::new(13, 1, 6)).unwrap().to_vec()
+    );
+}
+
+#[test]
+fn upsample_matches_naive() {
+    let (h, w) = (3, 5);
+    let xs = uniform(2 * 3 * h * w, -1.0, 1.0, 50);
+    let y = t(xs.clone(), &[2, 3, h, w])
+        .upsample_nearest2d(2, 3)
+        .unwrap();
+    assert_eq!(y.shape(), &[2, 3, 6, 15]);
+    let mut expect = Vec::new();
+    for pl in 0..6 {
+        for oy in 0..6 {
+            for ox in 0..15 {
+                expect.push(xs[pl * h * w + (oy / 2) * w + ox / 3]);
+            }
+        }
+    }
+    assert_eq!(y.to_vec(), expect);
+}
+
+#[test]
+fn closed_form_values() {
+    let x = t(vec![1.0, -2.0, 0.0], &[3]);
+    let s = x.softmax(0).unwrap().to_vec();
+    let z = 1f32.exp() + (-2f32).exp() + 1.0;
+    assert_close(
+        "softmax",
+        &s,
+        &[1f32.exp() / z, (-2f32).exp() / z, 1.0 / z],
+        1e-6,
+    );
+    // BCE(x=0, t=1) = ln 2; with pos_weight 3 it is 3·ln 2. Large logits stay finite.
+    let l = t(vec![0.0, 0.0, 100.0, -100.0], &[4]);
+    let tg = t(vec![1.0, 1.0, 0.0, 1.0], &[4]);
+    let pw = t(vec![1.0, 3.0, 1.0, 1.0], &[4]);
+    let b = l.bce_with_logits(&tg, Some(&pw)).unwrap().to_vec();
+    assert_close(
+        "bce",
+        &b,
+        &[
+            std::f32::consts::LN_2,
+            3.0 * std::f32::consts::LN_2,
+            100.0,
+            100.0,
+        ],
+        1e-6,
+    );
+    let m = t(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])
+        .matmul(&t(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]))
+        .unwrap();
+    assert_eq!(m.to_vec(), vec![4.0, 5.0, 10.0, 11.0]);
+}
+
+#[test]
+fn no_grad_records_nothing() {
+    let w = t(vec![1.0, 2.0], &[2]).with_grad();
+    let y = {
+        let _g = yolo_tensor::no_grad();
+        assert!(!yolo_tensor::is_grad_enabled());
+        w.sqr().add(&w).unwrap()
+    };
+    assert!(yolo_tensor::is_grad_enabled());
+    assert!(!y.requires_grad() && y.is_leaf());
+    assert!(matches!(
+        y.sum_all().unwrap().backward(),
+        Err(Error::Backward(_))
+    ));
+}
+
+#[test]
+fn grads_accumulate_and_zero() {
+    let w = t(vec![3.0], &[1]).with_grad();
+    for _ in 0..2 {
+        w.sqr().sum_all().unwrap().backward().unwrap();
+    }
+    assert_eq!(w.grad().unwrap().to_vec(), vec![12.0]);
+    w.zero_grad();
+    assert!(w.grad().is_none());
+}
+
+#[test]
+fn errors_name_the_op_and_shapes() {
+    let a = t(vec![0.0; 6], &[2, 3]);
+    let b = t(vec![0.0; 4], &[4]);
+    let e = a.add(&b).unwrap_err().to_string();
+    assert!(
+        e.contains("add") && e.contains("[2, 3]") && e.contains("[4]"),
+        "{e}"
+    );
+    let e = a.matmul(&a).unwrap_err().to_string();
+    assert!(e.contains("matmul") && e.contains("[2, 3]"), "{e}");
+    let x = t(vec![0.0; 2 * 3 * 4 * 4], &[2, 3, 4, 4]);
+    let w = t(vec![0.0; 4 * 2 * 9], &[4, 2, 3, 3]);
+    let e = x
+        .conv2d(&w, None, Conv2dParams::new(1, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv2d") && e.contains("groups"), "{e}");
+    assert!(matches!(
+        x.reshape(&[5, 5]),
+        Err(Error::ShapeMismatch { op: "reshape", .. })
+    ));
+    assert!(matches!(
+        x.narrow(1, 2, 2),
+        Err(Error::InvalidArgument { op: "narrow", .. })
+    ));
+    assert!(matches!(
+        x.index_select(0, &[2]),
+        Err(Error::InvalidArgument {
+            op: "index_select",
+            ..
+        })
+    ));
+    assert!(matches!(
+        x.permute(&[0, 0, 1, 2]),
+        Err(Error::InvalidArgument { op: "permute", .. })
+    ));
+    assert!(matches!(
+        x.max_pool2d(Pool2dParams::new(3, 1, 2)),
+        Err(Error::InvalidArgument {
+            op: "max_pool2d",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Tensor::from_vec(vec![1.0; 3], &[2, 2], Device::Cpu),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        Tensor::zeros(&[2], Device::Cuda(0)),
+        Err(Error::DeviceUnavailable { .. })
+    ));
+    assert!(matches!(
+        Device::cuda(0),
+        Err(Error::DeviceUnavailable { .. })
+    ));
+    let one = t(vec![1.0; 2], &[1, 2, 1, 1]);
+    assert!(matches!(
+        one.batch_norm2d_train(
+            &t(vec![1.0; 2], &[2]),
+            &t(vec![0.0; 2], &[2]),
+            &t(vec![0.0; 2], &[2]),
+            &t(vec![1.0; 2], &[2]),
+            0.1,
+            1e-3
+        ),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
