@@ -10,7 +10,10 @@ use yolo_tensor::{Conv2dParams, Device, Pool2dParams, Result, Tensor};
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 40) as f32 / (1u64 << 24) as f32
     }
 }
@@ -20,7 +23,10 @@ fn batch(rng: &mut Lcg, n: usize) -> Result<(Tensor, Vec<usize>)> {
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
         let q = (rng.next() * 4.0) as usize % 4;
-        let (oy, ox) = ((q / 2) * 8 + (rng.next() * 4.0) as usize, (q % 2) * 8 + (rng.next() * 4.0) as usize);
+        let (oy, ox) = (
+            (q / 2) * 8 + (rng.next() * 4.0) as usize,
+            (q % 2) * 8 + (rng.next() * 4.0) as usize,
+        );
         for p in img[i * 256..(i + 1) * 256].iter_mut() {
             *p = rng.next() * 0.3;
         }
@@ -43,17 +49,30 @@ fn param(rng: &mut Lcg, shape: &[usize], scale: f32) -> Result<Tensor> {
 fn main() -> Result<()> {
     let mut rng = Lcg(7);
     let w1 = param(&mut rng, &[8, 1, 3, 3], 0.5)?;
-    let (g1, b1) = (Tensor::ones(&[8], Device::Cpu)?.with_grad(), Tensor::zeros(&[8], Device::Cpu)?.with_grad());
-    let (rm, rv) = (Tensor::zeros(&[8], Device::Cpu)?, Tensor::ones(&[8], Device::Cpu)?);
+    let (g1, b1) = (
+        Tensor::ones(&[8], Device::Cpu)?.with_grad(),
+        Tensor::zeros(&[8], Device::Cpu)?.with_grad(),
+    );
+    let (rm, rv) = (
+        Tensor::zeros(&[8], Device::Cpu)?,
+        Tensor::ones(&[8], Device::Cpu)?,
+    );
     let w2 = param(&mut rng, &[16, 8, 3, 3], 0.2)?;
     let fc = param(&mut rng, &[16, 4], 0.3)?;
     let params = [&w1, &g1, &b1, &w2, &fc];
     // The quadrant must survive pooling: keep a 2×2 spatial map, then flatten per quadrant.
     let forward = |x: &Tensor, train: bool| -> Result<Tensor> {
         let h = x.conv2d(&w1, None, Conv2dParams::new(1, 1))?;
-        let h = if train { h.batch_norm2d_train(&g1, &b1, &rm, &rv, 0.1, 1e-5)? } else { h.batch_norm2d_eval(&g1, &b1, &rm, &rv, 1e-5)? };
+        let h = if train {
+            h.batch_norm2d_train(&g1, &b1, &rm, &rv, 0.1, 1e-5)?
+        } else {
+            h.batch_norm2d_eval(&g1, &b1, &rm, &rv, 1e-5)?
+        };
         let h = h.silu().max_pool2d(Pool2dParams::new(2, 2, 0))?;
-        let h = h.conv2d(&w2, None, Conv2dParams::new(1, 1))?.silu().max_pool2d(Pool2dParams::new(4, 4, 0))?; // n×16×2×2
+        let h = h
+            .conv2d(&w2, None, Conv2dParams::new(1, 1))?
+            .silu()
+            .max_pool2d(Pool2dParams::new(4, 4, 0))?; // n×16×2×2
         let n = x.shape()[0];
         // logits[q] = Σ_c h[c, q] · fc[c, q]: one linear score per quadrant.
         let hq = h.reshape(&[n, 16, 4])?;
@@ -80,9 +99,16 @@ fn main() -> Result<()> {
             let correct = lv
                 .iter()
                 .enumerate()
-                .filter(|(i, &l)| (0..4).max_by(|&a, &b| logits[i * 4 + a].total_cmp(&logits[i * 4 + b])) == Some(l))
+                .filter(|(i, &l)| {
+                    (0..4).max_by(|&a, &b| logits[i * 4 + a].total_cmp(&logits[i * 4 + b]))
+                        == Some(l)
+                })
                 .count();
-            println!("step {step:4}  loss {:.4}  val accuracy {:.1}%", loss.item()?, 100.0 * correct as f32 / 256.0);
+            println!(
+                "step {step:4}  loss {:.4}  val accuracy {:.1}%",
+                loss.item()?,
+                100.0 * correct as f32 / 256.0
+            );
         }
     }
     Ok(())

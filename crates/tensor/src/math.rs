@@ -6,7 +6,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.336_55, 88.376_26);
     // Round x/ln2 to nearest with the 1.5·2^23 trick: vectorises on plain SSE2.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -15,7 +16,9 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // t's low mantissa bits hold n (offset by MAGIC's): 2^n from integer ops alone, which
+    // vectorise (a float→int cast would be saturating and scalar).
+    let scale = f32::from_bits((t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127)) << 23);
     y * scale
 }
 

@@ -89,6 +89,72 @@ impl UnaryOp {
         }
     }
 
+    /// Number of variants (codes are `0..COUNT`).
+    pub(crate) const COUNT: u8 = 24;
+
+    /// A compact form for kernels specialised by const generics: (variant code, param a, param b).
+    pub(crate) fn code(self) -> (u8, f32, f32) {
+        use UnaryOp::*;
+        match self {
+            Neg => (0, 0.0, 0.0),
+            Exp => (1, 0.0, 0.0),
+            Log => (2, 0.0, 0.0),
+            Sqrt => (3, 0.0, 0.0),
+            Abs => (4, 0.0, 0.0),
+            Tanh => (5, 0.0, 0.0),
+            Sigmoid => (6, 0.0, 0.0),
+            Erf => (7, 0.0, 0.0),
+            Softplus => (8, 0.0, 0.0),
+            Recip => (9, 0.0, 0.0),
+            Sqr => (10, 0.0, 0.0),
+            Powf(p) => (11, p, 0.0),
+            Clamp(a, b) => (12, a, b),
+            Affine(a, b) => (13, a, b),
+            Relu => (14, 0.0, 0.0),
+            Relu6 => (15, 0.0, 0.0),
+            LeakyRelu(s) => (16, s, 0.0),
+            Elu(a) => (17, a, 0.0),
+            Silu => (18, 0.0, 0.0),
+            Gelu => (19, 0.0, 0.0),
+            GeluTanh => (20, 0.0, 0.0),
+            Hardswish => (21, 0.0, 0.0),
+            Hardsigmoid => (22, 0.0, 0.0),
+            Mish => (23, 0.0, 0.0),
+        }
+    }
+
+    /// Inverse of [`UnaryOp::code`]; with a constant code it folds to one variant.
+    #[inline(always)]
+    pub(crate) fn from_code(c: u8, a: f32, b: f32) -> UnaryOp {
+        use UnaryOp::*;
+        match c {
+            0 => Neg,
+            1 => Exp,
+            2 => Log,
+            3 => Sqrt,
+            4 => Abs,
+            5 => Tanh,
+            6 => Sigmoid,
+            7 => Erf,
+            8 => Softplus,
+            9 => Recip,
+            10 => Sqr,
+            11 => Powf(a),
+            12 => Clamp(a, b),
+            13 => Affine(a, b),
+            14 => Relu,
+            15 => Relu6,
+            16 => LeakyRelu(a),
+            17 => Elu(a),
+            18 => Silu,
+            19 => Gelu,
+            20 => GeluTanh,
+            21 => Hardswish,
+            22 => Hardsigmoid,
+            _ => Mish,
+        }
+    }
+
     /// The function at `x`.
     #[inline(always)]
     pub fn f(self, x: f32) -> f32 {

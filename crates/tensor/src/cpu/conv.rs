@@ -3,13 +3,15 @@
 //! buffer and multiplies it on its own thread. Backward-data splits work by input channel so
 //! col2im writes never collide; backward-weight keeps one partial sum per task.
 
-use super::gemm::{sgemm_raw, MatRef};
+use super::gemm::{sgemm_raw, sgemm_raw_strided, MatRef};
 use crate::op::ConvGeom;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Floats of im2col scratch per task (sized to stay in L2/L3 while GEMM streams it).
 const COL_BUDGET: usize = 1 << 18;
+/// Floats of im2col scratch per band of the weight gradient.
+const WGRAD_BUDGET: usize = 4 * COL_BUDGET;
 /// Output pixels per task of pointwise convs.
 const POINTWISE_COLS: usize = 4096;
 
@@ -44,7 +46,16 @@ impl SharedMut {
 /// Splits `oh` output rows into bands of about `budget` im2col floats, leaving at least
 /// `min_tasks` tasks overall (`others` is the count of independent (image, group) pairs).
 fn row_bands(g: &ConvGeom, others: usize, min_tasks: usize) -> Vec<(usize, usize)> {
-    let cols_budget = (COL_BUDGET / g.k().max(1)).max(1);
+    row_bands_budget(g, others, min_tasks, COL_BUDGET)
+}
+
+fn row_bands_budget(
+    g: &ConvGeom,
+    others: usize,
+    min_tasks: usize,
+    budget: usize,
+) -> Vec<(usize, usize)> {
+    let cols_budget = (budget / g.k().max(1)).max(1);
     let mut rows = (cols_budget / g.ow.max(1)).clamp(1, g.oh.max(1));
     while rows > 1 && others * g.oh.div_ceil(rows) < min_tasks {
         rows = rows.div_ceil(2);
@@ -286,6 +297,12 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         });
         return dx;
     }
+    if g.p.stride == (1, 1)
+        && g.p.padding.0 <= g.p.dilation.0 * (g.kh - 1)
+        && g.p.padding.1 <= g.p.dilation.1 * (g.kw - 1)
+    {
+        return backward_input_as_conv(dy, w, g);
+    }
     let kk = g.kh * g.kw;
     let chunks = (min_tasks().div_ceil(others)).clamp(1, cin_g);
     let per = cin_g.div_ceil(chunks);
@@ -314,15 +331,57 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     dx
 }
 
+/// Stride-1 input gradient as a forward convolution of `dy` with the flipped, transposed
+/// kernel and padding `d·(k−1) − p`: the same dense GEMMs as the forward pass instead of a
+/// thin GEMM (inner size Cout/groups) followed by col2im.
+fn backward_input_as_conv(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (cin_g, cout_g, kk) = (g.cin_g(), g.cout_g(), g.kh * g.kw);
+    let mut wt = vec![0.0f32; w.len()];
+    for grp in 0..g.p.groups {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                let src = &w[((grp * cout_g + co) * cin_g + ci) * kk..][..kk];
+                let dst = &mut wt[((grp * cin_g + ci) * cout_g + co) * kk..][..kk];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+    }
+    let gt = ConvGeom {
+        n: g.n,
+        c_in: g.c_out,
+        h: g.oh,
+        w: g.ow,
+        c_out: g.c_in,
+        kh: g.kh,
+        kw: g.kw,
+        oh: g.h,
+        ow: g.w,
+        p: crate::op::Conv2dParams {
+            stride: (1, 1),
+            padding: (
+                g.p.dilation.0 * (g.kh - 1) - g.p.padding.0,
+                g.p.dilation.1 * (g.kw - 1) - g.p.padding.1,
+            ),
+            dilation: g.p.dilation,
+            groups: g.p.groups,
+        },
+    };
+    forward(dy, &wt, None, &gt)
+}
+
 /// Gradient of the weight: Cout×(C/groups)×kh×kw.
 pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     let ohw = g.oh * g.ow;
     let (cout_g, k) = (g.cout_g(), g.k());
     let pointwise = g.is_pointwise();
+    // Longer bands than the forward pass: each band is one accumulation into dW, and a longer
+    // inner dimension amortises the GEMM's packing.
     let bands = if pointwise {
         pointwise_bands(g, 1, 1)
     } else {
-        row_bands(g, 1, 1)
+        row_bands_budget(g, 1, 1, WGRAD_BUDGET)
     };
     // Work items of one group: (image, band); split them into a few chunks per group.
     let items: Vec<(usize, usize)> = (0..g.n)
@@ -355,16 +414,21 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                     } else {
                         with_scratch(k * t, |col| {
                             im2col(x, g, n, grp, lo, hi, col);
+                            // dWᵀ (k × cout_g) += col (k × t) · dYᵀ, written transposed into dw:
+                            // the long, contiguous im2col rows are the GEMM's left operand.
+                            let dyt =
+                                MatRef::t(&dy[(n * g.c_out + grp * cout_g) * ohw + p0..], ohw);
                             unsafe {
-                                sgemm_raw(
-                                    cout_g,
+                                sgemm_raw_strided(
                                     k,
+                                    cout_g,
                                     t,
                                     dw.as_mut_ptr(),
+                                    1,
                                     k,
                                     true,
-                                    dyb,
-                                    MatRef::t(col, t),
+                                    MatRef::rows(col, t),
+                                    dyt,
                                 )
                             };
                         });

@@ -70,13 +70,34 @@ pub(crate) unsafe fn sgemm_raw(
     a: MatRef<'_>,
     b: MatRef<'_>,
 ) {
+    sgemm_raw_strided(m, n, k, c, c_rs, 1, accumulate, a, b)
+}
+
+/// [`sgemm_raw`] with an output column stride too (element (r, j) at `c[r·c_rs + j·c_cs]`).
+///
+/// # Safety
+/// As [`sgemm_raw`], for the elements `r·c_rs + j·c_cs`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_raw_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    c_rs: usize,
+    c_cs: usize,
+    accumulate: bool,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                std::ptr::write_bytes(c.add(r * c_rs), 0, n);
+                for j in 0..n {
+                    *c.add(r * c_rs + j * c_cs) = 0.0;
+                }
             }
         }
         return;
@@ -88,7 +109,7 @@ pub(crate) unsafe fn sgemm_raw(
         n,
         k,
         c,
-        1,
+        c_cs as isize,
         c_rs as isize,
         accumulate,
         a.data.as_ptr(),

@@ -14,74 +14,38 @@ use rayon::prelude::*;
 /// Elements per parallel chunk of pointwise kernels.
 const CHUNK: usize = 1 << 15;
 
-/// Expands a `match` over every [`UnaryOp`] so each arm sees a constant op (lets LLVM
-/// specialise and vectorise the loop for that function).
-macro_rules! dispatch_unary {
-    ($op:expr, $go:ident) => {{
-        use crate::op::UnaryOp as U;
-        match $op {
-            U::Neg => $go!(U::Neg),
-            U::Exp => $go!(U::Exp),
-            U::Log => $go!(U::Log),
-            U::Sqrt => $go!(U::Sqrt),
-            U::Abs => $go!(U::Abs),
-            U::Tanh => $go!(U::Tanh),
-            U::Sigmoid => $go!(U::Sigmoid),
-            U::Erf => $go!(U::Erf),
-            U::Softplus => $go!(U::Softplus),
-            U::Recip => $go!(U::Recip),
-            U::Sqr => $go!(U::Sqr),
-            U::Powf(p) => $go!(U::Powf(p)),
-            U::Clamp(a, b) => $go!(U::Clamp(a, b)),
-            U::Affine(a, b) => $go!(U::Affine(a, b)),
-            U::Relu => $go!(U::Relu),
-            U::Relu6 => $go!(U::Relu6),
-            U::LeakyRelu(s) => $go!(U::LeakyRelu(s)),
-            U::Elu(a) => $go!(U::Elu(a)),
-            U::Silu => $go!(U::Silu),
-            U::Gelu => $go!(U::Gelu),
-            U::GeluTanh => $go!(U::GeluTanh),
-            U::Hardswish => $go!(U::Hardswish),
-            U::Hardsigmoid => $go!(U::Hardsigmoid),
-            U::Mish => $go!(U::Mish),
-        }
-    }};
-}
-
 /// Applies `op` to every element.
 pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
-    macro_rules! go {
-        ($o:expr) => {{
-            let o = $o;
-            par_map1(x, &mut y, move |v| o.f(v))
-        }};
-    }
-    dispatch_unary!(op, go);
+    let (c, a, b) = op.code();
+    par_chunks1(x, &mut y, |s, d| simd::unary(c, a, b, s, d));
     y
 }
 
 /// `dx = dy · f'(x)`, fused in one pass.
 pub(crate) fn unary_backward(op: UnaryOp, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0f32; x.len()];
-    macro_rules! go {
-        ($o:expr) => {{
-            let o = $o;
-            par_map2(x, dy, &mut dx, move |v, g| g * o.df(v))
-        }};
+    let (c, a, b) = op.code();
+    if x.len() <= CHUNK {
+        simd::unary_backward(c, a, b, x, dy, &mut dx);
+    } else {
+        crate::threads::install(|| {
+            dx.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+                .for_each(|(d, (s, g))| simd::unary_backward(c, a, b, s, g, d));
+        })
     }
-    dispatch_unary!(op, go);
     dx
 }
 
-fn par_map1<F: Fn(f32) -> f32 + Sync + Send>(x: &[f32], y: &mut [f32], f: F) {
+fn par_chunks1(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
     if x.len() <= CHUNK {
-        simd::map1(x, y, f);
+        f(x, y);
     } else {
         crate::threads::install(|| {
             y.par_chunks_mut(CHUNK)
                 .zip(x.par_chunks(CHUNK))
-                .for_each(|(d, s)| simd::map1(s, d, &f));
+                .for_each(|(d, s)| f(s, d));
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Runtime dispatch to AVX2+FMA code paths. The generic loop bodies are `#[inline(always)]` so that
 //! they are compiled again inside a `#[target_feature]` function, where LLVM vectorises them 8-wide.
 
+use crate::op::UnaryOp;
 use std::sync::OnceLock;
 
 /// Whether this CPU has AVX2 and FMA.
@@ -47,7 +48,8 @@ unsafe fn map2_avx2<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32
     map2_generic(a, b, dst, f)
 }
 
-/// `dst[i] = f(src[i])`, vectorised where the CPU allows.
+/// `dst[i] = f(src[i])`, vectorised where the CPU allows (small closures only: bigger ones
+/// may not inline into the AVX2 body).
 #[inline(always)]
 pub(crate) fn map1<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: F) {
     #[cfg(target_arch = "x86_64")]
@@ -68,3 +70,73 @@ pub(crate) fn map2<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32]
     }
     map2_generic(a, b, dst, &f)
 }
+
+/// Per-variant loops: the op code is a const generic, so after inlining `UnaryOp::f` each
+/// instance is one straight-line vectorisable body (closures proved not to inline here).
+macro_rules! unary_kernels {
+    ($($c:literal)*) => {
+        #[inline(always)]
+        fn fwd_generic<const C: u8>(a: f32, b: f32, x: &[f32], y: &mut [f32]) {
+            let op = UnaryOp::from_code(C, a, b);
+            for (d, &s) in y.iter_mut().zip(x) {
+                *d = op.f(s);
+            }
+        }
+        #[inline(always)]
+        fn bwd_generic<const C: u8>(a: f32, b: f32, x: &[f32], g: &[f32], dx: &mut [f32]) {
+            let op = UnaryOp::from_code(C, a, b);
+            for ((d, &s), &gy) in dx.iter_mut().zip(x).zip(g) {
+                *d = gy * op.df(s);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fwd_avx2<const C: u8>(a: f32, b: f32, x: &[f32], y: &mut [f32]) {
+            fwd_generic::<C>(a, b, x, y)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn bwd_avx2<const C: u8>(a: f32, b: f32, x: &[f32], g: &[f32], dx: &mut [f32]) {
+            bwd_generic::<C>(a, b, x, g, dx)
+        }
+        /// `y = op(x)` for the op with code `c` (see `UnaryOp::code`).
+        pub(crate) fn unary(c: u8, a: f32, b: f32, x: &[f32], y: &mut [f32]) {
+            debug_assert!(c < UnaryOp::COUNT);
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                // SAFETY: the CPU supports the enabled features (checked above).
+                unsafe {
+                    match c {
+                        $($c => fwd_avx2::<$c>(a, b, x, y),)*
+                        _ => fwd_avx2::<23>(a, b, x, y),
+                    }
+                }
+                return;
+            }
+            match c {
+                $($c => fwd_generic::<$c>(a, b, x, y),)*
+                _ => fwd_generic::<23>(a, b, x, y),
+            }
+        }
+        /// `dx = dy · op'(x)` for the op with code `c`.
+        pub(crate) fn unary_backward(c: u8, a: f32, b: f32, x: &[f32], g: &[f32], dx: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                // SAFETY: the CPU supports the enabled features (checked above).
+                unsafe {
+                    match c {
+                        $($c => bwd_avx2::<$c>(a, b, x, g, dx),)*
+                        _ => bwd_avx2::<23>(a, b, x, g, dx),
+                    }
+                }
+                return;
+            }
+            match c {
+                $($c => bwd_generic::<$c>(a, b, x, g, dx),)*
+                _ => bwd_generic::<23>(a, b, x, g, dx),
+            }
+        }
+    };
+}
+
+unary_kernels!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22);
