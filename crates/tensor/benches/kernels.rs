@@ -49,6 +49,18 @@ fn conv(c: &mut Criterion) {
             wg.zero_grad();
         })
     });
+    // Depthwise 3×3 on 64 channels (FReLU, DWConv): a direct kernel, no GEMM.
+    let wd = tensor(&[64, 1, 3, 3], 9).mul_scalar(0.3);
+    g.throughput(Throughput::Elements(2 * 64 * 160 * 160 * 9));
+    g.bench_function(BenchmarkId::new("dw3x3_64_160", "forward"), |b| {
+        let _ng = yolo_tensor::no_grad();
+        b.iter(|| {
+            black_box(
+                x.conv2d(&wd, None, Conv2dParams::new(1, 1).with_groups(64))
+                    .unwrap(),
+            )
+        })
+    });
     // 1×1, 128→128, 1×128×80×80.
     let x1 = tensor(&[1, 128, 80, 80], 4);
     let w1 = tensor(&[128, 128, 1, 1], 5).mul_scalar(0.05);

@@ -209,6 +209,9 @@ fn min_tasks() -> usize {
 
 /// Forward convolution: `x` is N×C×H×W, `w` is Cout×(C/groups)×kh×kw.
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
+    if is_depthwise(g) {
+        return depthwise_forward(x, w, bias, g);
+    }
     let ohw = g.oh * g.ow;
     let mut out = vec![0.0f32; g.n * g.c_out * ohw];
     let (cout_g, k) = (g.cout_g(), g.k());
@@ -373,6 +376,9 @@ fn backward_input_as_conv(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 
 /// Gradient of the weight: Cout×(C/groups)×kh×kw.
 pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    if is_depthwise(g) {
+        return depthwise_backward_weight(x, dy, g);
+    }
     let ohw = g.oh * g.ow;
     let (cout_g, k) = (g.cout_g(), g.k());
     let pointwise = g.is_pointwise();
@@ -447,5 +453,105 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
             *a += b;
         }
     }
+    dw
+}
+
+/// One input and one output channel per group: a direct kernel beats a 1-row GEMM.
+fn is_depthwise(g: &ConvGeom) -> bool {
+    g.p.groups > 1 && g.cin_g() == 1 && g.cout_g() == 1
+}
+
+/// Calls `f(oy, iy, lo, hi, off)` for every output row and kernel tap (ky, kx) whose input row is
+/// inside the image: output columns `lo..hi` read input columns `ox·sw + off`.
+#[inline]
+fn depthwise_taps(
+    g: &ConvGeom,
+    ky: usize,
+    kx: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let (sh, ph, dh) = (g.p.stride.0, g.p.padding.0 as isize, g.p.dilation.0);
+    let (lo, hi, off) = valid_cols(g, kx);
+    if lo >= hi {
+        return;
+    }
+    let start = ((lo * g.p.stride.1) as isize + off) as usize;
+    for oy in 0..g.oh {
+        let iy = (oy * sh + ky * dh) as isize - ph;
+        if iy >= 0 && (iy as usize) < g.h {
+            f(oy, iy as usize, lo, hi, start);
+        }
+    }
+}
+
+/// Depthwise forward, one (image, channel) plane per task: out += w[ky,kx] · shifted input rows.
+fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
+    let (hw, ohw, kk, sw) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw, g.p.stride.1);
+    let mut out = vec![0.0f32; g.n * g.c_out * ohw];
+    crate::threads::install(|| {
+        out.par_chunks_mut(ohw).enumerate().for_each(|(plane, o)| {
+            let c = plane % g.c_out;
+            o.fill(bias.map_or(0.0, |b| b[c]));
+            let xp = &x[plane * hw..(plane + 1) * hw];
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let wv = w[c * kk + ky * g.kw + kx];
+                    depthwise_taps(g, ky, kx, |oy, iy, lo, hi, start| {
+                        let orow = &mut o[oy * g.ow + lo..oy * g.ow + hi];
+                        let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+                        if sw == 1 {
+                            for (a, b) in orow.iter_mut().zip(&xrow[start..start + (hi - lo)]) {
+                                *a += wv * b;
+                            }
+                        } else {
+                            for (j, a) in orow.iter_mut().enumerate() {
+                                *a += wv * xrow[start + j * sw];
+                            }
+                        }
+                    });
+                }
+            }
+        })
+    });
+    out
+}
+
+/// Depthwise weight gradient, one channel per task (summing over images).
+fn depthwise_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (hw, ohw, kk, sw) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw, g.p.stride.1);
+    let mut dw = vec![0.0f32; g.c_out * kk];
+    crate::threads::install(|| {
+        dw.par_chunks_mut(kk).enumerate().for_each(|(c, dwc)| {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let mut acc = 0.0f64;
+                    for n in 0..g.n {
+                        let plane = n * g.c_out + c;
+                        let (xp, gp) = (
+                            &x[plane * hw..(plane + 1) * hw],
+                            &dy[plane * ohw..(plane + 1) * ohw],
+                        );
+                        depthwise_taps(g, ky, kx, |oy, iy, lo, hi, start| {
+                            let grow = &gp[oy * g.ow + lo..oy * g.ow + hi];
+                            let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+                            let s: f32 = if sw == 1 {
+                                grow.iter()
+                                    .zip(&xrow[start..start + (hi - lo)])
+                                    .map(|(a, b)| a * b)
+                                    .sum()
+                            } else {
+                                grow.iter()
+                                    .enumerate()
+                                    .map(|(j, a)| a * xrow[start + j * sw])
+                                    .sum()
+                            };
+                            acc += s as f64;
+                        });
+                    }
+                    dwc[ky * g.kw + kx] = acc as f32;
+                }
+            }
+        })
+    });
     dw
 }
