@@ -30,14 +30,12 @@ pub(crate) fn batch_norm_train(
                 // f32 sums within a plane, f64 across planes.
                 let mut s = 0.0f64;
                 for i in 0..n {
-                    s += x[(i * c + ch) * hw..][..hw].iter().sum::<f32>() as f64;
+                    s += super::simd::sum(&x[(i * c + ch) * hw..][..hw]) as f64;
                 }
                 let mean = s / m;
                 let mut v = 0.0f64;
                 for i in 0..n {
-                    let p = &x[(i * c + ch) * hw..][..hw];
-                    let mf = mean as f32;
-                    v += p.iter().map(|&q| (q - mf) * (q - mf)).sum::<f32>() as f64;
+                    v += super::simd::sum_sq_dev(&x[(i * c + ch) * hw..][..hw], mean as f32) as f64;
                 }
                 let var = v / m;
                 (
@@ -90,14 +88,9 @@ pub(crate) fn batch_norm_train_backward(
                 let (mut sd, mut sdx) = (0.0f64, 0.0f64);
                 for i in 0..n {
                     let off = (i * c + ch) * hw;
-                    let (a, b) = x[off..off + hw]
-                        .iter()
-                        .zip(&dy[off..off + hw])
-                        .fold((0.0f32, 0.0f32), |(a, b), (&v, &g)| {
-                            (a + g, b + g * (v - mu))
-                        });
-                    sd += a as f64;
-                    sdx += b as f64 * is as f64;
+                    let (g, v) = (&dy[off..off + hw], &x[off..off + hw]);
+                    sd += super::simd::sum(g) as f64;
+                    sdx += super::simd::sum_prod_dev(g, v, mu) as f64 * is as f64;
                 }
                 (sd as f32, sdx as f32)
             })

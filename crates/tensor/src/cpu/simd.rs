@@ -140,3 +140,78 @@ macro_rules! unary_kernels {
 }
 
 unary_kernels!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22);
+
+/// Sum with 16 independent lanes (a strict left-to-right float sum cannot vectorise).
+#[inline(always)]
+fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+#[inline(always)]
+fn lanes_sum2(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (cx, cy) = (x.chunks_exact(16), y.chunks_exact(16));
+    let (rx, ry) = (cx.remainder(), cy.remainder());
+    for (a, b) in cx.zip(cy) {
+        for ((s, &u), &v) in acc.iter_mut().zip(a).zip(b) {
+            *s += f(u, v);
+        }
+    }
+    acc.iter().sum::<f32>() + rx.iter().zip(ry).map(|(&u, &v)| f(u, v)).sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_avx2(x: &[f32]) -> f32 {
+    lanes_sum(x, |v| v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_sq_dev_avx2(x: &[f32], m: f32) -> f32 {
+    lanes_sum(x, |v| (v - m) * (v - m))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_prod_dev_avx2(g: &[f32], x: &[f32], m: f32) -> f32 {
+    lanes_sum2(g, x, |a, b| a * (b - m))
+}
+
+/// `Σ x`.
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled features (checked above).
+        return unsafe { sum_avx2(x) };
+    }
+    lanes_sum(x, |v| v)
+}
+
+/// `Σ (x − m)²`.
+pub(crate) fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled features (checked above).
+        return unsafe { sum_sq_dev_avx2(x, m) };
+    }
+    lanes_sum(x, |v| (v - m) * (v - m))
+}
+
+/// `Σ g·(x − m)`.
+pub(crate) fn sum_prod_dev(g: &[f32], x: &[f32], m: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled features (checked above).
+        return unsafe { sum_prod_dev_avx2(g, x, m) };
+    }
+    lanes_sum2(g, x, |a, b| a * (b - m))
+}
