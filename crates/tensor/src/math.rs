@@ -40,6 +40,25 @@ pub fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// Hyperbolic tangent without libm: an odd series below |x| = 0.3 (no cancellation), else
+/// `(1 − e^(−2|x|)) / (1 + e^(−2|x|))` with the sign restored; both branches are computed and
+/// selected, so loops vectorise.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let e = exp(-2.0 * a);
+    let big = ((1.0 - e) / (1.0 + e)).copysign(x);
+    let x2 = x * x;
+    let small = x
+        * (1.0
+            + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))));
+    if a < 0.3 {
+        small
+    } else {
+        big
+    }
+}
+
 /// `tanh(softplus(x))`, the gate of Mish, with one exponential.
 #[inline(always)]
 pub fn tanh_softplus(x: f32) -> f32 {
@@ -74,6 +93,19 @@ mod tests {
             x += 0.0137;
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
+    }
+
+    #[test]
+    fn tanh_matches_std() {
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            let (a, b) = (super::tanh(x) as f64, (x as f64).tanh());
+            assert!(
+                (a - b).abs() <= 2e-7 * b.abs().max(1e-30) + 1e-9 && (a - b).abs() < 3e-7,
+                "tanh({x}): {a} vs {b}"
+            );
+            x += 0.00731;
+        }
     }
 
     #[test]

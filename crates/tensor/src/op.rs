@@ -165,7 +165,7 @@ impl UnaryOp {
             Log => x.ln(),
             Sqrt => x.sqrt(),
             Abs => x.abs(),
-            Tanh => x.tanh(),
+            Tanh => math::tanh(x),
             Sigmoid => math::sigmoid(x),
             Erf => math::erf(x),
             Softplus => math::softplus(x),
@@ -219,7 +219,7 @@ impl UnaryOp {
                 }
             }
             Tanh => {
-                let t = x.tanh();
+                let t = math::tanh(x);
                 1.0 - t * t
             }
             Sigmoid => {

@@ -1,0 +1,534 @@
+//! YOLOv5 blocks: Bottleneck, BottleneckCSP, C3 (and C3x), CrossConv, SPP, SPPF, Focus, DWConv,
+//! Concat, Upsample, Contract, Expand.
+
+use crate::common::{Act, BatchNorm2d, Conv, Conv2d, Ctx, MaxPool2d};
+use crate::error::{invalid, Result};
+use crate::module::{join, Layer, Module, Sequential, Visitor};
+use yolo_activations::ActivationLayer;
+use yolo_tensor::{Pool2dParams, Tensor};
+
+/// Upstream `int(c2 * e)`.
+pub(crate) fn hidden(c2: usize, e: f64) -> usize {
+    (c2 as f64 * e) as usize
+}
+
+/// Depth-wise convolution: `Conv` with `groups = gcd(c1, c2)`.
+pub fn dw_conv(
+    c1: usize,
+    c2: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    act: Act,
+    ctx: &Ctx,
+) -> Result<Conv> {
+    Conv::new(c1, c2, k, s, None, gcd(c1, c2), d, act, ctx)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Standard bottleneck: `x + cv2(cv1(x))` when shortcut and c1 == c2.
+#[derive(Debug)]
+pub struct Bottleneck {
+    /// 1×1 reduction.
+    pub cv1: Conv,
+    /// 3×3 conv.
+    pub cv2: Conv,
+    /// Whether the residual is added.
+    pub add: bool,
+}
+
+impl Bottleneck {
+    /// `Bottleneck(c1, c2, shortcut, g, e)`.
+    pub fn new(
+        c1: usize,
+        c2: usize,
+        shortcut: bool,
+        g: usize,
+        e: f64,
+        ctx: &Ctx,
+    ) -> Result<Bottleneck> {
+        let c_ = hidden(c2, e);
+        Ok(Bottleneck {
+            cv1: Conv::new(c1, c_, 1, 1, None, 1, 1, Act::Default, ctx)?,
+            cv2: Conv::new(c_, c2, 3, 1, None, g, 1, Act::Default, ctx)?,
+            add: shortcut && c1 == c2,
+        })
+    }
+}
+
+impl Module for Bottleneck {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.cv2.forward(&self.cv1.forward(x, train)?, train)?;
+        Ok(if self.add { x.add(&y)? } else { y })
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        self.cv1.visit(&join(prefix, "cv1"), f);
+        self.cv2.visit(&join(prefix, "cv2"), f);
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.cv1.fuse()?;
+        self.cv2.fuse()
+    }
+}
+
+/// Cross convolution: a 1×k then a k×1 conv, with optional residual.
+#[derive(Debug)]
+pub struct CrossConv {
+    /// 1×k conv.
+    pub cv1: Conv,
+    /// k×1 conv.
+    pub cv2: Conv,
+    /// Whether the residual is added.
+    pub add: bool,
+}
+
+impl CrossConv {
+    /// `CrossConv(c1, c2, k, s, g, e, shortcut)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        c1: usize,
+        c2: usize,
+        k: usize,
+        s: usize,
+        g: usize,
+        e: f64,
+        shortcut: bool,
+        ctx: &Ctx,
+    ) -> Result<CrossConv> {
+        let c_ = hidden(c2, e);
+        Ok(CrossConv {
+            cv1: Conv::rect(c1, c_, (1, k), (1, s), (0, k / 2), 1, 1, Act::Default, ctx)?,
+            cv2: Conv::rect(c_, c2, (k, 1), (s, 1), (k / 2, 0), g, 1, Act::Default, ctx)?,
+            add: shortcut && c1 == c2,
+        })
+    }
+}
+
+impl Module for CrossConv {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.cv2.forward(&self.cv1.forward(x, train)?, train)?;
+        Ok(if self.add { x.add(&y)? } else { y })
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        self.cv1.visit(&join(prefix, "cv1"), f);
+        self.cv2.visit(&join(prefix, "cv2"), f);
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.cv1.fuse()?;
+        self.cv2.fuse()
+    }
+}
+
+/// CSP bottleneck with three convs (`C3`); its inner blocks `m` decide the variant (C3, C3x,
+/// C3Ghost, C3TR).
+#[derive(Debug)]
+pub struct C3 {
+    /// Branch 1 entry.
+    pub cv1: Conv,
+    /// Branch 2.
+    pub cv2: Conv,
+    /// Output conv over both branches.
+    pub cv3: Conv,
+    /// Inner blocks on branch 1.
+    pub m: Sequential,
+    /// C3TR holds one block named `m` itself, not `m.0`.
+    pub m_is_single: bool,
+}
+
+/// Which inner blocks a C3 holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum C3Kind {
+    /// Bottlenecks (`C3`).
+    Bottleneck,
+    /// Cross convolutions (`C3x`).
+    Cross,
+    /// Ghost bottlenecks (`C3Ghost`).
+    Ghost,
+    /// One transformer block of n layers (`C3TR`).
+    Transformer,
+}
+
+impl C3 {
+    /// `C3(c1, c2, n, shortcut, g, e)` and its variants.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: C3Kind,
+        c1: usize,
+        c2: usize,
+        n: usize,
+        shortcut: bool,
+        g: usize,
+        e: f64,
+        ctx: &Ctx,
+    ) -> Result<C3> {
+        let c_ = hidden(c2, e);
+        let cv1 = Conv::new(c1, c_, 1, 1, None, 1, 1, Act::Default, ctx)?;
+        let cv2 = Conv::new(c1, c_, 1, 1, None, 1, 1, Act::Default, ctx)?;
+        let cv3 = Conv::new(2 * c_, c2, 1, 1, None, 1, 1, Act::Default, ctx)?;
+        let mut m: Vec<Box<dyn Module>> = Vec::new();
+        match kind {
+            C3Kind::Bottleneck => {
+                for _ in 0..n {
+                    m.push(Box::new(Bottleneck::new(c_, c_, shortcut, g, 1.0, ctx)?));
+                }
+            }
+            C3Kind::Cross => {
+                for _ in 0..n {
+                    m.push(Box::new(CrossConv::new(
+                        c_, c_, 3, 1, g, 1.0, shortcut, ctx,
+                    )?));
+                }
+            }
+            C3Kind::Ghost => {
+                for _ in 0..n {
+                    m.push(Box::new(crate::ghost::GhostBottleneck::new(
+                        c_, c_, 3, 1, ctx,
+                    )?));
+                }
+            }
+            C3Kind::Transformer => m.push(Box::new(crate::transformer::TransformerBlock::new(
+                c_, c_, 4, n, ctx,
+            )?)),
+        }
+        Ok(C3 {
+            cv1,
+            cv2,
+            cv3,
+            m: Sequential(m),
+            m_is_single: kind == C3Kind::Transformer,
+        })
+    }
+}
+
+impl Module for C3 {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let a = self.m.forward(&self.cv1.forward(x, train)?, train)?;
+        let b = self.cv2.forward(x, train)?;
+        self.cv3.forward(&Tensor::concat(&[&a, &b], 1)?, train)
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        self.cv1.visit(&join(prefix, "cv1"), f);
+        self.cv2.visit(&join(prefix, "cv2"), f);
+        self.cv3.visit(&join(prefix, "cv3"), f);
+        if self.m_is_single {
+            self.m.0[0].visit(&join(prefix, "m"), f);
+        } else {
+            self.m.visit(&join(prefix, "m"), f);
+        }
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.cv1.fuse()?;
+        self.cv2.fuse()?;
+        self.cv3.fuse()?;
+        self.m.fuse()
+    }
+}
+
+/// CSP bottleneck (Cross Stage Partial Networks), the YOLOv4/v5-v5.0 form.
+#[derive(Debug)]
+pub struct BottleneckCsp {
+    /// Entry conv.
+    pub cv1: Conv,
+    /// Plain 1×1 conv of branch 2.
+    pub cv2: Conv2d,
+    /// Plain 1×1 conv closing branch 1.
+    pub cv3: Conv2d,
+    /// Output conv.
+    pub cv4: Conv,
+    /// BN over the concatenation.
+    pub bn: BatchNorm2d,
+    /// Activation after `bn` (SiLU upstream, fixed).
+    pub act: Box<dyn ActivationLayer>,
+    /// Bottlenecks.
+    pub m: Sequential,
+}
+
+impl BottleneckCsp {
+    /// `BottleneckCSP(c1, c2, n, shortcut, g, e)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        c1: usize,
+        c2: usize,
+        n: usize,
+        shortcut: bool,
+        g: usize,
+        e: f64,
+        ctx: &Ctx,
+    ) -> Result<BottleneckCsp> {
+        let c_ = hidden(c2, e);
+        let init = &ctx.init;
+        let mut m: Vec<Box<dyn Module>> = Vec::new();
+        let cv1 = Conv::new(c1, c_, 1, 1, None, 1, 1, Act::Default, ctx)?;
+        let cv2 = Conv2d::new(c1, c_, (1, 1), (1, 1), (0, 0), 1, 1, false, init)?;
+        let cv3 = Conv2d::new(c_, c_, (1, 1), (1, 1), (0, 0), 1, 1, false, init)?;
+        let cv4 = Conv::new(2 * c_, c2, 1, 1, None, 1, 1, Act::Default, ctx)?;
+        let bn = BatchNorm2d::new(2 * c_, init)?;
+        let act = yolo_activations::Activation::Silu.build(2 * c_, 0)?;
+        for _ in 0..n {
+            m.push(Box::new(Bottleneck::new(c_, c_, shortcut, g, 1.0, ctx)?));
+        }
+        Ok(BottleneckCsp {
+            cv1,
+            cv2,
+            cv3,
+            cv4,
+            bn,
+            act,
+            m: Sequential(m),
+        })
+    }
+}
+
+impl Module for BottleneckCsp {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y1 = Module::forward(
+            &self.cv3,
+            &self.m.forward(&self.cv1.forward(x, train)?, train)?,
+            train,
+        )?;
+        let y2 = Module::forward(&self.cv2, x, train)?;
+        let z = self.bn.forward(&Tensor::concat(&[&y1, &y2], 1)?, train)?;
+        self.cv4.forward(&self.act.forward(&z, train)?, train)
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        self.cv1.visit(&join(prefix, "cv1"), f);
+        self.cv2.visit(&join(prefix, "cv2"), f);
+        self.cv3.visit(&join(prefix, "cv3"), f);
+        self.cv4.visit(&join(prefix, "cv4"), f);
+        self.bn.visit(&join(prefix, "bn"), f);
+        self.m.visit(&join(prefix, "m"), f);
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.cv1.fuse()?;
+        self.cv4.fuse()?;
+        self.m.fuse()
+    }
+}
+
+/// Spatial pyramid pooling: concat of x and max-pools of sizes `k` (stride 1, "same").
+#[derive(Debug)]
+pub struct Spp {
+    /// Reduction conv.
+    pub cv1: Conv,
+    /// Output conv.
+    pub cv2: Conv,
+    /// Pools.
+    pub m: Vec<MaxPool2d>,
+}
+
+impl Spp {
+    /// `SPP(c1, c2, k=(5, 9, 13))`.
+    pub fn new(c1: usize, c2: usize, k: &[usize], ctx: &Ctx) -> Result<Spp> {
+        let c_ = c1 / 2;
+        Ok(Spp {
+            cv1: Conv::new(c1, c_, 1, 1, None, 1, 1, Act::Default, ctx)?,
+            cv2: Conv::new(c_ * (k.len() + 1), c2, 1, 1, None, 1, 1, Act::Default, ctx)?,
+            m: k.iter()
+                .map(|&k| MaxPool2d(Pool2dParams::new(k, 1, k / 2)))
+                .collect(),
+        })
+    }
+}
+
+impl Module for Spp {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.cv1.forward(x, train)?;
+        let mut parts = vec![x.clone()];
+        for m in &self.m {
+            parts.push(m.forward(&x, train)?);
+        }
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        self.cv2.forward(&Tensor::concat(&refs, 1)?, train)
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        self.cv1.visit(&join(prefix, "cv1"), f);
+        self.cv2.visit(&join(prefix, "cv2"), f);
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.cv1.fuse()?;
+        self.cv2.fuse()
+    }
+}
+
+/// Fast SPP: three chained k×k pools, equal to SPP(k, 2k−1, 3k−2).
+#[derive(Debug)]
+pub struct Sppf {
+    /// Reduction conv.
+    pub cv1: Conv,
+    /// Output conv.
+    pub cv2: Conv,
+    /// The pool.
+    pub m: MaxPool2d,
+}
+
+impl Sppf {
+    /// `SPPF(c1, c2, k=5)`.
+    pub fn new(c1: usize, c2: usize, k: usize, ctx: &Ctx) -> Result<Sppf> {
+        let c_ = c1 / 2;
+        Ok(Sppf {
+            cv1: Conv::new(c1, c_, 1, 1, None, 1, 1, Act::Default, ctx)?,
+            cv2: Conv::new(c_ * 4, c2, 1, 1, None, 1, 1, Act::Default, ctx)?,
+            m: MaxPool2d(Pool2dParams::new(k, 1, k / 2)),
+        })
+    }
+}
+
+impl Module for Sppf {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.cv1.forward(x, train)?;
+        let y1 = self.m.forward(&x, train)?;
+        let y2 = self.m.forward(&y1, train)?;
+        let y3 = self.m.forward(&y2, train)?;
+        self.cv2
+            .forward(&Tensor::concat(&[&x, &y1, &y2, &y3], 1)?, train)
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        self.cv1.visit(&join(prefix, "cv1"), f);
+        self.cv2.visit(&join(prefix, "cv2"), f);
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.cv1.fuse()?;
+        self.cv2.fuse()
+    }
+}
+
+/// Space-to-depth by 2 in upstream Focus order: channel blocks (0,0), (1,0), (0,1), (1,1) of
+/// (row offset, col offset).
+pub fn space_to_depth2(x: &Tensor) -> Result<Tensor> {
+    let s = x.shape();
+    if s.len() != 4 || s[2] % 2 != 0 || s[3] % 2 != 0 {
+        return invalid(format!(
+            "space-to-depth needs N×C×H×W with even H and W, got {s:?}"
+        ));
+    }
+    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let y = x
+        .reshape(&[n, c, h / 2, 2, w / 2, 2])?
+        .permute(&[0, 5, 3, 1, 2, 4])?;
+    Ok(y.reshape(&[n, 4 * c, h / 2, w / 2])?)
+}
+
+/// Focus: space-to-depth then a conv (the YOLOv5 ≤ v5.0 stem).
+#[derive(Debug)]
+pub struct Focus {
+    /// The conv over 4·c1 channels.
+    pub conv: Conv,
+}
+
+impl Focus {
+    /// `Focus(c1, c2, k, s, p, g, act)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        c1: usize,
+        c2: usize,
+        k: usize,
+        s: usize,
+        p: Option<usize>,
+        g: usize,
+        act: Act,
+        ctx: &Ctx,
+    ) -> Result<Focus> {
+        Ok(Focus {
+            conv: Conv::new(c1 * 4, c2, k, s, p, g, 1, act, ctx)?,
+        })
+    }
+}
+
+impl Module for Focus {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.conv.forward(&space_to_depth2(x)?, train)
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        self.conv.visit(&join(prefix, "conv"), f);
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.conv.fuse()
+    }
+}
+
+/// Concatenation along an axis (several inputs).
+#[derive(Debug, Clone, Copy)]
+pub struct Concat(pub isize);
+
+impl Layer for Concat {
+    fn run(&self, xs: &[Tensor], _train: bool) -> Result<Tensor> {
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        Ok(Tensor::concat(&refs, self.0)?)
+    }
+    fn visit_layer(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+}
+
+/// `nn.Upsample(None, scale, 'nearest')`.
+#[derive(Debug, Clone, Copy)]
+pub struct Upsample(pub usize);
+
+impl Module for Upsample {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        Ok(x.upsample_nearest2d(self.0, self.0)?)
+    }
+    fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+}
+
+/// Contract width-height into channels: N×C×H×W → N×C·g²×H/g×W/g (upstream order).
+#[derive(Debug, Clone, Copy)]
+pub struct Contract(pub usize);
+
+impl Module for Contract {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let s = x.shape().to_vec();
+        let g = self.0;
+        if s.len() != 4 || g == 0 || s[2] % g != 0 || s[3] % g != 0 {
+            return invalid(format!(
+                "Contract({g}) needs H and W divisible by {g}, got {s:?}"
+            ));
+        }
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let y = x
+            .reshape(&[n, c, h / g, g, w / g, g])?
+            .permute(&[0, 3, 5, 1, 2, 4])?;
+        Ok(y.reshape(&[n, c * g * g, h / g, w / g])?)
+    }
+    fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+}
+
+/// Expand channels into width-height: N×C×H×W → N×C/g²×H·g×W·g (upstream order).
+#[derive(Debug, Clone, Copy)]
+pub struct Expand(pub usize);
+
+impl Module for Expand {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let s = x.shape().to_vec();
+        let g = self.0;
+        if s.len() != 4 || g == 0 || s[1] % (g * g) != 0 {
+            return invalid(format!(
+                "Expand({g}) needs channels divisible by {}, got {s:?}",
+                g * g
+            ));
+        }
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let y = x
+            .reshape(&[n, g, g, c / (g * g), h, w])?
+            .permute(&[0, 3, 4, 1, 5, 2])?;
+        Ok(y.reshape(&[n, c / (g * g), h * g, w * g])?)
+    }
+    fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+}
+
+/// `nn.ZeroPad2d((left, right, top, bottom))`.
+#[derive(Debug, Clone, Copy)]
+pub struct ZeroPad2d(pub [usize; 4]);
+
+impl Module for ZeroPad2d {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let [l, r, t, b] = self.0;
+        Ok(x.pad2d(l, r, t, b)?)
+    }
+    fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+}

@@ -1,0 +1,194 @@
+//! The YOLOv5 detection head (`Detect`): one 1×1 conv per level, anchors in grid units, and the
+//! box decoding of inference mode.
+
+use crate::common::{Conv2d, Ctx};
+use crate::error::{invalid, Result};
+use crate::module::{join, Kind, Layer, Module, Visitor};
+use yolo_tensor::{Device, Tensor};
+
+/// Output of [`Detect::forward_levels`].
+#[derive(Debug, Clone)]
+pub struct DetectOutput {
+    /// Per level, raw predictions shaped N×na×ny×nx×(nc+5) (what the loss consumes).
+    pub raw: Vec<Tensor>,
+    /// Decoded boxes N×(Σ na·ny·nx)×(nc+5): xywh in input pixels, objectness and class
+    /// probabilities (inference mode only).
+    pub pred: Option<Tensor>,
+}
+
+/// YOLOv5 `Detect(nc, anchors, ch)`.
+#[derive(Debug)]
+pub struct Detect {
+    /// Number of classes.
+    pub nc: usize,
+    /// Anchors per level.
+    pub na: usize,
+    /// Outputs per anchor (`nc + 5`).
+    pub no: usize,
+    /// Output convs `m.0`, `m.1`, ….
+    pub m: Vec<Conv2d>,
+    /// Buffer `anchors`, nl×na×2: pixels until [`Detect::set_strides`] divides them by the
+    /// strides (grid units, as upstream stores them).
+    pub anchors: Tensor,
+    /// Stride of each level (input pixels per cell), once known.
+    pub stride: Vec<f32>,
+}
+
+impl Detect {
+    /// Builds the head for input channels `ch` (one per level) and pixel anchors per level.
+    pub fn new(nc: usize, anchors: &[Vec<f64>], ch: &[usize], ctx: &Ctx) -> Result<Detect> {
+        if anchors.is_empty() || anchors.len() != ch.len() {
+            return invalid(format!(
+                "Detect: {} anchor levels for {} input layers",
+                anchors.len(),
+                ch.len()
+            ));
+        }
+        let na = anchors[0].len() / 2;
+        if na == 0 || anchors.iter().any(|a| a.len() != 2 * na) {
+            return invalid("Detect: every level needs the same number of (w, h) anchor pairs");
+        }
+        let no = nc + 5;
+        let m = ch
+            .iter()
+            .map(|&c| Conv2d::new(c, no * na, (1, 1), (1, 1), (0, 0), 1, 1, true, &ctx.init))
+            .collect::<Result<Vec<_>>>()?;
+        let flat: Vec<f32> = anchors.iter().flatten().map(|&v| v as f32).collect();
+        Ok(Detect {
+            nc,
+            na,
+            no,
+            m,
+            anchors: Tensor::from_vec(flat, &[ch.len(), na, 2], ctx.init.device)?,
+            stride: Vec::new(),
+        })
+    }
+
+    /// Number of levels.
+    pub fn nl(&self) -> usize {
+        self.m.len()
+    }
+
+    /// Records the strides found by a dummy forward, converts the anchors to grid units and
+    /// applies upstream's bias prior (objectness ~8 objects per 640² image, class prior 0.6/nc).
+    pub fn set_strides(&mut self, stride: Vec<f32>, init_biases: bool) -> Result<()> {
+        if stride.len() != self.nl() {
+            return invalid(format!(
+                "Detect: {} strides for {} levels",
+                stride.len(),
+                self.nl()
+            ));
+        }
+        let _g = yolo_tensor::no_grad();
+        let s = Tensor::from_vec(stride.clone(), &[self.nl(), 1, 1], self.anchors.device())?;
+        self.anchors.assign(&self.anchors.div(&s)?)?;
+        if init_biases {
+            for (conv, &st) in self.m.iter().zip(&stride) {
+                let Some(b) = &conv.bias else { continue };
+                let mut v = b.to_vec();
+                for a in 0..self.na {
+                    v[a * self.no + 4] += (8.0 / (640.0 / st as f64).powi(2)).ln() as f32;
+                    for c in 0..self.nc {
+                        v[a * self.no + 5 + c] += (0.6 / (self.nc as f64 - 0.99999)).ln() as f32;
+                    }
+                }
+                b.assign(&Tensor::from_vec(v, b.shape(), b.device())?)?;
+            }
+        }
+        self.stride = stride;
+        Ok(())
+    }
+
+    /// Runs the head: raw per-level outputs, plus decoded boxes unless `train`.
+    pub fn forward_levels(&self, xs: &[Tensor], train: bool) -> Result<DetectOutput> {
+        if xs.len() != self.nl() {
+            return invalid(format!(
+                "Detect: {} inputs for {} levels",
+                xs.len(),
+                self.nl()
+            ));
+        }
+        let mut raw = Vec::with_capacity(xs.len());
+        for (x, conv) in xs.iter().zip(&self.m) {
+            let y = Module::forward(conv, x, train)?;
+            let (bs, ny, nx) = (y.shape()[0], y.shape()[2], y.shape()[3]);
+            raw.push(
+                y.reshape(&[bs, self.na, self.no, ny, nx])?
+                    .permute(&[0, 1, 3, 4, 2])?,
+            );
+        }
+        if train {
+            return Ok(DetectOutput { raw, pred: None });
+        }
+        if self.stride.len() != self.nl() {
+            return invalid("Detect: strides unknown (the model sets them at construction)");
+        }
+        let anchors = self.anchors.to_vec();
+        let mut z = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let (bs, ny, nx) = (r.shape()[0], r.shape()[2], r.shape()[3]);
+            let st = self.stride[i];
+            let dev = r.device();
+            let mut grid = Vec::with_capacity(ny * nx * 2);
+            for y in 0..ny {
+                for x in 0..nx {
+                    grid.extend([x as f32 - 0.5, y as f32 - 0.5]);
+                }
+            }
+            let grid = Tensor::from_vec(grid, &[1, 1, ny, nx, 2], dev)?;
+            let ag: Vec<f32> = anchors[i * self.na * 2..(i + 1) * self.na * 2]
+                .iter()
+                .map(|a| a * st)
+                .collect();
+            let ag = Tensor::from_vec(ag, &[1, self.na, 1, 1, 2], dev)?;
+            let s = r.sigmoid();
+            let xy = s
+                .narrow(4, 0, 2)?
+                .mul_scalar(2.0)
+                .add(&grid)?
+                .mul_scalar(st);
+            let wh = s.narrow(4, 2, 2)?.mul_scalar(2.0).sqr().mul(&ag)?;
+            let conf = s.narrow(4, 4, self.no - 4)?;
+            let y = Tensor::concat(&[&xy, &wh, &conf], 4)?;
+            z.push(y.reshape(&[bs, self.na * ny * nx, self.no])?);
+        }
+        let refs: Vec<&Tensor> = z.iter().collect();
+        Ok(DetectOutput {
+            raw,
+            pred: Some(Tensor::concat(&refs, 1)?),
+        })
+    }
+
+    /// A zero input batch of the right channel counts, for stride discovery.
+    pub fn input_channels(&self) -> Vec<usize> {
+        self.m.iter().map(|c| c.weight.shape()[1]).collect()
+    }
+
+    /// Device of the head's tensors.
+    pub fn device(&self) -> Device {
+        self.anchors.device()
+    }
+}
+
+impl Layer for Detect {
+    /// The decoded predictions (inference form); training code calls
+    /// [`Detect::forward_levels`] for the raw levels.
+    fn run(&self, xs: &[Tensor], _train: bool) -> Result<Tensor> {
+        match self.forward_levels(xs, false)?.pred {
+            Some(p) => Ok(p),
+            None => invalid("Detect: no decoded output"),
+        }
+    }
+    fn visit_layer(&self, prefix: &str, f: &mut Visitor<'_>) {
+        f(&join(prefix, "anchors"), &self.anchors, Kind::Buffer);
+        for (i, c) in self.m.iter().enumerate() {
+            c.visit(&join(prefix, &format!("m.{i}")), f);
+        }
+    }
+    fn as_detect(&self) -> Option<&Detect> {
+        Some(self)
+    }
+    fn as_detect_mut(&mut self) -> Option<&mut Detect> {
+        Some(self)
+    }
+}

@@ -1,0 +1,127 @@
+//! The traits every block implements.
+
+use crate::error::{invalid, Result};
+use std::fmt;
+use yolo_tensor::Tensor;
+
+/// Whether a named tensor is learned or a running statistic / constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A learnable parameter (counted in "parameters", gets gradients).
+    Param,
+    /// A buffer (BN running statistics, anchors): saved, not learned.
+    Buffer,
+}
+
+/// Callback of [`Layer::visit`]: (full name, tensor, kind).
+pub type Visitor<'a> = dyn FnMut(&str, &Tensor, Kind) + 'a;
+
+/// Joins a prefix and a name with a dot (no dot after an empty prefix).
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// A block with one input and one output.
+pub trait Module: fmt::Debug + Send + Sync {
+    /// Runs the block; `train` selects batch statistics in BN and training-time behaviour.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// Reports every parameter and buffer under `prefix` with upstream names.
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>);
+    /// Folds inference-time structure (Conv+BN, RepConv branches, implicit layers).
+    fn fuse(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A node of the model graph built from one YAML row: one or more inputs, one output.
+///
+/// Its methods have their own names so that a type implementing both traits (every
+/// [`Module`], through the blanket impl) never makes a call ambiguous.
+pub trait Layer: fmt::Debug + Send + Sync {
+    /// Runs the node on its inputs (in the row's `from` order).
+    fn run(&self, xs: &[Tensor], train: bool) -> Result<Tensor>;
+    /// Reports every parameter and buffer under `prefix`.
+    fn visit_layer(&self, prefix: &str, f: &mut Visitor<'_>);
+    /// Folds inference-time structure.
+    fn fuse_layer(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The detection head, if this node is one.
+    fn as_detect(&self) -> Option<&crate::Detect> {
+        None
+    }
+    /// The detection head, mutably, if this node is one.
+    fn as_detect_mut(&mut self) -> Option<&mut crate::Detect> {
+        None
+    }
+}
+
+impl<M: Module> Layer for M {
+    fn run(&self, xs: &[Tensor], train: bool) -> Result<Tensor> {
+        match xs {
+            [x] => Module::forward(self, x, train),
+            _ => invalid(format!("{self:?} takes one input, got {}", xs.len())),
+        }
+    }
+    fn visit_layer(&self, prefix: &str, f: &mut Visitor<'_>) {
+        Module::visit(self, prefix, f)
+    }
+    fn fuse_layer(&mut self) -> Result<()> {
+        Module::fuse(self)
+    }
+}
+
+/// `nn.Sequential` of single-input blocks: children named `0`, `1`, ….
+#[derive(Debug, Default)]
+pub struct Sequential(pub Vec<Box<dyn Module>>);
+
+impl Module for Sequential {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for m in &self.0 {
+            y = m.forward(&y, train)?;
+        }
+        Ok(y)
+    }
+    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
+        for (i, m) in self.0.iter().enumerate() {
+            m.visit(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn fuse(&mut self) -> Result<()> {
+        self.0.iter_mut().try_for_each(|m| m.fuse())
+    }
+}
+
+/// `nn.Identity`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Identity;
+
+impl Module for Identity {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+}
+
+/// Counts learnable parameters of a layer.
+pub fn count_params(l: &dyn Layer) -> usize {
+    let mut n = 0;
+    l.visit_layer("", &mut |_, t, k| {
+        if k == Kind::Param {
+            n += t.numel();
+        }
+    });
+    n
+}
+
+/// Every (name, tensor, kind) of a layer, in visiting order.
+pub fn named_tensors(l: &dyn Layer, prefix: &str) -> Vec<(String, Tensor, Kind)> {
+    let mut v = Vec::new();
+    l.visit_layer(prefix, &mut |n, t, k| v.push((n.to_string(), t.clone(), k)));
+    v
+}

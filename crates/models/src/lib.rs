@@ -1,0 +1,22 @@
+//! `yolo-models`: upstream YOLOv5/YOLOv7 model YAML parsed verbatim and built into a model
+//! graph of `yolo-layers` blocks, with a public module registry.
+//!
+//! ```no_run
+//! use yolo_models::{Model, ModelConfig};
+//! let cfg = ModelConfig::from_file("configs/models/yolov5s.yaml")?;
+//! let model = Model::new(cfg, 0)?;
+//! let info = model.info(640)?;
+//! println!("{} parameters, {:.1} GFLOPs", info.params, info.gflops);
+//! # Ok::<(), yolo_models::ModelError>(())
+//! ```
+
+mod builtins;
+pub mod config;
+mod error;
+mod model;
+mod registry;
+
+pub use config::{Anchors, Arg, ModelConfig, Row};
+pub use error::{ModelError, Result};
+pub use model::{LayerRow, Model, ModelInfo, Node};
+pub use registry::{make_divisible, BuildFn, Built, Registry, RowInput};

@@ -1,0 +1,422 @@
+//! A built model: the layer graph of a [`ModelConfig`], its forward pass, summary and fusing.
+
+use crate::config::{Anchors, Arg, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::registry::{Registry, RowInput};
+use yolo_activations::Activation;
+use yolo_layers::{count_params, flops, named_tensors, Ctx, DetectOutput, Kind, Layer, Visitor};
+use yolo_tensor::{Device, Tensor};
+
+/// `n` copies of a single-input layer run in sequence (upstream `nn.Sequential` for rows with
+/// `number > 1` that do not consume the repeat count themselves).
+#[derive(Debug)]
+struct Repeat(Vec<Box<dyn Layer>>);
+
+impl Layer for Repeat {
+    fn run(&self, xs: &[Tensor], train: bool) -> yolo_layers::Result<Tensor> {
+        let mut y = self.0[0].run(xs, train)?;
+        for l in &self.0[1..] {
+            y = l.run(std::slice::from_ref(&y), train)?;
+        }
+        Ok(y)
+    }
+    fn visit_layer(&self, prefix: &str, f: &mut Visitor<'_>) {
+        for (i, l) in self.0.iter().enumerate() {
+            l.visit_layer(&yolo_layers::join(prefix, &i.to_string()), f);
+        }
+    }
+    fn fuse_layer(&mut self) -> yolo_layers::Result<()> {
+        self.0.iter_mut().try_for_each(|l| l.fuse_layer())
+    }
+}
+
+/// One node of the graph.
+#[derive(Debug)]
+pub struct Node {
+    /// The block.
+    pub layer: Box<dyn Layer>,
+    /// Absolute input indices (`None` is the model input).
+    pub from: Vec<Option<usize>>,
+    /// The row's `from` as written.
+    pub from_text: String,
+    /// Repeats after the depth gain.
+    pub n: usize,
+    /// Module name as written.
+    pub module: String,
+    /// Final arguments, as upstream prints them.
+    pub args: Vec<Arg>,
+    /// Output channels.
+    pub c2: usize,
+}
+
+/// One row of [`Model::layer_table`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerRow {
+    /// Row index.
+    pub index: usize,
+    /// `from` as written.
+    pub from: String,
+    /// Repeats after the depth gain.
+    pub n: usize,
+    /// Learnable parameters.
+    pub params: usize,
+    /// Module name.
+    pub module: String,
+    /// Final arguments.
+    pub args: String,
+}
+
+/// The summary line of upstream `model.info()`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// Number of YAML rows (graph nodes).
+    pub layers: usize,
+    /// Learnable parameters.
+    pub params: usize,
+    /// Parameters that require gradients.
+    pub gradients: usize,
+    /// Giga floating-point operations at the requested image size (2 × multiply-accumulates,
+    /// counted with the `thop` rules upstream uses).
+    pub gflops: f64,
+}
+
+/// A detection model built from YAML.
+#[derive(Debug)]
+pub struct Model {
+    /// The configuration it was built from.
+    pub config: ModelConfig,
+    /// Graph nodes in order; the last is the detection head.
+    pub nodes: Vec<Node>,
+    /// Stride of each detection level.
+    pub stride: Vec<f32>,
+    /// Class names (from a dataset or weights metadata; `0..nc` by default).
+    pub names: Vec<String>,
+    keep: Vec<bool>,
+}
+
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+impl Model {
+    /// Builds a model from a config with the built-in modules, seeded initialisation.
+    pub fn new(config: ModelConfig, seed: u64) -> Result<Model> {
+        Model::with_registry(config, &Registry::with_builtins(), seed)
+    }
+
+    /// Builds a model with `registry` (built-ins plus a user's modules).
+    pub fn with_registry(config: ModelConfig, registry: &Registry, seed: u64) -> Result<Model> {
+        let default_act = match &config.activation {
+            Some(a) => a
+                .parse::<Activation>()
+                .map_err(|e| ModelError::schema(format!("activation: {e}")))?,
+            None => Activation::Silu,
+        };
+        let ctx = Ctx::new(seed, default_act);
+        let na = config.anchors.per_level();
+        let no = na * (config.nc + 5);
+        let mut nodes: Vec<Node> = Vec::with_capacity(config.rows.len());
+        let mut chs: Vec<usize> = Vec::new();
+        for (i, row) in config.rows.iter().enumerate() {
+            let err = |message: String| ModelError::Row {
+                index: i,
+                module: row.module.clone(),
+                message,
+                file: None,
+            };
+            let mut from = Vec::new();
+            for &f in &row.from.indices() {
+                let abs = if f < 0 { i as i64 + f } else { f };
+                if abs >= i as i64 || (abs < 0 && !(i == 0 && f == -1)) {
+                    return Err(err(format!(
+                        "`from` index {f} does not point to an earlier layer"
+                    )));
+                }
+                from.push(if abs < 0 { None } else { Some(abs as usize) });
+            }
+            let ch_in: Vec<usize> = from
+                .iter()
+                .map(|f| f.map_or(config.ch, |j| chs[j]))
+                .collect();
+            let builder = registry.get(&row.module).ok_or_else(|| {
+                err(format!(
+                    "unknown module `{}`; known: {}",
+                    row.module,
+                    registry.names().join(", ")
+                ))
+            })?;
+            let n = if row.number > 1 {
+                (round_half_even(row.number as f64 * config.depth_multiple) as usize).max(1)
+            } else {
+                row.number
+            };
+            let args: Vec<Arg> = row.args.iter().map(|a| substitute(a, &config)).collect();
+            let input = RowInput {
+                index: i,
+                module: &row.module,
+                ch_in,
+                args,
+                n,
+                gw: config.width_multiple,
+                ch_mul: config.channel_multiple,
+                nc: config.nc,
+                no,
+                anchors: &config.anchors,
+                ctx: &ctx,
+            };
+            let built = builder(&input).map_err(err)?;
+            let layer = if built.uses_repeats || n == 1 {
+                built.layer
+            } else {
+                let mut v = vec![built.layer];
+                for _ in 1..n {
+                    v.push(builder(&input).map_err(err)?.layer);
+                }
+                Box::new(Repeat(v)) as Box<dyn Layer>
+            };
+            chs.push(built.c2);
+            nodes.push(Node {
+                layer,
+                from,
+                from_text: row.from.to_string(),
+                n,
+                module: row.module.clone(),
+                args: built.args,
+                c2: built.c2,
+            });
+        }
+        if nodes.last().and_then(|n| n.layer.as_detect()).is_none() {
+            return Err(ModelError::schema(
+                "the last row must be a detection head (Detect, IDetect, …)",
+            ));
+        }
+        let mut keep = vec![false; nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            for &f in n.from.iter().flatten() {
+                if f + 1 != i {
+                    keep[f] = true;
+                }
+            }
+        }
+        let names = (0..config.nc).map(|c| c.to_string()).collect();
+        let mut model = Model {
+            config,
+            nodes,
+            stride: Vec::new(),
+            names,
+            keep,
+        };
+        model.init_strides()?;
+        Ok(model)
+    }
+
+    /// Upstream's construction-time pass: one training-mode forward of zeros at 256×256 finds
+    /// the strides (and, as upstream, updates BN running statistics), then anchors are
+    /// converted to grid units and the head's biases get their priors.
+    fn init_strides(&mut self) -> Result<()> {
+        let s = 256usize;
+        let x = Tensor::zeros(&[1, self.config.ch, s, s], Device::Cpu)?;
+        let out = {
+            let _g = yolo_tensor::no_grad();
+            self.forward(&x, true)?
+        };
+        let stride: Vec<f32> = out
+            .raw
+            .iter()
+            .map(|r| s as f32 / r.shape()[2] as f32)
+            .collect();
+        let detect = self.detect_mut();
+        detect.set_strides(stride.clone(), true)?;
+        check_anchor_order(detect)?;
+        self.stride = stride;
+        Ok(())
+    }
+
+    /// The detection head.
+    pub fn detect(&self) -> &yolo_layers::Detect {
+        self.nodes
+            .last()
+            .and_then(|n| n.layer.as_detect())
+            .expect("checked at construction")
+    }
+
+    fn detect_mut(&mut self) -> &mut yolo_layers::Detect {
+        self.nodes
+            .last_mut()
+            .and_then(|n| n.layer.as_detect_mut())
+            .expect("checked at construction")
+    }
+
+    /// Runs the model on an N×C×H×W batch: raw per-level outputs (train) plus decoded
+    /// predictions (inference).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<DetectOutput> {
+        let mut outs: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
+        let mut prev = x.clone();
+        let last = self.nodes.len() - 1;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let inputs: Vec<Tensor> = node
+                .from
+                .iter()
+                .map(|f| match f {
+                    None => x.clone(),
+                    Some(j) if *j + 1 == i => prev.clone(),
+                    Some(j) => outs[*j].clone().expect("kept outputs are stored"),
+                })
+                .collect();
+            if i == last {
+                let d = node.layer.as_detect().expect("last node is the head");
+                return Ok(d.forward_levels(&inputs, train)?);
+            }
+            let y = node
+                .layer
+                .run(&inputs, train)
+                .map_err(|e| ModelError::Row {
+                    index: i,
+                    module: node.module.clone(),
+                    message: e.to_string(),
+                    file: None,
+                })?;
+            if self.keep[i] {
+                outs[i] = Some(y.clone());
+            }
+            prev = y;
+        }
+        unreachable!("the loop returns at the head")
+    }
+
+    /// Every parameter and buffer with its upstream `state_dict` name (`model.0.conv.weight`…).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor, Kind)> {
+        let mut v = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            v.extend(named_tensors(n.layer.as_ref(), &format!("model.{i}")));
+        }
+        v
+    }
+
+    /// The learnable parameters.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.named_tensors()
+            .into_iter()
+            .filter(|(_, _, k)| *k == Kind::Param)
+            .map(|(_, t, _)| t)
+            .collect()
+    }
+
+    /// Upstream's layer table: from, n, params, module, arguments per row.
+    pub fn layer_table(&self) -> Vec<LayerRow> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| LayerRow {
+                index: i,
+                from: n.from_text.clone(),
+                n: n.n,
+                params: count_params(n.layer.as_ref()),
+                module: n.module.clone(),
+                args: format!("{}", Arg::List(n.args.clone())),
+            })
+            .collect()
+    }
+
+    /// The summary: layers, parameters, gradients and GFLOPs at `imgsz` (square), computed as
+    /// upstream: a profile at max(stride, 32) pixels scaled to `imgsz`.
+    pub fn info(&self, imgsz: usize) -> Result<ModelInfo> {
+        let params: Vec<Tensor> = self.parameters();
+        let n_params: usize = params.iter().map(Tensor::numel).sum();
+        let gradients: usize = params
+            .iter()
+            .filter(|p| p.requires_grad())
+            .map(Tensor::numel)
+            .sum();
+        let s = (self.stride.iter().cloned().fold(0.0f32, f32::max) as usize).max(32);
+        let x = Tensor::zeros(&[1, self.config.ch, s, s], Device::Cpu)?;
+        // Profile in eval mode so the running statistics are left untouched; the count is the
+        // same as in training mode (only BN's statistics source differs).
+        let (r, macs) = flops::count(|| {
+            let _g = yolo_tensor::no_grad();
+            self.forward(&x, false)
+        });
+        r?;
+        let gflops = macs * 2.0 / 1e9 * (imgsz as f64 / s as f64).powi(2);
+        Ok(ModelInfo {
+            layers: self.nodes.len(),
+            params: n_params,
+            gradients,
+            gflops,
+        })
+    }
+
+    /// Folds Conv+BN (and other inference-time structure) in every block.
+    pub fn fuse(&mut self) -> Result<()> {
+        for n in &mut self.nodes {
+            n.layer.fuse_layer()?;
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `nc` and `anchors` by their values, as upstream's `eval` of row arguments does.
+fn substitute(a: &Arg, cfg: &ModelConfig) -> Arg {
+    match a {
+        Arg::Text(t) if t == "nc" => Arg::Int(cfg.nc as i64),
+        Arg::Text(t) if t == "anchors" => match &cfg.anchors {
+            Anchors::Sizes(s) => Arg::List(
+                s.iter()
+                    .map(|l| {
+                        Arg::List(
+                            l.iter()
+                                .map(|&v| {
+                                    if v.fract() == 0.0 {
+                                        Arg::Int(v as i64)
+                                    } else {
+                                        Arg::Float(v)
+                                    }
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+            Anchors::Count(n) => Arg::Int(*n as i64),
+        },
+        Arg::List(l) => Arg::List(l.iter().map(|x| substitute(x, cfg)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Upstream `check_anchor_order`: anchor areas must grow with stride; reverse them if not.
+fn check_anchor_order(d: &mut yolo_layers::Detect) -> Result<()> {
+    let a = d.anchors.to_vec();
+    let per_level: Vec<f32> = (0..d.nl())
+        .map(|l| {
+            (0..d.na)
+                .map(|i| a[(l * d.na + i) * 2] * a[(l * d.na + i) * 2 + 1])
+                .sum::<f32>()
+                / d.na as f32
+        })
+        .collect();
+    let areas: Vec<f32> = per_level
+        .iter()
+        .zip(&d.stride)
+        .map(|(m, s)| m * s * s)
+        .collect();
+    let (first, last) = (areas[0], areas[areas.len() - 1]);
+    let ds = d.stride[d.stride.len() - 1] - d.stride[0];
+    if (last - first).signum() != ds.signum() && last != first {
+        let mut rev = Vec::with_capacity(a.len());
+        for l in (0..d.nl()).rev() {
+            rev.extend_from_slice(&a[l * d.na * 2..(l + 1) * d.na * 2]);
+        }
+        d.anchors.assign(&Tensor::from_vec(
+            rev,
+            d.anchors.shape(),
+            d.anchors.device(),
+        )?)?;
+    }
+    Ok(())
+}
