@@ -6,7 +6,10 @@ Usage: python3 tools/upstream_model_stats.py --repo PATH_TO_YOLOV5_OR_YOLOV7_CHE
 
 Needs torch, thop (ultralytics-thop), pyyaml and the upstream repository's own requirements.
 Writes {yaml_name: {"params": int, "params_fused": int, "gflops": float, "gflops_fused": float}}
-as upstream's model.info() computes them (thop on a max(stride, 32) input, scaled to 640).
+as upstream's model.info() computes them (thop on a max(stride, 32) input, scaled to 640). YOLOv5 and
+YOLOv7 compute GFLOPs the same way (both profile at max(stride, 32): 64 for P6 models), so one script
+serves both; the input has the YAML's `ch` channels (YOLOv5 reads them off the first weight, which
+is wrong for YOLOv7's P6 models whose first row is ReOrg). Existing entries of --out are kept.
 The committed fixture was made this way; tests read it and never need Python.
 """
 import argparse, contextlib, io, json, os, sys
@@ -18,7 +21,8 @@ def stats(model, imgsz=640):
     p = next(model.parameters())
     n_p = sum(x.numel() for x in model.parameters())
     stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-    im = torch.empty((1, p.shape[1], stride, stride), device=p.device)
+    ch = model.yaml.get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else p.shape[1]
+    im = torch.empty((1, ch, stride, stride), device=p.device)
     flops = thop.profile(deepcopy(model), inputs=(im,), verbose=False)[0] / 1e9 * 2
     return n_p, flops * imgsz / stride * imgsz / stride
 
@@ -43,7 +47,9 @@ def main():
             with contextlib.redirect_stdout(io.StringIO()):
                 m = Model(os.path.abspath(os.path.join(os.environ.get("OLDPWD", "."), y)) if not os.path.isabs(y) else y)
             n, g = stats(m)
-            m.fuse()
+            # no_grad: YOLOv7's IDetect.fuse() updates parameters in place; fuse() prints per block
+            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+                m.fuse()
             nf, gf = stats(m)
             out[name] = {"params": n, "params_fused": nf, "gflops": round(g, 4), "gflops_fused": round(gf, 4)}
             print(name, out[name], flush=True)

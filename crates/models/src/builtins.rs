@@ -44,6 +44,7 @@ fn c3_like(r: &mut Registry, name: &str, kind: C3Kind) {
 
 /// Registers every built-in module.
 pub(crate) fn register_all(r: &mut Registry) {
+    crate::builtins_attn::register_attention(r);
     r.register("Conv", |row| {
         let c2 = row.c2_scaled()?;
         let (k, s, p, g, d, act) = (

@@ -11,12 +11,15 @@
 //! ```
 
 mod builtins;
+mod builtins_attn;
 pub mod config;
 mod error;
 mod model;
 mod registry;
+pub mod weights;
 
 pub use config::{Anchors, Arg, ModelConfig, Row};
 pub use error::{ModelError, Result};
 pub use model::{LayerRow, Model, ModelInfo, Node};
 pub use registry::{make_divisible, BuildFn, Built, Registry, RowInput};
+pub use weights::LoadReport;
