@@ -230,8 +230,11 @@ impl Model {
             .iter()
             .map(|r| s as f32 / r.shape()[2] as f32)
             .collect();
+        self.nodes
+            .last_mut()
+            .and_then(|n| n.layer.set_head_strides(stride.clone(), true))
+            .expect("checked at construction")?;
         let detect = self.detect_mut();
-        detect.set_strides(stride.clone(), true)?;
         check_anchor_order(detect)?;
         self.stride = stride;
         Ok(())
@@ -269,8 +272,8 @@ impl Model {
                 })
                 .collect();
             if i == last {
-                let d = node.layer.as_detect().expect("last node is the head");
-                return Ok(d.forward_levels(&inputs, train)?);
+                let head = node.layer.forward_head(&inputs, train);
+                return Ok(head.expect("last node is the head")?);
             }
             let y = node
                 .layer

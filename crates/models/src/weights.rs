@@ -47,13 +47,24 @@ impl LoadReport {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some((n, f, m)) = self.mismatched.first() {
-            parts.push(format!("{} tensor(s) with wrong shapes, first `{n}`: file {f:?}, model {m:?}", self.mismatched.len()));
+            parts.push(format!(
+                "{} tensor(s) with wrong shapes, first `{n}`: file {f:?}, model {m:?}",
+                self.mismatched.len()
+            ));
         }
         if !self.missing.is_empty() {
-            parts.push(format!("{} missing from the file, first `{}`", self.missing.len(), self.missing[0]));
+            parts.push(format!(
+                "{} missing from the file, first `{}`",
+                self.missing.len(),
+                self.missing[0]
+            ));
         }
         if !self.unexpected.is_empty() {
-            parts.push(format!("{} not in the model, first `{}`", self.unexpected.len(), self.unexpected[0]));
+            parts.push(format!(
+                "{} not in the model, first `{}`",
+                self.unexpected.len(),
+                self.unexpected[0]
+            ));
         }
         parts.join("; ")
     }
@@ -61,13 +72,28 @@ impl LoadReport {
 
 fn to_f32(v: &TensorView<'_>, name: &str) -> Result<Vec<f32>> {
     let d = v.data();
-    let out: Vec<f32> = match v.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F64 => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
-        Dtype::F16 => d.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
-        Dtype::BF16 => d.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
-        other => return Err(ModelError::Weights(format!("tensor `{name}` has dtype {other:?}; expected a float type (F32, F16, BF16, F64)"))),
-    };
+    let out: Vec<f32> =
+        match v.dtype() {
+            Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            Dtype::F16 => d
+                .chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .collect(),
+            other => return Err(ModelError::Weights(format!(
+                "tensor `{name}` has dtype {other:?}; expected a float type (F32, F16, BF16, F64)"
+            ))),
+        };
     Ok(out)
 }
 
@@ -91,18 +117,31 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Reads a safetensors file into memory, naming the file in errors.
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| ModelError::Io { path: path.display().to_string(), source: e })
+    std::fs::read(path).map_err(|e| ModelError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
 }
 
 fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes).map_err(|e| ModelError::Weights(format!("{}: not a valid safetensors file: {e}", path.display())))
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        ModelError::Weights(format!(
+            "{}: not a valid safetensors file: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The metadata of a weights file.
 pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let bytes = read(path)?;
-    let (_, m) = SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Weights(format!("{}: not a valid safetensors file: {e}", path.display())))?;
+    let (_, m) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        ModelError::Weights(format!(
+            "{}: not a valid safetensors file: {e}",
+            path.display()
+        ))
+    })?;
     Ok(m.metadata().clone().unwrap_or_default())
 }
 
@@ -115,19 +154,38 @@ impl Model {
         let tensors = self.named_tensors();
         let bufs: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
             .iter()
-            .map(|(n, t, _)| (n.clone(), t.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape().to_vec()))
+            .map(|(n, t, _)| {
+                (
+                    n.clone(),
+                    t.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    t.shape().to_vec(),
+                )
+            })
             .collect();
         let views: Vec<(String, TensorView<'_>)> = bufs
             .iter()
-            .map(|(n, b, s)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| ModelError::Weights(format!("`{n}`: {e}")))?)))
+            .map(|(n, b, s)| {
+                Ok((
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b)
+                        .map_err(|e| ModelError::Weights(format!("`{n}`: {e}")))?,
+                ))
+            })
             .collect::<Result<_>>()?;
         let mut md = HashMap::new();
         md.insert(meta::YAML.to_string(), self.config.yaml.clone());
-        md.insert(meta::NAMES.to_string(), serde_json::to_string(&self.names).expect("strings serialise"));
+        md.insert(
+            meta::NAMES.to_string(),
+            serde_json::to_string(&self.names).expect("strings serialise"),
+        );
         md.insert(meta::FORMAT.to_string(), "pt".to_string());
-        let bytes = safetensors::tensor::serialize(views, Some(md)).map_err(|e| ModelError::Weights(e.to_string()))?;
+        let bytes = safetensors::tensor::serialize(views, Some(md))
+            .map_err(|e| ModelError::Weights(e.to_string()))?;
         let tmp = path.with_extension("safetensors.partial");
-        let io = |e| ModelError::Io { path: path.display().to_string(), source: e };
+        let io = |e| ModelError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
         std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
@@ -139,7 +197,14 @@ impl Model {
         let path = path.as_ref();
         let bytes = read(path)?;
         let st = parse(&bytes, path)?;
-        let own: BTreeMap<String, (Tensor, Kind)> = self.named_tensors().into_iter().map(|(n, t, k)| (n, (t, k))).collect();
+        let named = self.named_tensors();
+        let order: HashMap<String, usize> = named
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _, _))| (n.clone(), i))
+            .collect();
+        let own: BTreeMap<String, (Tensor, Kind)> =
+            named.into_iter().map(|(n, t, k)| (n, (t, k))).collect();
         let mut report = LoadReport::default();
         let mut updates = Vec::new();
         for (name, view) in st.tensors() {
@@ -148,15 +213,31 @@ impl Model {
             }
             match own.get(&name) {
                 None => report.unexpected.push(name),
-                Some((t, _)) if t.shape() != view.shape() => report.mismatched.push((name, view.shape().to_vec(), t.shape().to_vec())),
+                Some((t, _)) if t.shape() != view.shape() => {
+                    report
+                        .mismatched
+                        .push((name, view.shape().to_vec(), t.shape().to_vec()))
+                }
                 Some((t, _)) => updates.push((t.clone(), to_f32(&view, &name)?, name)),
             }
         }
-        let in_file: std::collections::HashSet<String> = st.names().into_iter().map(String::from).collect();
-        report.missing = own.keys().filter(|n| !in_file.contains(*n)).cloned().collect();
+        let in_file: std::collections::HashSet<String> =
+            st.names().into_iter().map(String::from).collect();
+        report.missing = own
+            .keys()
+            .filter(|n| !in_file.contains(*n))
+            .cloned()
+            .collect();
+        // "First" means first in the model's layer order.
+        report.missing.sort_by_key(|n| order[n]);
+        report.mismatched.sort_by_key(|m| order[&m.0]);
         report.unexpected.sort();
         if strict && !report.is_exact() {
-            return Err(ModelError::Weights(format!("{}: weights do not fit the model: {}", path.display(), report.describe())));
+            return Err(ModelError::Weights(format!(
+                "{}: weights do not fit the model: {}",
+                path.display(),
+                report.describe()
+            )));
         }
         for (t, v, _) in updates {
             t.assign(&Tensor::from_vec(v, t.shape(), t.device())?)?;
@@ -169,13 +250,27 @@ impl Model {
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let md = read_metadata(path)?;
-        let yaml = md
-            .get(meta::YAML)
-            .ok_or_else(|| ModelError::Weights(format!("{}: no model YAML in the metadata (key `{}`); pass --cfg", path.display(), meta::YAML)))?;
-        let cfg = ModelConfig::from_yaml(yaml).map_err(|e| ModelError::Weights(format!("{}: the stored model YAML is invalid: {e}", path.display())))?;
+        let yaml = md.get(meta::YAML).ok_or_else(|| {
+            ModelError::Weights(format!(
+                "{}: no model YAML in the metadata (key `{}`); pass --cfg",
+                path.display(),
+                meta::YAML
+            ))
+        })?;
+        let cfg = ModelConfig::from_yaml(yaml).map_err(|e| {
+            ModelError::Weights(format!(
+                "{}: the stored model YAML is invalid: {e}",
+                path.display()
+            ))
+        })?;
         let mut model = Model::new(cfg, 0)?;
         if let Some(n) = md.get(meta::NAMES) {
-            model.names = serde_json::from_str(n).map_err(|e| ModelError::Weights(format!("{}: bad class names in metadata: {e}", path.display())))?;
+            model.names = serde_json::from_str(n).map_err(|e| {
+                ModelError::Weights(format!(
+                    "{}: bad class names in metadata: {e}",
+                    path.display()
+                ))
+            })?;
         }
         model.load_safetensors(path, true)?;
         Ok(model)

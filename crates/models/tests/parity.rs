@@ -8,7 +8,9 @@ use yolo_models::{Model, ModelConfig};
 use yolo_tensor::{Device, Tensor};
 
 fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811C_9DC5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    s.bytes().fold(0x811C_9DC5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// The generator of the fixture script: fmix32(hash(name) ^ i·0x9E3779B9) / 2^32.
@@ -32,7 +34,8 @@ fn value(name: &str, shape: &[usize], head: usize) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let u = unit(name, n);
     let leaf = name.rsplit('.').next().unwrap();
-    let is_head_bias = leaf == "bias" && name.contains(".m.") && name.starts_with(&format!("model.{head}."));
+    let is_head_bias =
+        leaf == "bias" && name.contains(".m.") && name.starts_with(&format!("model.{head}."));
     u.iter()
         .map(|&u| {
             let v = if leaf == "running_var" {
@@ -64,14 +67,19 @@ fn set_weights(model: &Model) {
         if name.ends_with("anchors") {
             continue;
         }
-        t.assign(&Tensor::from_vec(value(&name, t.shape(), head), t.shape(), Device::Cpu).unwrap()).unwrap();
+        t.assign(&Tensor::from_vec(value(&name, t.shape(), head), t.shape(), Device::Cpu).unwrap())
+            .unwrap();
     }
 }
 
 fn compare(what: &str, ours: &Tensor, st: &SafeTensors<'_>, key: &str) {
     let v = st.tensor(key).unwrap();
     assert_eq!(ours.shape(), v.shape(), "{what}: shape of {key}");
-    let want: Vec<f32> = v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let want: Vec<f32> = v
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let got = ours.to_vec();
     let mut worst = 0.0f32;
     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -83,8 +91,14 @@ fn compare(what: &str, ours: &Tensor, st: &SafeTensors<'_>, key: &str) {
             }
         }
     }
-    println!("{what} {key}: {} values, worst relative error {worst:.2e}", got.len());
-    assert!(worst <= 1e-4, "{what} {key}: worst relative error {worst:.2e} > 1e-4");
+    println!(
+        "{what} {key}: {} values, worst relative error {worst:.2e}",
+        got.len()
+    );
+    assert!(
+        worst <= 1e-4,
+        "{what} {key}: worst relative error {worst:.2e} > 1e-4"
+    );
 }
 
 fn check(cfg_name: &str, fixture: &str, imgsz: usize) {
@@ -96,17 +110,32 @@ fn check(cfg_name: &str, fixture: &str, imgsz: usize) {
     let cfg = ModelConfig::from_file(root.join("../../configs/models").join(cfg_name)).unwrap();
     let model = Model::new(cfg, 0).unwrap();
     // Same state_dict names as upstream.
-    let mut ours: Vec<String> = model.named_tensors().into_iter().map(|(n, _, _)| n).filter(|n| !n.ends_with("anchors")).collect();
+    let mut ours: Vec<String> = model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .filter(|n| !n.ends_with("anchors"))
+        .collect();
     ours.sort();
     let theirs: Vec<String> = keys.split(',').map(String::from).collect();
     assert_eq!(ours, theirs, "{cfg_name}: state_dict names");
     set_weights(&model);
-    let x = Tensor::from_vec(unit("input", 3 * imgsz * imgsz).iter().map(|&v| v as f32).collect(), &[1, 3, imgsz, imgsz], Device::Cpu).unwrap();
+    let x = Tensor::from_vec(
+        unit("input", 3 * imgsz * imgsz)
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        &[1, 3, imgsz, imgsz],
+        Device::Cpu,
+    )
+    .unwrap();
     let _g = yolo_tensor::no_grad();
     let train = model.forward(&x, true).unwrap();
     set_weights(&model); // the training pass moved the running statistics, as upstream's did
     let eval = model.forward(&x, false).unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compare(cfg_name, eval.pred.as_ref().unwrap(), &st, "eval.pred")));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        compare(cfg_name, eval.pred.as_ref().unwrap(), &st, "eval.pred")
+    }));
     for (i, r) in train.raw.iter().enumerate() {
         compare(cfg_name, r, &st, &format!("train.{i}"));
     }

@@ -1,0 +1,109 @@
+//! The `yolo-forge` binary: output and exit codes.
+
+use assert_cmd::Command;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bin() -> Command {
+    let mut c = Command::cargo_bin("yolo-forge").unwrap();
+    c.current_dir(root());
+    c
+}
+
+#[test]
+fn info_prints_table_and_summary() {
+    let out = bin()
+        .args(["info", "--model", "configs/models/yolov5s.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        s.contains("module") && s.contains("SPPF") && s.contains("Detect"),
+        "{s}"
+    );
+    assert!(
+        s.contains("7,235,389 parameters") && s.contains("16.6 GFLOPs"),
+        "{s}"
+    );
+}
+
+#[test]
+fn info_json() {
+    let out = bin()
+        .args(["info", "--model", "configs/models/yolov5s.yaml", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["params"], 7_235_389);
+    assert_eq!(v["gflops"], 16.6);
+    assert_eq!(v["layers"], 25);
+    let out = bin()
+        .args([
+            "info",
+            "--model",
+            "configs/models/yolov5s.yaml",
+            "--json",
+            "--fuse",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["params"], 7_225_885);
+}
+
+#[test]
+fn bad_inputs_exit_2_with_a_message() {
+    for (args, needle) in [
+        (vec!["info", "--model", "nope.yaml"], "nope.yaml"),
+        (vec!["info"], "--model"),
+        (vec!["info", "--weights", "README.md"], "README.md"),
+        (
+            vec![
+                "bench",
+                "--model",
+                "configs/models/yolov5n.yaml",
+                "--runs",
+                "0",
+            ],
+            "positive",
+        ),
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(needle) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bench_json() {
+    let out = bin()
+        .args([
+            "bench",
+            "--model",
+            "configs/models/yolov5n.yaml",
+            "--imgsz",
+            "64",
+            "--runs",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["imgsz"], 64);
+}
