@@ -5,6 +5,7 @@
 //! [`Layer::visit`] under their upstream PyTorch `state_dict` names (`conv.weight`,
 //! `bn.running_mean`, `m.0.cv1.conv.weight`, …), so weights files interoperate.
 
+mod attention;
 mod basic;
 mod common;
 mod detect;
@@ -15,6 +16,7 @@ mod init;
 mod module;
 mod transformer;
 
+pub use attention::*;
 pub use basic::*;
 pub use common::*;
 pub use detect::*;
