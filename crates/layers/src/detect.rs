@@ -14,6 +14,8 @@ pub struct DetectOutput {
     /// Decoded boxes N×(Σ na·ny·nx)×(nc+5): xywh in input pixels, objectness and class
     /// probabilities (inference mode only).
     pub pred: Option<Tensor>,
+    /// Auxiliary levels, shaped as `raw` (YOLOv7's `IAuxDetect` before fusing; empty otherwise).
+    pub aux: Vec<Tensor>,
 }
 
 /// YOLOv5 `Detect(nc, anchors, ch)`.
@@ -108,17 +110,41 @@ impl Detect {
                 self.nl()
             ));
         }
-        let mut raw = Vec::with_capacity(xs.len());
-        for (x, conv) in xs.iter().zip(&self.m) {
-            let y = Module::forward(conv, x, train)?;
-            let (bs, ny, nx) = (y.shape()[0], y.shape()[2], y.shape()[3]);
-            raw.push(
-                y.reshape(&[bs, self.na, self.no, ny, nx])?
-                    .permute(&[0, 1, 3, 4, 2])?,
-            );
+        let ys = xs
+            .iter()
+            .zip(&self.m)
+            .map(|(x, conv)| Module::forward(conv, x, train))
+            .collect::<Result<Vec<_>>>()?;
+        self.decode_levels(&ys, train)
+    }
+
+    /// One level's conv output N×(na·no)×ny×nx as N×na×ny×nx×no.
+    pub fn split_level(&self, y: &Tensor) -> Result<Tensor> {
+        let s = y.shape();
+        if s.len() != 4 || s[1] != self.na * self.no {
+            return invalid(format!(
+                "Detect: a level needs N×{}×H×W, got {s:?}",
+                self.na * self.no
+            ));
         }
+        let (bs, ny, nx) = (s[0], s[2], s[3]);
+        Ok(y.reshape(&[bs, self.na, self.no, ny, nx])?
+            .permute(&[0, 1, 3, 4, 2])?)
+    }
+
+    /// The head's output from per-level conv outputs (N×(na·no)×ny×nx): heads that change the
+    /// conv outputs (YOLOv7's implicit layers) run their own convs, then this.
+    pub fn decode_levels(&self, ys: &[Tensor], train: bool) -> Result<DetectOutput> {
+        let raw = ys
+            .iter()
+            .map(|y| self.split_level(y))
+            .collect::<Result<Vec<_>>>()?;
         if train {
-            return Ok(DetectOutput { raw, pred: None });
+            return Ok(DetectOutput {
+                raw,
+                pred: None,
+                aux: Vec::new(),
+            });
         }
         if self.stride.len() != self.nl() {
             return invalid("Detect: strides unknown (the model sets them at construction)");
@@ -156,6 +182,7 @@ impl Detect {
         Ok(DetectOutput {
             raw,
             pred: Some(Tensor::concat(&refs, 1)?),
+            aux: Vec::new(),
         })
     }
 

@@ -15,6 +15,7 @@ mod ghost;
 mod init;
 mod module;
 mod transformer;
+mod yolov7;
 
 pub use attention::*;
 pub use basic::*;
@@ -25,3 +26,4 @@ pub use ghost::*;
 pub use init::Init;
 pub use module::*;
 pub use transformer::*;
+pub use yolov7::*;

@@ -58,6 +58,16 @@ pub trait Layer: fmt::Debug + Send + Sync {
     fn as_detect_mut(&mut self) -> Option<&mut crate::Detect> {
         None
     }
+    /// Runs this node as the model's detection head (`None` if it is not one). Heads that wrap
+    /// a [`crate::Detect`] with more structure (YOLOv7's IDetect, IAuxDetect) override this.
+    fn forward_head(&self, xs: &[Tensor], train: bool) -> Option<Result<crate::DetectOutput>> {
+        self.as_detect().map(|d| d.forward_levels(xs, train))
+    }
+    /// Gives the head the strides found by the model's first forward, and the bias priors.
+    fn set_head_strides(&mut self, stride: Vec<f32>, init_biases: bool) -> Option<Result<()>> {
+        self.as_detect_mut()
+            .map(|d| d.set_strides(stride, init_biases))
+    }
 }
 
 impl<M: Module> Layer for M {

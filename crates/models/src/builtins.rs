@@ -285,6 +285,7 @@ pub(crate) fn register_all(r: &mut Registry) {
         let c2 = d.na * d.no;
         ok(d, c2, args, false)
     });
+    crate::builtins_v7::register_v7(r);
 }
 
 /// Anchors of a Detect row: the model's explicit anchors, or placeholders when only a count is

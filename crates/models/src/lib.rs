@@ -12,6 +12,7 @@
 
 mod builtins;
 mod builtins_attn;
+mod builtins_v7;
 pub mod config;
 mod error;
 mod model;
