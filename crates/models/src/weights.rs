@@ -72,28 +72,29 @@ impl LoadReport {
 
 fn to_f32(v: &TensorView<'_>, name: &str) -> Result<Vec<f32>> {
     let d = v.data();
-    let out: Vec<f32> =
-        match v.dtype() {
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            Dtype::F16 => d
-                .chunks_exact(2)
-                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            Dtype::BF16 => d
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                .collect(),
-            other => return Err(ModelError::Weights(format!(
+    let out: Vec<f32> = match v.dtype() {
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+            .collect(),
+        other => {
+            return Err(ModelError::Weights(format!(
                 "tensor `{name}` has dtype {other:?}; expected a float type (F32, F16, BF16, F64)"
-            ))),
-        };
+            )))
+        }
+    };
     Ok(out)
 }
 

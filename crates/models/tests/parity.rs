@@ -1,6 +1,11 @@
 //! Raw outputs equal the upstream PyTorch model's (fixtures from `tools/make_parity_fixtures.py`)
 //! for the same deterministic weights and input, in training mode (batch statistics) and in
 //! inference mode (running statistics, decoded boxes), to 1e-4 relative.
+//!
+//! The reference is PyTorch in float64. In training mode, batch statistics of a batch of one
+//! over 10×10 maps amplify float32 rounding: PyTorch's own float32 run differs from its float64
+//! run by up to 1.5e-4 on yolov7-tiny (recorded per output in the fixture as `f32_err.*`), so
+//! there the bound is max(1e-4, 1.5 × PyTorch's own float32 error).
 
 use safetensors::SafeTensors;
 use std::path::PathBuf;
@@ -72,7 +77,8 @@ fn set_weights(model: &Model) {
     }
 }
 
-fn compare(what: &str, ours: &Tensor, st: &SafeTensors<'_>, key: &str) {
+fn compare(what: &str, ours: &Tensor, st: &SafeTensors<'_>, key: &str, torch_f32_err: f32) {
+    let bound = 1e-4f32.max(1.5 * torch_f32_err);
     let v = st.tensor(key).unwrap();
     assert_eq!(ours.shape(), v.shape(), "{what}: shape of {key}");
     let want: Vec<f32> = v
@@ -86,18 +92,18 @@ fn compare(what: &str, ours: &Tensor, st: &SafeTensors<'_>, key: &str) {
         let err = (a - b).abs() / b.abs().max(1.0);
         if err > worst {
             worst = err;
-            if err > 1e-4 {
+            if err > bound {
                 println!("{what} {key}[{i}]: ours {a} vs upstream {b}");
             }
         }
     }
     println!(
-        "{what} {key}: {} values, worst relative error {worst:.2e}",
+        "{what} {key}: {} values, worst relative error {worst:.2e} (PyTorch float32: {torch_f32_err:.2e}, bound {bound:.2e})",
         got.len()
     );
     assert!(
-        worst <= 1e-4,
-        "{what} {key}: worst relative error {worst:.2e} > 1e-4"
+        worst <= bound,
+        "{what} {key}: worst relative error {worst:.2e} > {bound:.2e}"
     );
 }
 
@@ -106,7 +112,12 @@ fn check(cfg_name: &str, fixture: &str, imgsz: usize) {
     let bytes = std::fs::read(root.join("tests/fixtures").join(fixture)).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, md) = SafeTensors::read_metadata(&bytes).unwrap();
-    let keys = md.metadata().as_ref().unwrap()["keys"].clone();
+    let meta = md.metadata().clone().unwrap();
+    let keys = meta["keys"].clone();
+    let f32_err = |k: &str| {
+        meta.get(&format!("f32_err.{k}"))
+            .map_or(0.0, |v| v.parse::<f32>().unwrap())
+    };
     let cfg = ModelConfig::from_file(root.join("../../configs/models").join(cfg_name)).unwrap();
     let model = Model::new(cfg, 0).unwrap();
     // Same state_dict names as upstream.
@@ -134,10 +145,17 @@ fn check(cfg_name: &str, fixture: &str, imgsz: usize) {
     set_weights(&model); // the training pass moved the running statistics, as upstream's did
     let eval = model.forward(&x, false).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        compare(cfg_name, eval.pred.as_ref().unwrap(), &st, "eval.pred")
+        compare(
+            cfg_name,
+            eval.pred.as_ref().unwrap(),
+            &st,
+            "eval.pred",
+            f32_err("eval.pred"),
+        )
     }));
     for (i, r) in train.raw.iter().enumerate() {
-        compare(cfg_name, r, &st, &format!("train.{i}"));
+        let key = format!("train.{i}");
+        compare(cfg_name, r, &st, &key, f32_err(&key));
     }
     r.unwrap();
 }
@@ -145,4 +163,9 @@ fn check(cfg_name: &str, fixture: &str, imgsz: usize) {
 #[test]
 fn yolov5n_matches_pytorch() {
     check("yolov5n.yaml", "parity_yolov5n.safetensors", 320);
+}
+
+#[test]
+fn yolov7_tiny_matches_pytorch() {
+    check("yolov7-tiny.yaml", "parity_yolov7-tiny.safetensors", 320);
 }
