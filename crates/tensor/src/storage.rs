@@ -3,6 +3,7 @@
 //! and one arm per method, and nothing above this module branches on the device.
 
 use crate::cpu;
+use crate::cpu::buffer::CpuBuf;
 use crate::error::Result;
 use crate::op::{BinaryOp, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};
 use crate::Device;
@@ -11,7 +12,7 @@ use crate::Device;
 #[derive(Debug, Clone)]
 pub(crate) enum Storage {
     /// Host memory.
-    Cpu(Vec<f32>),
+    Cpu(CpuBuf),
 }
 
 fn no_backend<T>(device: Device) -> Result<T> {
@@ -39,32 +40,37 @@ impl Storage {
     /// Copies the data to host memory.
     pub fn to_vec(&self) -> Vec<f32> {
         match self {
-            Storage::Cpu(v) => v.clone(),
+            Storage::Cpu(v) => v.to_vec(),
         }
     }
 
     /// Builds storage on `device` from host data.
     pub fn from_vec(data: Vec<f32>, device: Device) -> Result<Storage> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(data)),
+            Device::Cpu => Ok(Storage::Cpu(data.into())),
             Device::Cuda(_) => no_backend(device),
         }
     }
 
     /// A buffer of `len` copies of `value` on `device`.
     pub fn full(value: f32, len: usize, device: Device) -> Result<Storage> {
-        Storage::from_vec(vec![value; len], device)
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(cpu::buffer::filled(len, value).into())),
+            Device::Cuda(_) => no_backend(device),
+        }
     }
 
     pub fn unary(&self, op: UnaryOp) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::unary(op, x)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::unary(op, x).into()),
         }
     }
 
     pub fn unary_backward(&self, op: UnaryOp, dy: &Storage) -> Storage {
         match (self, dy) {
-            (Storage::Cpu(x), Storage::Cpu(g)) => Storage::Cpu(cpu::unary_backward(op, x, g)),
+            (Storage::Cpu(x), Storage::Cpu(g)) => {
+                Storage::Cpu(cpu::unary_backward(op, x, g).into())
+            }
         }
     }
 
@@ -78,7 +84,7 @@ impl Storage {
     ) -> Storage {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
-                Storage::Cpu(cpu::binary(op, a, shape, b, rhs_shape, out))
+                Storage::Cpu(cpu::binary(op, a, shape, b, rhs_shape, out).into())
             }
         }
     }
@@ -86,20 +92,20 @@ impl Storage {
     pub fn where_cond(&self, a: &Storage, b: &Storage) -> Storage {
         match (self, a, b) {
             (Storage::Cpu(c), Storage::Cpu(a), Storage::Cpu(b)) => {
-                Storage::Cpu(cpu::where_cond(c, a, b))
+                Storage::Cpu(cpu::where_cond(c, a, b).into())
             }
         }
     }
 
     pub fn broadcast_to(&self, shape: &[usize], target: &[usize]) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::broadcast_to(x, shape, target)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::broadcast_to(x, shape, target).into()),
         }
     }
 
     pub fn reduce(&self, op: ReduceOp, shape: &[usize], axes: &[usize]) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::reduce(op, x, shape, axes)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::reduce(op, x, shape, axes).into()),
         }
     }
 
@@ -117,14 +123,14 @@ impl Storage {
     ) -> Storage {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
-                Storage::Cpu(cpu::gemm::batched(a, b, batch, m, k, n, ta, tb))
+                Storage::Cpu(cpu::gemm::batched(a, b, batch, m, k, n, ta, tb).into())
             }
         }
     }
 
     pub fn permute(&self, shape: &[usize], perm: &[usize]) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::permute(x, shape, perm)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::permute(x, shape, perm).into()),
         }
     }
 
@@ -138,13 +144,13 @@ impl Storage {
     ) -> Result<Storage> {
         match device {
             Device::Cpu => {
-                let mut out = vec![fill; crate::shape::numel(dst_shape)];
+                let mut out = cpu::buffer::filled(crate::shape::numel(dst_shape), fill);
                 for (p, shape, start) in parts {
                     let Storage::Cpu(src) = p;
                     let zeros = vec![0; shape.len()];
                     cpu::copy_region(src, shape, &zeros, &mut out, dst_shape, start, shape);
                 }
-                Ok(Storage::Cpu(out))
+                Ok(Storage::Cpu(out.into()))
             }
             Device::Cuda(_) => no_backend(device),
         }
@@ -154,23 +160,23 @@ impl Storage {
     pub fn crop(&self, shape: &[usize], start: &[usize], region: &[usize]) -> Storage {
         match self {
             Storage::Cpu(x) => {
-                let mut out = vec![0.0; crate::shape::numel(region)];
+                let mut out = cpu::buffer::alloc(crate::shape::numel(region));
                 let zeros = vec![0; region.len()];
                 cpu::copy_region(x, shape, start, &mut out, region, &zeros, region);
-                Storage::Cpu(out)
+                Storage::Cpu(out.into())
             }
         }
     }
 
     pub fn index_select(&self, outer: usize, size: usize, inner: usize, idx: &[usize]) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::index_select(x, outer, size, inner, idx)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::index_select(x, outer, size, inner, idx).into()),
         }
     }
 
     pub fn index_add(&self, outer: usize, size: usize, inner: usize, idx: &[usize]) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::index_add(x, outer, size, inner, idx)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::index_add(x, outer, size, inner, idx).into()),
         }
     }
 
@@ -182,7 +188,7 @@ impl Storage {
         index_shape: &[usize],
     ) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::gather(x, shape, axis, index, index_shape)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::gather(x, shape, axis, index, index_shape).into()),
         }
     }
 
@@ -196,7 +202,7 @@ impl Storage {
     ) -> Storage {
         match (self, src) {
             (Storage::Cpu(b), Storage::Cpu(s)) => {
-                Storage::Cpu(cpu::scatter_add(b, shape, axis, index, index_shape, s))
+                Storage::Cpu(cpu::scatter_add(b, shape, axis, index, index_shape, s).into())
             }
         }
     }
@@ -205,9 +211,9 @@ impl Storage {
         match (self, w) {
             (Storage::Cpu(x), Storage::Cpu(w)) => {
                 let b = bias.map(|b| match b {
-                    Storage::Cpu(b) => b.as_slice(),
+                    Storage::Cpu(b) => &b[..],
                 });
-                Storage::Cpu(cpu::conv::forward(x, w, b, g))
+                Storage::Cpu(cpu::conv::forward(x, w, b, g).into())
             }
         }
     }
@@ -215,7 +221,7 @@ impl Storage {
     pub fn conv2d_backward_input(&self, w: &Storage, g: &ConvGeom) -> Storage {
         match (self, w) {
             (Storage::Cpu(dy), Storage::Cpu(w)) => {
-                Storage::Cpu(cpu::conv::backward_input(dy, w, g))
+                Storage::Cpu(cpu::conv::backward_input(dy, w, g).into())
             }
         }
     }
@@ -223,14 +229,14 @@ impl Storage {
     pub fn conv2d_backward_weight(&self, dy: &Storage, g: &ConvGeom) -> Storage {
         match (self, dy) {
             (Storage::Cpu(x), Storage::Cpu(dy)) => {
-                Storage::Cpu(cpu::conv::backward_weight(x, dy, g))
+                Storage::Cpu(cpu::conv::backward_weight(x, dy, g).into())
             }
         }
     }
 
     pub fn max_pool2d(&self, planes: usize, h: usize, w: usize, p: &Pool2dParams) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::pool::max_pool2d(x, planes, h, w, p)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::pool::max_pool2d(x, planes, h, w, p).into()),
         }
     }
 
@@ -244,7 +250,7 @@ impl Storage {
     ) -> Storage {
         match (self, dy) {
             (Storage::Cpu(x), Storage::Cpu(g)) => {
-                Storage::Cpu(cpu::pool::max_pool2d_backward(x, g, planes, h, w, p))
+                Storage::Cpu(cpu::pool::max_pool2d_backward(x, g, planes, h, w, p).into())
             }
         }
     }
@@ -258,7 +264,9 @@ impl Storage {
         sw: usize,
     ) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::pool::upsample_nearest(x, planes, h, w, sh, sw)),
+            Storage::Cpu(x) => {
+                Storage::Cpu(cpu::pool::upsample_nearest(x, planes, h, w, sh, sw).into())
+            }
         }
     }
 
@@ -271,9 +279,9 @@ impl Storage {
         sw: usize,
     ) -> Storage {
         match self {
-            Storage::Cpu(g) => Storage::Cpu(cpu::pool::upsample_nearest_backward(
-                g, planes, h, w, sh, sw,
-            )),
+            Storage::Cpu(g) => {
+                Storage::Cpu(cpu::pool::upsample_nearest_backward(g, planes, h, w, sh, sw).into())
+            }
         }
     }
 
@@ -291,7 +299,7 @@ impl Storage {
             (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => {
                 let r = cpu::norm::batch_norm_train(x, n, c, hw, w, b, eps);
                 BnTrain {
-                    y: Storage::Cpu(r.y),
+                    y: Storage::Cpu(r.y.into()),
                     mean: r.mean,
                     var: r.var,
                     invstd: r.invstd,
@@ -316,14 +324,18 @@ impl Storage {
             (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(w)) => {
                 let (dx, dw, db) =
                     cpu::norm::batch_norm_train_backward(x, g, n, c, hw, w, mean, invstd);
-                (Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db))
+                (
+                    Storage::Cpu(dx.into()),
+                    Storage::Cpu(dw.into()),
+                    Storage::Cpu(db.into()),
+                )
             }
         }
     }
 
     pub fn softmax(&self, outer: usize, size: usize, inner: usize, log: bool) -> Storage {
         match self {
-            Storage::Cpu(x) => Storage::Cpu(cpu::norm::softmax(x, outer, size, inner, log)),
+            Storage::Cpu(x) => Storage::Cpu(cpu::norm::softmax(x, outer, size, inner, log).into()),
         }
     }
 
@@ -337,7 +349,7 @@ impl Storage {
     ) -> Storage {
         match (self, dy) {
             (Storage::Cpu(y), Storage::Cpu(g)) => {
-                Storage::Cpu(cpu::norm::softmax_backward(y, g, outer, size, inner, log))
+                Storage::Cpu(cpu::norm::softmax_backward(y, g, outer, size, inner, log).into())
             }
         }
     }
@@ -346,9 +358,9 @@ impl Storage {
         match (self, target) {
             (Storage::Cpu(x), Storage::Cpu(t)) => {
                 let pw = pos_weight.map(|p| match p {
-                    Storage::Cpu(p) => p.as_slice(),
+                    Storage::Cpu(p) => &p[..],
                 });
-                Storage::Cpu(cpu::norm::bce_with_logits(x, t, pw))
+                Storage::Cpu(cpu::norm::bce_with_logits(x, t, pw).into())
             }
         }
     }

@@ -95,7 +95,7 @@ impl Tensor {
 
     /// A 0-dimensional tensor on the CPU.
     pub fn scalar(value: f32) -> Tensor {
-        Tensor::make(Storage::Cpu(vec![value]), Vec::new(), None)
+        Tensor::make(Storage::Cpu(vec![value].into()), Vec::new(), None)
     }
 
     /// Zeros with this tensor's shape and device.

@@ -213,7 +213,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) 
         return depthwise_forward(x, w, bias, g);
     }
     let ohw = g.oh * g.ow;
-    let mut out = vec![0.0f32; g.n * g.c_out * ohw];
+    let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
     let (cout_g, k) = (g.cout_g(), g.k());
     let outp = SharedMut(out.as_mut_ptr());
     let others = g.n * g.p.groups;
@@ -281,7 +281,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) 
 /// Gradient of the input: `dy` is N×Cout×OH×OW.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
-    let mut dx = vec![0.0f32; g.n * g.c_in * hw];
+    let mut dx = super::buffer::filled(g.n * g.c_in * hw, 0.0);
     let (cout_g, cin_g, k) = (g.cout_g(), g.cin_g(), g.k());
     let dxp = SharedMut(dx.as_mut_ptr());
     let others = g.n * g.p.groups;
@@ -487,7 +487,7 @@ fn depthwise_taps(
 /// Depthwise forward, one (image, channel) plane per task: out += w[ky,kx] · shifted input rows.
 fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
     let (hw, ohw, kk, sw) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw, g.p.stride.1);
-    let mut out = vec![0.0f32; g.n * g.c_out * ohw];
+    let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
     crate::threads::install(|| {
         out.par_chunks_mut(ohw).enumerate().for_each(|(plane, o)| {
             let c = plane % g.c_out;

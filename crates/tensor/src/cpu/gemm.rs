@@ -141,7 +141,7 @@ pub(crate) fn batched(
     tb: bool,
 ) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut out = vec![0.0f32; batch * m * n];
+    let mut out = super::buffer::alloc(batch * m * n);
     if m == 0 || n == 0 {
         return out;
     }

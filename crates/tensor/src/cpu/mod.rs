@@ -1,6 +1,7 @@
 //! CPU kernels. Each takes contiguous row-major slices plus shapes and returns a new buffer.
 //! Shapes were validated by the caller (`ops`), so kernels only assert internal consistency.
 
+pub(crate) mod buffer;
 pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod norm;
@@ -16,7 +17,7 @@ const CHUNK: usize = 1 << 15;
 
 /// Applies `op` to every element.
 pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = buffer::alloc(x.len());
     let (c, a, b) = op.code();
     par_chunks1(x, &mut y, |s, d| simd::unary(c, a, b, s, d));
     y
@@ -24,7 +25,7 @@ pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
 
 /// `dx = dy · f'(x)`, fused in one pass.
 pub(crate) fn unary_backward(op: UnaryOp, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = buffer::alloc(x.len());
     let (c, a, b) = op.code();
     if x.len() <= CHUNK {
         simd::unary_backward(c, a, b, x, dy, &mut dx);
@@ -120,7 +121,7 @@ pub(crate) fn binary(
     out_shape: &[usize],
 ) -> Vec<f32> {
     let n = numel(out_shape);
-    let mut out = vec![0.0f32; n];
+    let mut out = buffer::alloc(n);
     macro_rules! go {
         ($f:expr) => {{
             let f = $f;
@@ -203,7 +204,7 @@ pub(crate) fn broadcast_to(x: &[f32], shape: &[usize], target: &[usize]) -> Vec<
     let (cs, st) = coalesce(target, &[sx, zeros]);
     let inner = *cs.last().unwrap();
     let ix = st[0][cs.len() - 1];
-    let mut out = vec![0.0f32; numel(target)];
+    let mut out = buffer::alloc(numel(target));
     out.chunks_mut(inner).enumerate().for_each(|(row, dst)| {
         let mut off = [0usize; 2];
         row_offsets(row, &cs, &st, &mut off);
@@ -328,7 +329,7 @@ pub(crate) fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
     let (cs, st) = coalesce(&out_shape, &[src_strides, so]);
     let inner = *cs.last().unwrap();
     let is = st[0][cs.len() - 1];
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = buffer::alloc(x.len());
     let body = |(row, dst): (usize, &mut [f32])| {
         let mut off = [0usize; 2];
         row_offsets(row, &cs, &st, &mut off);
@@ -374,7 +375,7 @@ pub(crate) fn index_add(
     inner: usize,
     idx: &[usize],
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; outer * size * inner];
+    let mut out = buffer::filled(outer * size * inner, 0.0);
     for o in 0..outer {
         for (j, &i) in idx.iter().enumerate() {
             let s = (o * idx.len() + j) * inner;

@@ -46,7 +46,7 @@ pub(crate) fn batch_norm_train(
             })
             .collect()
     });
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = super::buffer::alloc(x.len());
     crate::threads::install(|| {
         y.par_chunks_mut(hw).enumerate().for_each(|(plane, dst)| {
             let ch = plane % c;
@@ -96,7 +96,7 @@ pub(crate) fn batch_norm_train_backward(
             })
             .collect()
     });
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = super::buffer::alloc(x.len());
     crate::threads::install(|| {
         dx.par_chunks_mut(hw).enumerate().for_each(|(plane, d)| {
             let ch = plane % c;
@@ -119,7 +119,7 @@ pub(crate) fn batch_norm_train_backward(
 
 /// Softmax (or log-softmax) along the middle axis of an (outer, size, inner) split.
 pub(crate) fn softmax(x: &[f32], outer: usize, size: usize, inner: usize, log: bool) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = super::buffer::alloc(x.len());
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| (o * size + j) * inner + i;
@@ -148,7 +148,7 @@ pub(crate) fn softmax_backward(
     inner: usize,
     log: bool,
 ) -> Vec<f32> {
-    let mut dx = vec![0.0f32; y.len()];
+    let mut dx = super::buffer::alloc(y.len());
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| (o * size + j) * inner + i;

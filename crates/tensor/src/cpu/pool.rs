@@ -21,7 +21,7 @@ pub(crate) fn max_pool2d(
     let (sh, sw) = p.stride;
     let (ph, pw) = p.padding;
     let (oh, ow) = (pooled(h, kh, sh, ph), pooled(w, kw, sw, pw));
-    let mut out = vec![0.0f32; planes * oh * ow];
+    let mut out = super::buffer::alloc(planes * oh * ow);
     crate::threads::install(|| {
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(pl, o)| {
             let xp = &x[pl * h * w..(pl + 1) * h * w];
@@ -79,7 +79,7 @@ pub(crate) fn max_pool2d_backward(
     let (sh, sw) = p.stride;
     let (ph, pw) = p.padding;
     let (oh, ow) = (pooled(h, kh, sh, ph), pooled(w, kw, sw, pw));
-    let mut dx = vec![0.0f32; planes * h * w];
+    let mut dx = super::buffer::filled(planes * h * w, 0.0);
     crate::threads::install(|| {
         dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, d)| {
             let xp = &x[pl * h * w..(pl + 1) * h * w];
@@ -125,7 +125,7 @@ pub(crate) fn upsample_nearest(
     sw: usize,
 ) -> Vec<f32> {
     let (oh, ow) = (h * sh, w * sw);
-    let mut out = vec![0.0f32; planes * oh * ow];
+    let mut out = super::buffer::alloc(planes * oh * ow);
     crate::threads::install(|| {
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(pl, o)| {
             let xp = &x[pl * h * w..(pl + 1) * h * w];
@@ -153,7 +153,7 @@ pub(crate) fn upsample_nearest_backward(
     sw: usize,
 ) -> Vec<f32> {
     let (oh, ow) = (h * sh, w * sw);
-    let mut dx = vec![0.0f32; planes * h * w];
+    let mut dx = super::buffer::filled(planes * h * w, 0.0);
     crate::threads::install(|| {
         dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, d)| {
             let g = &dy[pl * oh * ow..(pl + 1) * oh * ow];
