@@ -258,6 +258,16 @@ impl Model {
     /// Runs the model on an N×C×H×W batch: raw per-level outputs (train) plus decoded
     /// predictions (inference).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<DetectOutput> {
+        // The FLOP counter is thread-local: count on this thread; otherwise run the whole pass on
+        // a pool thread (one hand-off instead of one per op).
+        if flops::counting() {
+            self.forward_here(x, train)
+        } else {
+            yolo_tensor::in_pool(|| self.forward_here(x, train))
+        }
+    }
+
+    fn forward_here(&self, x: &Tensor, train: bool) -> Result<DetectOutput> {
         let mut outs: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         let mut prev = x.clone();
         let last = self.nodes.len() - 1;

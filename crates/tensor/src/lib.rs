@@ -37,4 +37,4 @@ pub use device::Device;
 pub use error::{Error, Result};
 pub use op::{BinaryOp, Conv2dParams, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};
 pub use tensor::Tensor;
-pub use threads::{num_threads, set_num_threads};
+pub use threads::{in_pool, num_threads, set_num_threads};

@@ -135,16 +135,22 @@ impl Storage {
     }
 
     /// A new buffer of `dst_shape` filled with `fill`, with each `(part, part_shape, start)`
-    /// copied in at `start`; covers concat, pad and the backward of narrow.
+    /// copied in at `start`; covers concat, pad and the backward of narrow. `fill: None` is for
+    /// parts that cover every element.
     pub fn assemble(
         parts: &[(&Storage, &[usize], Vec<usize>)],
         dst_shape: &[usize],
-        fill: f32,
+        fill: Option<f32>,
         device: Device,
     ) -> Result<Storage> {
         match device {
             Device::Cpu => {
-                let mut out = cpu::buffer::filled(crate::shape::numel(dst_shape), fill);
+                let n = crate::shape::numel(dst_shape);
+                // `None`: the parts tile the whole output (concat), so no fill is needed.
+                let mut out = match fill {
+                    Some(v) => cpu::buffer::filled(n, v),
+                    None => cpu::buffer::alloc(n),
+                };
                 for (p, shape, start) in parts {
                     let Storage::Cpu(src) = p;
                     let zeros = vec![0; shape.len()];

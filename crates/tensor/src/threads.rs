@@ -69,3 +69,17 @@ pub(crate) fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
     pool().install(f)
 }
+
+/// Runs `f` on a thread of the kernel pool, so that every kernel it launches starts without a
+/// cross-thread hand-off (one hand-off per call instead of one per op: at one thread and small
+/// images the per-op wake-ups cost more than some kernels). The caller's grad mode carries over.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let grad = crate::is_grad_enabled();
+    pool().install(move || {
+        let _g = (!grad).then(crate::no_grad);
+        f()
+    })
+}

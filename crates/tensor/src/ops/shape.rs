@@ -183,7 +183,7 @@ impl Tensor {
             offset += p.shape()[ax];
             items.push((&**gd, p.shape(), start));
         }
-        let out = Storage::assemble(&items, &out_shape, 0.0, first.device())?;
+        let out = Storage::assemble(&items, &out_shape, None, first.device())?;
         drop(items);
         drop(guards);
         let sizes: Vec<usize> = parts.iter().map(|p| p.shape()[ax]).collect();
@@ -232,7 +232,7 @@ impl Tensor {
                 let full = Storage::assemble(
                     &[(&*gs, g.shape(), st.clone())],
                     x.shape(),
-                    0.0,
+                    Some(0.0),
                     g.device(),
                 )?;
                 Ok(vec![Some(Tensor::make(full, x.shape().to_vec(), None))])
@@ -303,7 +303,7 @@ impl Tensor {
             Storage::assemble(
                 &[(&*s, self.shape(), start.clone())],
                 &out_shape,
-                value,
+                Some(value),
                 self.device(),
             )?
         };
