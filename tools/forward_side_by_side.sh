@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Interleaved forward-latency comparison: yolo-forge vs upstream PyTorch, same machine, same minutes.
+# Interleaved forward-latency comparison: yolo-forge vs upstream PyTorch and ONNX Runtime, same
+# machine, same minutes.
 # Usage: tools/forward_side_by_side.sh PATH_TO_YOLOV5_CHECKOUT PYTHON_WITH_TORCH [rounds]
-# Prints: round model imgsz threads ours_median_ms torch_median_ms (7 timed runs each, 2 warm-up).
+# Prints: round model imgsz threads ours_ms torch_ms ort_ms (medians of 7 timed runs, 2 warm-up).
+# The Python needs torch, onnx and onnxruntime.
 set -euo pipefail
 repo=$1; py=$2; rounds=${3:-2}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,5 +13,7 @@ for round in $(seq "$rounds"); do for t in 1 2; do for m in yolov5n yolov5s; do 
     | "$py" -c "import json,sys; print('%.1f' % json.load(sys.stdin)['median_ms'])")
   torch=$("$py" "$here/tools/bench_torch_forward.py" --repo "$repo" --cfg "$here/configs/models/$m.yaml" --imgsz "$s" --threads "$t" --runs 7 2>/dev/null \
     | tail -1 | "$py" -c "import json,sys; print('%.1f' % json.load(sys.stdin)['median_ms'])")
-  echo "$round $m $s $t $ours $torch"
+  ort=$("$py" "$here/tools/bench_ort_forward.py" --repo "$repo" --cfg "$here/configs/models/$m.yaml" --imgsz "$s" --threads "$t" --runs 7 2>/dev/null \
+    | tail -1 | "$py" -c "import json,sys; print('%.1f' % json.load(sys.stdin)['median_ms'])")
+  echo "$round $m $s $t $ours $torch $ort"
 done; done; done; done

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Forward latency of an upstream model exported to ONNX and run by ONNX Runtime (CPU).
+
+Usage: python3 tools/bench_ort_forward.py --repo PATH_TO_YOLOV5 --cfg configs/models/yolov5s.yaml \
+           --imgsz 640 --threads 1 --runs 10
+Exports the fused eval model (opset 17) to a temporary file, then times `session.run` with the
+same protocol as `yolo-forge bench` (2 warm-up runs, median of --runs). Prints one JSON line.
+"""
+import argparse, contextlib, io, json, os, sys, tempfile, time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--cfg", required=True)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=10)
+    a = ap.parse_args()
+    cfg = os.path.abspath(a.cfg)
+    sys.path.insert(0, os.path.abspath(a.repo))
+    os.chdir(a.repo)
+    import numpy as np, torch, onnxruntime as ort
+    from models.yolo import Model
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        m = Model(cfg).fuse().eval()
+        for mod in m.modules():
+            if hasattr(mod, "export"):
+                mod.export = True  # Detect returns the decoded tensor only
+        x = torch.rand(1, 3, a.imgsz, a.imgsz)
+        path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+        torch.onnx.export(m, x, path, opset_version=17, input_names=["images"], output_names=["output"], dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = a.threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    xn = x.numpy()
+    times = []
+    for i in range(a.runs + 2):
+        t = time.perf_counter()
+        sess.run(None, {"images": xn})
+        if i >= 2:
+            times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    print(json.dumps({"median_ms": times[len(times) // 2], "min_ms": times[0], "onnxruntime": ort.__version__}))
+
+
+if __name__ == "__main__":
+    main()
