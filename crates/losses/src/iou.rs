@@ -96,24 +96,10 @@ impl IouConfig {
     }
 }
 
-/// `atan(x)` elementwise with its gradient `1/(1+x²)`.
-///
-/// The tensor core has no arctangent op, so this builds it from existing ops: the value is
-/// computed on the host and the gradient enters as `c + (x − detach(x))·d` with `c = atan(x)`
-/// and `d = 1/(1+x²)` constants: the correction term is exactly zero in the forward pass and
-/// carries the exact first derivative backward.
+/// `atan(x)` elementwise with its gradient `1/(1+x²)`: the tensor core's fused
+/// `UnaryOp::Atan`, so it runs on any backend.
 pub fn atan(x: &Tensor) -> Result<Tensor> {
-    let v = x.to_vec();
-    let c = Tensor::from_vec(v.iter().map(|a| a.atan()).collect(), x.shape(), x.device())?;
-    if !x.requires_grad() || !yolo_tensor::is_grad_enabled() {
-        return Ok(c);
-    }
-    let d = Tensor::from_vec(
-        v.iter().map(|a| 1.0 / (1.0 + a * a)).collect(),
-        x.shape(),
-        x.device(),
-    )?;
-    Ok(c.add(&x.sub(&x.detach())?.mul(&d)?)?)
+    Ok(x.atan())
 }
 
 /// One box tensor split into corners and sizes (each `[..., 1]`).

@@ -55,6 +55,8 @@ pub enum UnaryOp {
     Hardsigmoid,
     /// `x·tanh(softplus(x))`
     Mish,
+    /// arctangent (CIoU's aspect-ratio term)
+    Atan,
 }
 
 impl UnaryOp {
@@ -86,11 +88,12 @@ impl UnaryOp {
             Hardswish => "hardswish",
             Hardsigmoid => "hardsigmoid",
             Mish => "mish",
+            Atan => "atan",
         }
     }
 
     /// Number of variants (codes are `0..COUNT`).
-    pub(crate) const COUNT: u8 = 24;
+    pub(crate) const COUNT: u8 = 25;
 
     /// A compact form for kernels specialised by const generics: (variant code, param a, param b).
     pub(crate) fn code(self) -> (u8, f32, f32) {
@@ -120,6 +123,7 @@ impl UnaryOp {
             Hardswish => (21, 0.0, 0.0),
             Hardsigmoid => (22, 0.0, 0.0),
             Mish => (23, 0.0, 0.0),
+            Atan => (24, 0.0, 0.0),
         }
     }
 
@@ -151,7 +155,8 @@ impl UnaryOp {
             20 => GeluTanh,
             21 => Hardswish,
             22 => Hardsigmoid,
-            _ => Mish,
+            23 => Mish,
+            _ => Atan,
         }
     }
 
@@ -197,6 +202,7 @@ impl UnaryOp {
             Hardswish => x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
             Hardsigmoid => (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
             Mish => x * math::tanh_softplus(x),
+            Atan => x.atan(),
         }
     }
 
@@ -302,6 +308,7 @@ impl UnaryOp {
                 let t = math::tanh_softplus(x);
                 t + x * (1.0 - t * t) * math::sigmoid(x)
             }
+            Atan => 1.0 / (1.0 + x * x),
         }
     }
 }

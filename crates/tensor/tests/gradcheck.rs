@@ -26,6 +26,7 @@ fn unary_ops() {
         UnaryOp::Gelu,
         UnaryOp::GeluTanh,
         UnaryOp::Mish,
+        UnaryOp::Atan,
     ];
     for op in smooth {
         gradcheck(

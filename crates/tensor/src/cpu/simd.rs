@@ -108,14 +108,14 @@ macro_rules! unary_kernels {
                 unsafe {
                     match c {
                         $($c => fwd_avx2::<$c>(a, b, x, y),)*
-                        _ => fwd_avx2::<23>(a, b, x, y),
+                        _ => fwd_avx2::<24>(a, b, x, y),
                     }
                 }
                 return;
             }
             match c {
                 $($c => fwd_generic::<$c>(a, b, x, y),)*
-                _ => fwd_generic::<23>(a, b, x, y),
+                _ => fwd_generic::<24>(a, b, x, y),
             }
         }
         /// `dx = dy · op'(x)` for the op with code `c`.
@@ -126,20 +126,20 @@ macro_rules! unary_kernels {
                 unsafe {
                     match c {
                         $($c => bwd_avx2::<$c>(a, b, x, g, dx),)*
-                        _ => bwd_avx2::<23>(a, b, x, g, dx),
+                        _ => bwd_avx2::<24>(a, b, x, g, dx),
                     }
                 }
                 return;
             }
             match c {
                 $($c => bwd_generic::<$c>(a, b, x, g, dx),)*
-                _ => bwd_generic::<23>(a, b, x, g, dx),
+                _ => bwd_generic::<24>(a, b, x, g, dx),
             }
         }
     };
 }
 
-unary_kernels!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22);
+unary_kernels!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
 
 /// Sum with 16 independent lanes (a strict left-to-right float sum cannot vectorise).
 #[inline(always)]

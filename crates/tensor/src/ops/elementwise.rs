@@ -42,6 +42,8 @@ unary_methods! {
     relu => UnaryOp::Relu;
     /// `x·σ(x)`.
     silu => UnaryOp::Silu;
+    /// Arctangent.
+    atan => UnaryOp::Atan;
 }
 
 impl Tensor {
