@@ -1,23 +1,14 @@
 //! YOLOv7 blocks: RepConv and IDetect fusing, ReOrg order, pool and DownC shapes, and
 //! finite-difference gradient checks of RepConv and the implicit layers in training mode.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use yolo_activations::Activation;
 use yolo_layers::{
     count_params, mp, named_tensors, sp, Act, BatchNorm2d, Ctx, DownC, IAuxDetect, IDetect,
     ImplicitA, ImplicitM, Init, Layer, Module, ReOrg, RepConv, Shortcut, Sppcspc,
 };
-use yolo_tensor::{Device, Tensor};
+use yolo_tensor::Tensor;
 
-fn uniform(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
-    let mut r = StdRng::seed_from_u64(seed);
-    (0..n).map(|_| r.random_range(lo..hi)).collect()
-}
-
-fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
-    Tensor::from_vec(data, shape, Device::Cpu).unwrap()
-}
+use yolo_testutil::{gradcheck_wrt, t, uniform, SMOOTH};
 
 fn rand_t(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
     t(uniform(shape.iter().product(), lo, hi, seed), shape)
@@ -507,46 +498,13 @@ fn implicit_init_matches_upstream_distribution() {
 }
 
 /// Central-difference check of d(Σ f()·r)/d(tensor) for each tensor in `wrt`, perturbing it in
-/// place.
+/// place (the shared helper, 40 samples per tensor).
 fn gradcheck(name: &str, wrt: &[(&str, &Tensor)], f: impl Fn() -> Tensor) {
-    let (eps, atol, rtol, samples) = (1e-2f32, 2e-4f64, 2e-3f64, 40usize);
-    let out = f();
-    let r = uniform(out.numel(), -1.0, 1.0, 4242);
-    let rt = t(r.clone(), out.shape());
-    out.mul(&rt).unwrap().sum_all().unwrap().backward().unwrap();
-    let loss = || -> f64 {
-        let _g = yolo_tensor::no_grad();
-        f().to_vec()
-            .iter()
-            .zip(&r)
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum()
+    let tol = yolo_testutil::Tol {
+        samples: 40,
+        ..SMOOTH
     };
-    for (pname, p) in wrt {
-        let analytic = p
-            .grad()
-            .unwrap_or_else(|| panic!("{name}: {pname} got no gradient"))
-            .to_vec();
-        let data = p.to_vec();
-        let step = (data.len() / samples).max(1);
-        for j in (0..data.len()).step_by(step) {
-            let at = |delta: f32| -> f64 {
-                let mut d = data.clone();
-                d[j] += delta;
-                p.assign(&t(d, p.shape())).unwrap();
-                let l = loss();
-                p.assign(&t(data.clone(), p.shape())).unwrap();
-                l
-            };
-            let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-            let a = analytic[j] as f64;
-            let bound = atol + rtol * a.abs().max(numeric.abs());
-            assert!(
-                (a - numeric).abs() <= bound,
-                "{name}: d/d {pname}[{j}]: autograd {a:.6} vs finite difference {numeric:.6}"
-            );
-        }
-    }
+    gradcheck_wrt(name, wrt, tol, || Ok(f()));
 }
 
 #[test]

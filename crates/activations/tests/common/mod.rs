@@ -1,34 +1,11 @@
 //! Test helpers: seeded inputs and a finite-difference gradient check of a layer w.r.t. its
 //! input and every learnable parameter (adapted from yolo-tensor's tests).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use yolo_activations::ActivationLayer;
-use yolo_tensor::{Device, Tensor};
-
-/// Uniform values in [lo, hi).
-pub fn uniform(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
-    let mut r = StdRng::seed_from_u64(seed);
-    (0..n).map(|_| r.random_range(lo..hi)).collect()
-}
-
-/// Distinct values `gap` apart, shuffled, centred on 0: finite differences that reach less
-/// than gap/2 never cross a kink that sits on the grid.
-pub fn distinct(n: usize, gap: f32, seed: u64) -> Vec<f32> {
-    let mut r = StdRng::seed_from_u64(seed);
-    let mut v: Vec<f32> = (0..n)
-        .map(|i| (i as f32 - n as f32 / 2.0 + 0.5) * gap)
-        .collect();
-    v.shuffle(&mut r);
-    v
-}
-
-/// A CPU tensor.
-pub fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
-    Tensor::from_vec(data, shape, Device::Cpu).unwrap()
-}
+use yolo_tensor::Tensor;
+pub use yolo_testutil::{distinct, t, uniform};
+use yolo_testutil::{gradcheck_wrt, Stencil};
 
 /// How finely to check.
 #[derive(Clone, Copy, Debug)]
@@ -58,17 +35,11 @@ pub const PIECEWISE: Tol = Tol {
     samples: 48,
 };
 
-/// Five-point central difference `(−L(2h) + 8L(h) − 8L(−h) + L(−2h)) / 12h` of `L(δ)`: its
-/// O(h⁴) truncation error lets `h` be large enough that the f32 rounding of the outputs
-/// (divided by h) stays small, which matters when one perturbation moves every output.
-fn stencil(h: f32, mut l: impl FnMut(f32) -> f64) -> f64 {
-    (-l(2.0 * h) + 8.0 * l(h) - 8.0 * l(-h) + l(-2.0 * h)) / (12.0 * h as f64)
-}
-
 /// Checks the autograd gradients of `layer.forward(x, train)` w.r.t. `x` and every tensor of
-/// `layer.named_parameters()` against finite differences (five-point stencil) of
-/// `L = Σ f(x)·r` for a fixed random `r`. Parameters are perturbed in place and restored.
-/// Returns how many values it checked.
+/// `layer.named_parameters()` against finite differences (five-point stencil: its O(h⁴)
+/// truncation error lets `h` be large enough that the f32 rounding of the outputs, divided by
+/// h, stays small when a parameter moves every output) of `L = Σ f(x)·r` for a fixed random
+/// `r`. Parameters are perturbed in place and restored. Returns how many values it checked.
 pub fn gradcheck_layer(
     name: &str,
     layer: &dyn ActivationLayer,
@@ -83,75 +54,23 @@ pub fn gradcheck_layer(
         p.zero_grad();
     }
     let xt = t(x.to_vec(), shape).with_grad();
-    let out = layer
-        .forward(&xt, train)
-        .unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
-    assert_eq!(out.shape(), shape, "{name}: output shape");
-    let r = uniform(out.numel(), -1.0, 1.0, 4242);
-    out.mul(&t(r.clone(), out.shape()))
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
-    let loss = |x: &[f32]| -> f64 {
-        let _g = yolo_tensor::no_grad();
-        let o = layer
-            .forward(&t(x.to_vec(), shape), train)
-            .unwrap()
-            .to_vec();
-        o.iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum()
+    let mut wrt: Vec<(&str, &Tensor)> = vec![("input", &xt)];
+    wrt.extend(params.iter().map(|(n, p)| (n.as_str(), p)));
+    let shared = yolo_testutil::Tol {
+        eps: tol.eps,
+        atol: tol.atol,
+        rtol: tol.rtol,
+        samples: tol.samples,
+        stencil: Stencil::FivePoint,
     };
-    let mut checked = 0;
-    let mut check = |what: &str, analytic: &[f32], numeric_at: &mut dyn FnMut(usize) -> f64| {
-        let step = (analytic.len() / tol.samples).max(1);
-        for j in (0..analytic.len()).step_by(step) {
-            let numeric = numeric_at(j);
-            let a = analytic[j] as f64;
-            let bound = tol.atol + tol.rtol * a.abs().max(numeric.abs());
-            // GRADCHECK_DEBUG=1 prints every comparison (how close each is to its bound).
-            if std::env::var_os("GRADCHECK_DEBUG").is_some() {
-                let ratio = (a - numeric).abs() / bound;
-                eprintln!(
-                    "{name} {what}[{j}] ratio {ratio:.2} autograd {a:.6} numeric {numeric:.6}"
-                );
-            }
-            assert!(
-                (a - numeric).abs() <= bound,
-                "{name}: d/d {what}[{j}]: autograd {a:.6} vs finite difference {numeric:.6}"
-            );
-            checked += 1;
-        }
-    };
-    let gx = xt
-        .grad()
-        .unwrap_or_else(|| panic!("{name}: input got no gradient"))
-        .to_vec();
-    check("input", &gx, &mut |j| {
-        stencil(tol.eps, |d| {
-            let mut xp = x.to_vec();
-            xp[j] += d;
-            loss(&xp)
-        })
+    let checked = gradcheck_wrt(name, &wrt, shared, || {
+        let out = layer
+            .forward(&xt, train)
+            .unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
+        assert_eq!(out.shape(), shape, "{name}: output shape");
+        Ok(out)
     });
-    for (pname, p) in &params {
-        let analytic = p
-            .grad()
-            .unwrap_or_else(|| panic!("{name}: parameter {pname} got no gradient"))
-            .to_vec();
-        assert_eq!(analytic.len(), p.numel(), "{name}: {pname} gradient size");
-        let orig = p.to_vec();
-        let set = |d: Vec<f32>| p.assign(&t(d, p.shape())).unwrap();
-        check(pname, &analytic, &mut |j| {
-            let g = stencil(tol.eps, |d| {
-                let mut v = orig.clone();
-                v[j] = orig[j] + d;
-                set(v);
-                loss(x)
-            });
-            set(orig.clone());
-            g
-        });
+    for (_, p) in &params {
         p.zero_grad();
     }
     checked
