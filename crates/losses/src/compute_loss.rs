@@ -249,7 +249,8 @@ impl ComputeLoss {
         &self.balance
     }
 
-    fn check_preds(&self, preds: &[Tensor]) -> Result<(usize, Vec<(usize, usize)>)> {
+    /// Validates the raw head outputs: (batch size, (ny, nx) per level).
+    pub(crate) fn check_preds(&self, preds: &[Tensor]) -> Result<(usize, Vec<(usize, usize)>)> {
         let (nl, na, no) = (self.spec.nl(), self.spec.na(), self.spec.nc + 5);
         if preds.len() != nl {
             return invalid(
@@ -362,18 +363,7 @@ impl ComputeLoss {
     /// The loss of raw head outputs `preds` (per level `[bs, na, ny, nx, nc+5]`) against
     /// `targets` `[nt, 6]` rows `[image, class, x, y, w, h]` (normalised).
     pub fn forward(&self, preds: &[Tensor], targets: &Tensor) -> Result<LossOutput> {
-        if targets.rank() != 2 || targets.shape()[1] != 6 {
-            return invalid(
-                "targets",
-                format!("expected [nt, 6], got {:?}", targets.shape()),
-            );
-        }
-        let rows: Vec<[f32; 6]> = targets
-            .to_vec()
-            .chunks(6)
-            .map(|c| [c[0], c[1], c[2], c[3], c[4], c[5]])
-            .collect();
-        self.forward_rows(preds, &rows)
+        self.forward_rows(preds, &target_rows(targets)?)
     }
 
     /// [`ComputeLoss::forward`] with targets given as host rows.
@@ -383,6 +373,18 @@ impl ComputeLoss {
             return invalid("targets", format!("image index {} ≥ batch size {bs}", t[0]));
         }
         let built = self.build_targets(&grids, targets)?;
+        self.loss_from_targets(preds, bs, &grids, &built)
+    }
+
+    /// The box, objectness and class losses of `preds` for assigned targets `built` (shared by
+    /// the YOLOv5 assignment and YOLOv7's SimOTA).
+    pub(crate) fn loss_from_targets(
+        &self,
+        preds: &[Tensor],
+        bs: usize,
+        grids: &[(usize, usize)],
+        built: &[LevelTargets],
+    ) -> Result<LossOutput> {
         let (na, nc) = (self.spec.na(), self.spec.nc);
         let no = nc + 5;
         let (cp, cn) = smooth_bce(self.hyp.label_smoothing);
@@ -402,7 +404,7 @@ impl ComputeLoss {
             Ok(())
         };
 
-        for (lvl, (pi, lt)) in preds.iter().zip(&built).enumerate() {
+        for (lvl, (pi, lt)) in preds.iter().zip(built).enumerate() {
             let (ny, nx) = grids[lvl];
             let cells = bs * na * ny * nx;
             let mut tobj = vec![0.0f32; cells];
@@ -427,6 +429,7 @@ impl ComputeLoss {
                 let iou = bbox_iou(&pbox, &tbox, iou_cfg)?; // [n, 1]
                 acc(&mut lbox, iou.affine(-1.0, 1.0).mean_all()?)?;
 
+                // Indexed assignment: a later match of the same cell overwrites an earlier one.
                 let gr = self.hyp.gr;
                 for (k, &v) in iou.to_vec().iter().enumerate() {
                     let v = v.max(0.0);
@@ -465,4 +468,19 @@ impl ComputeLoss {
             lcls: lcls.item()?,
         })
     }
+}
+
+/// Target rows `[image, class, x, y, w, h]` of an `[nt, 6]` tensor.
+pub(crate) fn target_rows(targets: &Tensor) -> Result<Vec<[f32; 6]>> {
+    if targets.rank() != 2 || targets.shape()[1] != 6 {
+        return invalid(
+            "targets",
+            format!("expected [nt, 6], got {:?}", targets.shape()),
+        );
+    }
+    Ok(targets
+        .to_vec()
+        .chunks(6)
+        .map(|c| [c[0], c[1], c[2], c[3], c[4], c[5]])
+        .collect())
 }

@@ -11,10 +11,12 @@
 
 pub mod bce;
 pub mod compute_loss;
+mod compute_loss_ota;
 mod error;
 pub mod iou;
 
 pub use bce::{focal_loss, qfocal_loss, smooth_bce, BceLoss, Reduction};
 pub use compute_loss::{BuiltTargets, ComputeLoss, DetectSpec, LevelTargets, LossHyp, LossOutput};
+pub use compute_loss_ota::*;
 pub use error::{LossError, Result};
 pub use iou::{atan, bbox_iou, BoxFormat, IouConfig, IouKind};
