@@ -5,86 +5,10 @@
 //! max(|reference|, 1e-3 · the level's largest gradient), below max(1e-5, 1.5 × PyTorch's own
 //! float32 error on the same inputs, recorded as `<case>.f32_err`).
 
-use safetensors::{Dtype, SafeTensors};
-use yolo_losses::{ComputeLossOta, DetectSpec, LossHyp};
-use yolo_tensor::{Device, Tensor};
-
-fn load() -> Vec<u8> {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/compute_loss_ota.safetensors"
-    );
-    std::fs::read(p).expect("fixture")
-}
-
-fn f64s(st: &SafeTensors<'_>, key: &str) -> (Vec<f64>, Vec<usize>) {
-    let v = st.tensor(key).unwrap_or_else(|_| panic!("{key}"));
-    let d = v.data();
-    let out = match v.dtype() {
-        Dtype::F64 => d
-            .chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F32 => d
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::I64 => d
-            .chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        other => panic!("{key}: {other:?}"),
-    };
-    (out, v.shape().to_vec())
-}
-
-fn spec(st: &SafeTensors<'_>) -> DetectSpec {
-    let (a, s) = f64s(st, "anchors");
-    let (strides, _) = f64s(st, "strides");
-    let (nl, na) = (s[0], s[1]);
-    DetectSpec {
-        nc: 3,
-        anchors: (0..nl)
-            .map(|l| {
-                (0..na)
-                    .map(|k| [a[(l * na + k) * 2] as f32, a[(l * na + k) * 2 + 1] as f32])
-                    .collect()
-            })
-            .collect(),
-        strides: strides.iter().map(|&x| x as f32).collect(),
-    }
-}
-
-fn hyp(st: &SafeTensors<'_>, case: &str) -> LossHyp {
-    let (h, _) = f64s(st, &format!("{case}.hyp"));
-    LossHyp {
-        box_gain: h[0] as f32,
-        cls_gain: h[1] as f32,
-        obj_gain: h[2] as f32,
-        anchor_t: h[3] as f32,
-        fl_gamma: h[4] as f32,
-        cls_pw: h[5] as f32,
-        obj_pw: h[6] as f32,
-        label_smoothing: h[7] as f32,
-        ..LossHyp::default()
-    }
-}
-
-fn preds(st: &SafeTensors<'_>) -> Vec<Tensor> {
-    (0..3)
-        .map(|i| {
-            let (v, s) = f64s(st, &format!("pred.{i}"));
-            Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), &s, Device::Cpu)
-                .unwrap()
-                .with_grad()
-        })
-        .collect()
-}
-
-fn targets(st: &SafeTensors<'_>) -> Tensor {
-    let (v, s) = f64s(st, "targets");
-    Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), &s, Device::Cpu).unwrap()
-}
+mod common;
+use common::*;
+use safetensors::SafeTensors;
+use yolo_losses::ComputeLossOta;
 
 fn img_size(st: &SafeTensors<'_>) -> [usize; 2] {
     let (v, _) = f64s(st, "img_size");
@@ -97,7 +21,7 @@ fn rel(a: f64, b: f64) -> f64 {
 
 #[test]
 fn ota_assignment_matches_upstream() {
-    let bytes = load();
+    let bytes = load("compute_loss_ota.safetensors");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let loss = ComputeLossOta::new(spec(&st), hyp(&st, "a")).unwrap();
     let (t, _) = f64s(&st, "targets");
@@ -128,7 +52,7 @@ fn ota_assignment_matches_upstream() {
 }
 
 fn check_case(case: &str) {
-    let bytes = load();
+    let bytes = load("compute_loss_ota.safetensors");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let loss = ComputeLossOta::new(spec(&st), hyp(&st, case)).unwrap();
     let p = preds(&st);
@@ -158,30 +82,7 @@ fn check_case(case: &str) {
     assert!(rel(t, total[0]) < 1e-5, "total {t} vs {}", total[0]);
 
     out.total.backward().unwrap();
-    let (torch_err, _) = f64s(&st, &format!("{case}.f32_err"));
-    for (i, pi) in p.iter().enumerate() {
-        let (g, _) = f64s(&st, &format!("{case}.grad.{i}"));
-        let ours = pi.grad().unwrap().to_vec();
-        assert_eq!(ours.len(), g.len());
-        let gmax = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let mut worst = 0.0f64;
-        let mut worst_abs = 0.0f64;
-        for (a, b) in ours.iter().zip(&g) {
-            let d = (*a as f64 - b).abs();
-            worst_abs = worst_abs.max(d / gmax);
-            // per element relative, with a floor at 1e-3 of the level's largest gradient
-            worst = worst.max(d / b.abs().max(1e-3 * gmax));
-        }
-        let bound = 1e-5f64.max(1.5 * torch_err[i]);
-        eprintln!(
-            "case {case} grad.{i}: worst rel {worst:.2e} (torch f32 {:.2e}), worst vs max {worst_abs:.2e}",
-            torch_err[i]
-        );
-        assert!(
-            worst < bound,
-            "case {case} grad level {i}: {worst:.2e} ≥ {bound:.2e}"
-        );
-    }
+    check_gradients(&st, case, &p);
 }
 
 #[test]
@@ -196,7 +97,7 @@ fn compute_loss_ota_matches_upstream_focal_smoothing_pos_weight() {
 
 #[test]
 fn ota_rejects_bad_inputs() {
-    let bytes = load();
+    let bytes = load("compute_loss_ota.safetensors");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let loss = ComputeLossOta::new(spec(&st), hyp(&st, "a")).unwrap();
     let p = preds(&st);

@@ -175,6 +175,39 @@ pub fn assert_close(name: &str, a: &[f32], b: &[f32], rel: f32) {
     }
 }
 
+/// Reads `tests/fixtures/<name>` of the crate whose manifest directory is `manifest_dir`
+/// (pass `env!("CARGO_MANIFEST_DIR")`).
+pub fn read_fixture(manifest_dir: &str, name: &str) -> Vec<u8> {
+    let p = format!("{manifest_dir}/tests/fixtures/{name}");
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// A fixture tensor as f64 values and its shape (F64, F32, I64 and U8 are converted).
+pub fn tensor_f64(st: &safetensors::SafeTensors<'_>, key: &str) -> (Vec<f64>, Vec<usize>) {
+    use safetensors::Dtype;
+    let v = st
+        .tensor(key)
+        .unwrap_or_else(|e| panic!("fixture tensor `{key}`: {e}"));
+    let d = v.data();
+    let out = match v.dtype() {
+        Dtype::F64 => d
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F32 => d
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::I64 => d
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::U8 => d.iter().map(|&b| b as f64).collect(),
+        other => panic!("fixture tensor `{key}`: unsupported dtype {other:?}"),
+    };
+    (out, v.shape().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! NMS and validation metrics equal upstream YOLOv5's (`non_max_suppression`, `process_batch`,
 //! `ap_per_class`, `ConfusionMatrix`, `fitness`) on fixtures from `tools/make_loss_fixtures.py`.
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use yolo_tensor::{Device, Tensor};
 use yolo_train::{
     ap_per_class, fitness, non_max_suppression, process_batch, ConfusionMatrix, Detection,
@@ -17,25 +17,7 @@ fn load(name: &str) -> Vec<u8> {
 }
 
 fn f64s(st: &SafeTensors<'_>, key: &str) -> (Vec<f64>, Vec<usize>) {
-    let v = st.tensor(key).unwrap_or_else(|_| panic!("{key}"));
-    let d = v.data();
-    let out = match v.dtype() {
-        Dtype::F64 => d
-            .chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F32 => d
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::I64 => d
-            .chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::U8 => d.iter().map(|&b| b as f64).collect(),
-        other => panic!("{key}: {other:?}"),
-    };
-    (out, v.shape().to_vec())
+    yolo_testutil::tensor_f64(st, key)
 }
 
 struct Fixture {
