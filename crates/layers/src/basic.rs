@@ -1,4 +1,4 @@
-//! YOLOv5 blocks: Bottleneck, BottleneckCSP, C3 (and C3x), CrossConv, SPP, SPPF, Focus, DWConv,
+//! YOLOv5 blocks: Bottleneck (and CrossConv), BottleneckCSP, C3 (and C3x), SPP, SPPF, Focus, DWConv,
 //! Concat, Upsample, Contract, Expand.
 
 use crate::common::{Act, BatchNorm2d, Conv, Conv2d, Ctx, MaxPool2d};
@@ -33,7 +33,8 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// Standard bottleneck: `x + cv2(cv1(x))` when shortcut and c1 == c2.
+/// Standard bottleneck: `x + cv2(cv1(x))` when shortcut and c1 == c2 (also upstream's
+/// CrossConv, see [`Bottleneck::cross`]).
 #[derive(Debug)]
 pub struct Bottleneck {
     /// 1×1 reduction.
@@ -61,38 +62,11 @@ impl Bottleneck {
             add: shortcut && c1 == c2,
         })
     }
-}
 
-impl Module for Bottleneck {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.cv2.forward(&self.cv1.forward(x, train)?, train)?;
-        Ok(if self.add { x.add(&y)? } else { y })
-    }
-    fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
-        self.cv1.visit(&join(prefix, "cv1"), f);
-        self.cv2.visit(&join(prefix, "cv2"), f);
-    }
-    fn fuse(&mut self) -> Result<()> {
-        self.cv1.fuse()?;
-        self.cv2.fuse()
-    }
-}
-
-/// Cross convolution: a 1×k then a k×1 conv, with optional residual.
-#[derive(Debug)]
-pub struct CrossConv {
-    /// 1×k conv.
-    pub cv1: Conv,
-    /// k×1 conv.
-    pub cv2: Conv,
-    /// Whether the residual is added.
-    pub add: bool,
-}
-
-impl CrossConv {
-    /// `CrossConv(c1, c2, k, s, g, e, shortcut)`.
+    /// Upstream `CrossConv(c1, c2, k, s, g, e, shortcut)`: the same two-conv residual block with
+    /// a 1×k then a k×1 kernel (same parameter names `cv1`, `cv2`).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub fn cross(
         c1: usize,
         c2: usize,
         k: usize,
@@ -101,9 +75,9 @@ impl CrossConv {
         e: f64,
         shortcut: bool,
         ctx: &Ctx,
-    ) -> Result<CrossConv> {
+    ) -> Result<Bottleneck> {
         let c_ = hidden(c2, e);
-        Ok(CrossConv {
+        Ok(Bottleneck {
             cv1: Conv::rect(c1, c_, (1, k), (1, s), (0, k / 2), 1, 1, Act::Default, ctx)?,
             cv2: Conv::rect(c_, c2, (k, 1), (s, 1), (k / 2, 0), g, 1, Act::Default, ctx)?,
             add: shortcut && c1 == c2,
@@ -111,7 +85,7 @@ impl CrossConv {
     }
 }
 
-impl Module for CrossConv {
+impl Module for Bottleneck {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.cv2.forward(&self.cv1.forward(x, train)?, train)?;
         Ok(if self.add { x.add(&y)? } else { y })
@@ -181,7 +155,7 @@ impl C3 {
             }
             C3Kind::Cross => {
                 for _ in 0..n {
-                    m.push(Box::new(CrossConv::new(
+                    m.push(Box::new(Bottleneck::cross(
                         c_, c_, 3, 1, g, 1.0, shortcut, ctx,
                     )?));
                 }

@@ -282,7 +282,7 @@ impl Conv {
         Conv::rect(c1, c2, (k, k), (s, s), (p, p), g, d, act, ctx)
     }
 
-    /// A conv with separate kernel/stride/padding per axis (CrossConv's 1×k and k×1).
+    /// A conv with separate kernel/stride/padding per axis (CrossConv's 1×k and k×1, see `Bottleneck::cross`).
     #[allow(clippy::too_many_arguments)]
     pub fn rect(
         c1: usize,

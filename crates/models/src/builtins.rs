@@ -3,8 +3,8 @@
 use crate::config::{Anchors, Arg};
 use crate::registry::{Built, Registry, RowInput};
 use yolo_layers::{
-    dw_conv, Bottleneck, BottleneckCsp, C3Kind, Concat, Contract, Conv, CrossConv, Detect, Expand,
-    Focus, GhostBottleneck, GhostConv, Layer, MaxPool2d, Spp, Sppf, Upsample, ZeroPad2d, C3,
+    dw_conv, Bottleneck, BottleneckCsp, C3Kind, Concat, Contract, Conv, Detect, Expand, Focus,
+    GhostBottleneck, GhostConv, Layer, MaxPool2d, Spp, Sppf, Upsample, ZeroPad2d, C3,
 };
 use yolo_tensor::Pool2dParams;
 
@@ -117,7 +117,7 @@ pub(crate) fn register_all(r: &mut Registry) {
             row.bool_or(5, false)?,
         );
         ok(
-            e(CrossConv::new(row.c1(), c2, k, s, g, ex, sc, row.ctx))?,
+            e(Bottleneck::cross(row.c1(), c2, k, s, g, ex, sc, row.ctx))?,
             c2,
             row.conv_args(c2),
             false,

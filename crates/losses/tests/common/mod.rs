@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use safetensors::SafeTensors;
-use yolo_losses::{DetectSpec, LossHyp};
+use yolo_losses::{DetectSpec, LossHyp, LossOutput};
 use yolo_tensor::{Device, Tensor};
 
 /// The bytes of fixture `name`.
@@ -92,4 +92,39 @@ pub fn check_gradients(st: &SafeTensors<'_>, case: &str, preds: &[Tensor]) {
             "case {case} grad level {i}: {worst:.2e} ≥ {bound:.2e}"
         );
     }
+}
+
+/// Relative difference of `a` from the reference `b`.
+pub fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+/// Checks a loss against fixture case `case`: box, obj and cls components and the total to 1e-5
+/// relative, then back-propagates the total and checks the gradients ([`check_gradients`]).
+pub fn check_loss_output(st: &SafeTensors<'_>, case: &str, out: &LossOutput, preds: &[Tensor]) {
+    let (items, _) = f64s(st, &format!("{case}.items"));
+    let (total, _) = f64s(st, &format!("{case}.loss"));
+    let ours = [out.lbox as f64, out.lobj as f64, out.lcls as f64];
+    for (k, name) in ["box", "obj", "cls"].iter().enumerate() {
+        let e = rel(ours[k], items[k]);
+        eprintln!(
+            "case {case} {name}: ours {} upstream {} rel {e:.2e}",
+            ours[k], items[k]
+        );
+        assert!(
+            e < 1e-5,
+            "case {case} {name}: {} vs {} ({e:.2e})",
+            ours[k],
+            items[k]
+        );
+    }
+    let t = out.total.item().unwrap() as f64;
+    eprintln!(
+        "case {case} total: ours {t} upstream {} rel {:.2e}",
+        total[0],
+        rel(t, total[0])
+    );
+    assert!(rel(t, total[0]) < 1e-5, "total {t} vs {}", total[0]);
+    out.total.backward().unwrap();
+    check_gradients(st, case, preds);
 }
