@@ -4,7 +4,10 @@
 Usage (from a checkout of WongKinYiu/yolov7 with torch, numpy and safetensors):
   python3 tools/make_ota_fixtures.py --repo /path/to/yolov7 --out-dir .
 
-Writes crates/losses/tests/fixtures/compute_loss_ota.safetensors.
+Writes crates/losses/tests/fixtures/compute_loss_ota.safetensors; with --aux, the same for
+`ComputeLossAuxOTA` (IAuxDetect models: lead levels then auxiliary levels, the auxiliary head
+assigned over find_5_positive candidates, top-20 IoU sums) into compute_loss_aux_ota.safetensors
+(assignments `asg.<level>.idx` for the lead head and `asg_aux.<level>.idx` for the auxiliary).
 
 As tools/make_loss_fixtures.py: upstream runs in float64 (default dtype float64) on predictions
 stored as float32; the Rust test runs float32 on the same values. PyTorch's own float32
@@ -37,7 +40,7 @@ MARGIN = 1e-4
 
 
 def borderline(t, anchors):
-    """True when a target sits within 1e-3 of a find_3_positive threshold at any level."""
+    """True when a target sits within 1e-3 of a find_3/5_positive threshold at any level."""
     for i, s in enumerate(STRIDES):
         g = IMGSZ / s
         xy, wh = t[2:4] * g, t[4:6] * g
@@ -110,8 +113,11 @@ class Margins:
         torch.topk, torch.min = self._topk, self._min
 
 
-def main(out):
-    from utils.loss import ComputeLossOTA
+def main(out, aux):
+    from utils.loss import ComputeLossOTA, ComputeLossAuxOTA
+
+    LossCls = ComputeLossAuxOTA if aux else ComputeLossOTA
+    nlp = 2 * NL if aux else NL  # prediction levels
 
     torch.set_default_dtype(torch.float64)
     anchors = torch.tensor(ANCHORS_PX, dtype=torch.float64).view(NL, NA, 2) / torch.tensor(STRIDES).view(-1, 1, 1)
@@ -144,21 +150,25 @@ def main(out):
     imgs = torch.zeros(BS, 3, IMGSZ, IMGSZ)
 
     def assignment(loss_fn, p, t):
-        bs_, as_, gjs, gis, tg, _ = loss_fn.build_targets(p, t, imgs)
-        return [torch.stack((bs_[i], as_[i], gjs[i], gis[i], tg[i][:, 1].long()), 1).numpy().astype(np.int64)
-                for i in range(NL)]
+        fns = [loss_fn.build_targets] + ([loss_fn.build_targets2] if aux else [])
+        out = []
+        for fn in fns:
+            bs_, as_, gjs, gis, tg, _ = fn(p[:NL], t, imgs)
+            out += [torch.stack((bs_[i], as_[i], gjs[i], gis[i], tg[i][:, 1].long()), 1).numpy().astype(np.int64)
+                    for i in range(NL)]
+        return out
 
     for seed in range(1000):
         rng = np.random.default_rng(seed)
         targets = make_targets(rng, anchors.numpy())
         preds32 = [rng.normal(0.0, 1.5, (BS, NA, int(IMGSZ / s), int(IMGSZ / s), NC + 5)).astype(np.float32)
-                   for s in STRIDES]
-        loss_fn = ComputeLossOTA(Model(cases["a"]))
+                   for s in STRIDES * (nlp // NL)]
+        loss_fn = LossCls(Model(cases["a"]))
         p = [torch.tensor(x, dtype=torch.float64) for x in preds32]
         with Margins() as m:
             asg = assignment(loss_fn, p, torch.tensor(targets))
         torch.set_default_dtype(torch.float32)
-        loss32 = ComputeLossOTA(Model(cases["a"], torch.float32))
+        loss32 = LossCls(Model(cases["a"], torch.float32))
         asg32 = assignment(loss32, [torch.tensor(x) for x in preds32], torch.tensor(targets, dtype=torch.float32))
         torch.set_default_dtype(torch.float64)
         same = all(np.array_equal(x, y) for x, y in zip(asg, asg32))
@@ -177,12 +187,15 @@ def main(out):
         "img_size": np.array([IMGSZ, IMGSZ], dtype=np.int64),
         "margin": np.array([m.worst]),
     }
-    for i in range(NL):
+    for i in range(nlp):
         tensors[f"pred.{i}"] = preds32[i]
+    for i in range(NL):
         tensors[f"asg.{i}.idx"] = asg[i]
+        if aux:
+            tensors[f"asg_aux.{i}.idx"] = asg[NL + i]
 
     for name, hyp in cases.items():
-        loss_fn = ComputeLossOTA(Model(hyp))
+        loss_fn = LossCls(Model(hyp))
         p = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in preds32]
         loss, items = loss_fn(p, torch.tensor(targets), imgs)
         loss.sum().backward()
@@ -192,16 +205,16 @@ def main(out):
         )
         tensors[f"{name}.loss"] = loss.detach().numpy().reshape(1)
         tensors[f"{name}.items"] = items.numpy()
-        for i in range(NL):
+        for i in range(nlp):
             tensors[f"{name}.grad.{i}"] = p[i].grad.numpy()
         torch.set_default_dtype(torch.float32)
-        loss_fn32 = ComputeLossOTA(Model(hyp, torch.float32))
+        loss_fn32 = LossCls(Model(hyp, torch.float32))
         p32 = [torch.tensor(x, requires_grad=True) for x in preds32]
         loss32, _ = loss_fn32(p32, torch.tensor(targets, dtype=torch.float32), imgs.float())
         loss32.sum().backward()
         torch.set_default_dtype(torch.float64)
         errs = []
-        for i in range(NL):
+        for i in range(nlp):
             g64, g32 = p[i].grad.numpy(), p32[i].grad.double().numpy()
             floor = 1e-3 * np.abs(g64).max()
             errs.append((np.abs(g32 - g64) / np.maximum(np.abs(g64), floor)).max())
@@ -215,9 +228,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", required=True)
     ap.add_argument("--out-dir", default=".")
+    ap.add_argument("--aux", action="store_true", help="ComputeLossAuxOTA instead of ComputeLossOTA")
     a = ap.parse_args()
     out = os.path.abspath(a.out_dir)
     sys.path.insert(0, os.path.abspath(a.repo))
     os.chdir(os.path.abspath(a.repo))
     os.makedirs(os.path.join(out, "crates/losses/tests/fixtures"), exist_ok=True)
-    main(os.path.join(out, "crates/losses/tests/fixtures/compute_loss_ota.safetensors"))
+    name = "compute_loss_aux_ota" if a.aux else "compute_loss_ota"
+    main(os.path.join(out, f"crates/losses/tests/fixtures/{name}.safetensors"), a.aux)

@@ -283,6 +283,18 @@ impl ComputeLoss {
         grids: &[(usize, usize)],
         targets: &[[f32; 6]],
     ) -> Result<BuiltTargets> {
+        self.build_targets_bias(grids, targets, NEIGHBOUR)
+    }
+
+    /// [`ComputeLoss::build_targets`] with neighbour-cell bias `g`: a target also goes to the
+    /// cell on a side when its fractional position there is below `g` (upstream 0.5;
+    /// YOLOv7's `find_5_positive` of the auxiliary head uses 1.0: all four neighbours).
+    pub(crate) fn build_targets_bias(
+        &self,
+        grids: &[(usize, usize)],
+        targets: &[[f32; 6]],
+        g: f32,
+    ) -> Result<BuiltTargets> {
         if grids.len() != self.spec.nl() {
             return invalid(
                 "build_targets grids",
@@ -325,10 +337,10 @@ impl ComputeLoss {
                     let (ix, iy) = (gx_gain - gx, gy_gain - gy);
                     let flags = [
                         true,
-                        gx.rem_euclid(1.0) < NEIGHBOUR && gx > 1.0,
-                        gy.rem_euclid(1.0) < NEIGHBOUR && gy > 1.0,
-                        ix.rem_euclid(1.0) < NEIGHBOUR && ix > 1.0,
-                        iy.rem_euclid(1.0) < NEIGHBOUR && iy > 1.0,
+                        gx.rem_euclid(1.0) < g && gx > 1.0,
+                        gy.rem_euclid(1.0) < g && gy > 1.0,
+                        ix.rem_euclid(1.0) < g && ix > 1.0,
+                        iy.rem_euclid(1.0) < g && iy > 1.0,
                     ];
                     cands.push(Cand {
                         t: [t[0], t[1], gx, gy, w, h],
@@ -343,8 +355,8 @@ impl ComputeLoss {
                     let (gx, gy) = (c.t[2], c.t[3]);
                     // `.long()` truncates toward zero; then the indices are clamped in place,
                     // and the clamped values also enter the box offsets.
-                    let gi = ((gx - off[0] * NEIGHBOUR).trunc() as i64).clamp(0, nx as i64 - 1);
-                    let gj = ((gy - off[1] * NEIGHBOUR).trunc() as i64).clamp(0, ny as i64 - 1);
+                    let gi = ((gx - off[0] * g).trunc() as i64).clamp(0, nx as i64 - 1);
+                    let gj = ((gy - off[1] * g).trunc() as i64).clamp(0, ny as i64 - 1);
                     lt.b.push(c.t[0] as usize);
                     lt.cls.push(c.t[1] as usize);
                     lt.a.push(c.a);
@@ -385,18 +397,35 @@ impl ComputeLoss {
         grids: &[(usize, usize)],
         built: &[LevelTargets],
     ) -> Result<LossOutput> {
+        self.loss_from_heads(&[(preds, built, 1.0)], bs, grids)
+    }
+
+    /// [`ComputeLoss::loss_from_targets`] summed over several heads on the same grids, each
+    /// `(predictions, assigned targets, weight)`: per level, every head's box, objectness and
+    /// class terms are added with its weight (YOLOv7's auxiliary head weighs 0.25).
+    pub(crate) fn loss_from_heads(
+        &self,
+        heads: &[(&[Tensor], &[LevelTargets], f32)],
+        bs: usize,
+        grids: &[(usize, usize)],
+    ) -> Result<LossOutput> {
         let (na, nc) = (self.spec.na(), self.spec.nc);
         let no = nc + 5;
         let (cp, cn) = smooth_bce(self.hyp.label_smoothing);
         let bce_cls = BceLoss::new(self.hyp.cls_pw).focal(self.hyp.fl_gamma);
         let bce_obj = BceLoss::new(self.hyp.obj_pw).focal(self.hyp.fl_gamma);
         let iou_cfg = IouConfig::new(self.hyp.iou_kind).alpha(self.hyp.iou_alpha);
-        let dev = preds[0].device();
+        let dev = heads
+            .first()
+            .and_then(|h| h.0.first())
+            .map(|t| t.device())
+            .unwrap_or(yolo_tensor::Device::Cpu);
 
         let mut lbox: Option<Tensor> = None;
         let mut lcls: Option<Tensor> = None;
         let mut lobj: Option<Tensor> = None;
-        let acc = |slot: &mut Option<Tensor>, v: Tensor| -> Result<()> {
+        let acc = |slot: &mut Option<Tensor>, v: Tensor, w: f32| -> Result<()> {
+            let v = if w == 1.0 { v } else { v.mul_scalar(w) };
             *slot = Some(match slot.take() {
                 None => v,
                 Some(s) => s.add(&v)?,
@@ -404,52 +433,54 @@ impl ComputeLoss {
             Ok(())
         };
 
-        for (lvl, (pi, lt)) in preds.iter().zip(built).enumerate() {
-            let (ny, nx) = grids[lvl];
-            let cells = bs * na * ny * nx;
-            let mut tobj = vec![0.0f32; cells];
-            let n = lt.len();
-            if n > 0 {
-                let flat: Vec<usize> = (0..n)
-                    .map(|k| ((lt.b[k] * na + lt.a[k]) * ny + lt.gj[k]) * nx + lt.gi[k])
-                    .collect();
-                let ps = pi.reshape(&[cells, no])?.index_select(0, &flat)?;
-                let pxy = ps.narrow(1, 0, 2)?.sigmoid().affine(2.0, -0.5);
-                let anch: Vec<f32> = lt.anchor.iter().flatten().copied().collect();
-                let anch = Tensor::from_vec(anch, &[n, 2], dev)?;
-                let pwh = ps
-                    .narrow(1, 2, 2)?
-                    .sigmoid()
-                    .mul_scalar(2.0)
-                    .sqr()
-                    .mul(&anch)?;
-                let pbox = Tensor::concat(&[&pxy, &pwh], 1)?;
-                let tb: Vec<f32> = lt.tbox.iter().flatten().copied().collect();
-                let tbox = Tensor::from_vec(tb, &[n, 4], dev)?;
-                let iou = bbox_iou(&pbox, &tbox, iou_cfg)?; // [n, 1]
-                acc(&mut lbox, iou.affine(-1.0, 1.0).mean_all()?)?;
+        for (lvl, &(ny, nx)) in grids.iter().enumerate() {
+            for &(preds, built, w) in heads {
+                let (pi, lt) = (&preds[lvl], &built[lvl]);
+                let cells = bs * na * ny * nx;
+                let mut tobj = vec![0.0f32; cells];
+                let n = lt.len();
+                if n > 0 {
+                    let flat: Vec<usize> = (0..n)
+                        .map(|k| ((lt.b[k] * na + lt.a[k]) * ny + lt.gj[k]) * nx + lt.gi[k])
+                        .collect();
+                    let ps = pi.reshape(&[cells, no])?.index_select(0, &flat)?;
+                    let pxy = ps.narrow(1, 0, 2)?.sigmoid().affine(2.0, -0.5);
+                    let anch: Vec<f32> = lt.anchor.iter().flatten().copied().collect();
+                    let anch = Tensor::from_vec(anch, &[n, 2], dev)?;
+                    let pwh = ps
+                        .narrow(1, 2, 2)?
+                        .sigmoid()
+                        .mul_scalar(2.0)
+                        .sqr()
+                        .mul(&anch)?;
+                    let pbox = Tensor::concat(&[&pxy, &pwh], 1)?;
+                    let tb: Vec<f32> = lt.tbox.iter().flatten().copied().collect();
+                    let tbox = Tensor::from_vec(tb, &[n, 4], dev)?;
+                    let iou = bbox_iou(&pbox, &tbox, iou_cfg)?; // [n, 1]
+                    acc(&mut lbox, iou.affine(-1.0, 1.0).mean_all()?, w)?;
 
-                // Indexed assignment: a later match of the same cell overwrites an earlier one.
-                let gr = self.hyp.gr;
-                for (k, &v) in iou.to_vec().iter().enumerate() {
-                    let v = v.max(0.0);
-                    tobj[flat[k]] = if gr < 1.0 { (1.0 - gr) + gr * v } else { v };
-                }
-
-                if nc > 1 {
-                    let pcls = ps.narrow(1, 5, nc)?;
-                    let mut t = vec![cn; n * nc];
-                    for (k, &c) in lt.cls.iter().enumerate() {
-                        t[k * nc + c] = cp;
+                    // Indexed assignment: a later match of the same cell overwrites an earlier one.
+                    let gr = self.hyp.gr;
+                    for (k, &v) in iou.to_vec().iter().enumerate() {
+                        let v = v.max(0.0);
+                        tobj[flat[k]] = if gr < 1.0 { (1.0 - gr) + gr * v } else { v };
                     }
-                    let t = Tensor::from_vec(t, &[n, nc], dev)?;
-                    acc(&mut lcls, bce_cls.forward(&pcls, &t)?)?;
+
+                    if nc > 1 {
+                        let pcls = ps.narrow(1, 5, nc)?;
+                        let mut t = vec![cn; n * nc];
+                        for (k, &c) in lt.cls.iter().enumerate() {
+                            t[k * nc + c] = cp;
+                        }
+                        let t = Tensor::from_vec(t, &[n, nc], dev)?;
+                        acc(&mut lcls, bce_cls.forward(&pcls, &t)?, w)?;
+                    }
                 }
+                let pobj = pi.narrow(-1, 4, 1)?;
+                let tobj = Tensor::from_vec(tobj, pobj.shape(), dev)?;
+                let obji = bce_obj.forward(&pobj, &tobj)?;
+                acc(&mut lobj, obji.mul_scalar(self.balance[lvl]), w)?;
             }
-            let pobj = pi.narrow(-1, 4, 1)?;
-            let tobj = Tensor::from_vec(tobj, pobj.shape(), dev)?;
-            let obji = bce_obj.forward(&pobj, &tobj)?;
-            acc(&mut lobj, obji.mul_scalar(self.balance[lvl]))?;
         }
 
         let zero = || Tensor::zeros(&[], dev);

@@ -29,6 +29,10 @@ pub struct ComputeLossOta {
 
 /// Top-k size of the IoU sum that sets each ground truth's dynamic k.
 const OTA_TOPK: usize = 10;
+/// The same for `ComputeLossAuxOTA` (both of its assignments).
+const AUX_OTA_TOPK: usize = 20;
+/// Weight of the auxiliary head's loss terms.
+const AUX_WEIGHT: f32 = 0.25;
 /// Weight of the IoU cost against the class cost.
 const IOU_COST: f64 = 3.0;
 
@@ -101,6 +105,19 @@ impl ComputeLossOta {
         targets: &[[f32; 6]],
         img_size: [usize; 2],
     ) -> Result<BuiltTargets> {
+        self.assign(preds, targets, img_size, 0.5, OTA_TOPK)
+    }
+
+    /// SimOTA over candidates found with neighbour bias `g` (0.5: `find_3_positive`, 1.0:
+    /// `find_5_positive`), dynamic k from the sum of the `topk` best IoUs of each ground truth.
+    fn assign(
+        &self,
+        preds: &[Tensor],
+        targets: &[[f32; 6]],
+        img_size: [usize; 2],
+        g: f32,
+        topk: usize,
+    ) -> Result<BuiltTargets> {
         let (bs, grids) = self.base.check_preds(preds)?;
         if img_size[0] == 0 || img_size[1] == 0 {
             return invalid("image size", format!("{img_size:?}"));
@@ -108,7 +125,7 @@ impl ComputeLossOta {
         if let Some(t) = targets.iter().find(|t| t[0] as usize >= bs) {
             return invalid("targets", format!("image index {} ≥ batch size {bs}", t[0]));
         }
-        let cands = self.base.build_targets(&grids, targets)?;
+        let cands = self.base.build_targets_bias(&grids, targets, g)?;
         let spec = self.spec();
         let (na, nc) = (spec.na(), spec.nc);
         let no = nc + 5;
@@ -170,7 +187,7 @@ impl ComputeLossOta {
                     cost[g * m + c] = cls_cost + IOU_COST * -(ious[c] + 1e-8).ln();
                 }
                 ious.sort_by(|a, b| b.total_cmp(a));
-                let top: f64 = ious.iter().take(OTA_TOPK.min(m)).sum();
+                let top: f64 = ious.iter().take(topk.min(m)).sum();
                 dynamic_k[g] = (top as i64).max(1) as usize;
             }
             // Each gt takes its k cheapest candidates (ties: the earlier candidate).
@@ -236,5 +253,100 @@ impl ComputeLossOta {
         let built = self.build_targets(preds, targets, img_size)?;
         let (bs, grids) = self.base.check_preds(preds)?;
         self.base.loss_from_targets(preds, bs, &grids, &built)
+    }
+}
+
+/// YOLOv7's `ComputeLossAuxOTA`, the loss of the `IAuxDetect` models (yolov7-w6/e6/d6/e6e):
+/// the lead head is assigned by SimOTA over `find_3_positive` candidates, the auxiliary head by
+/// SimOTA over the coarser `find_5_positive` candidates (all four neighbour cells), both scored
+/// with the lead head's predictions and a top-20 IoU sum for the dynamic k; the auxiliary box,
+/// objectness and class terms enter with weight 0.25.
+#[derive(Clone, Debug)]
+pub struct ComputeLossAuxOta {
+    ota: ComputeLossOta,
+}
+
+impl ComputeLossAuxOta {
+    /// A loss for the head `spec` (the lead levels; the auxiliary levels share their anchors and
+    /// strides) with hyper-parameters `hyp` (gains already scaled).
+    pub fn new(spec: DetectSpec, hyp: LossHyp) -> Result<Self> {
+        Ok(ComputeLossAuxOta {
+            ota: ComputeLossOta::new(spec, hyp)?,
+        })
+    }
+
+    /// The head description.
+    pub fn spec(&self) -> &DetectSpec {
+        self.ota.spec()
+    }
+
+    /// The hyper-parameters.
+    pub fn hyp(&self) -> &LossHyp {
+        self.ota.hyp()
+    }
+
+    fn split<'a>(&self, preds: &'a [Tensor]) -> Result<(&'a [Tensor], &'a [Tensor])> {
+        let nl = self.spec().nl();
+        if preds.len() != 2 * nl {
+            return invalid(
+                "ComputeLossAuxOTA predictions",
+                format!(
+                    "expected {} levels (lead then auxiliary), got {}",
+                    2 * nl,
+                    preds.len()
+                ),
+            );
+        }
+        Ok(preds.split_at(nl))
+    }
+
+    /// The lead and auxiliary assignments of `targets` for `preds` = lead levels then auxiliary
+    /// levels (each `[bs, na, ny, nx, nc+5]`), images of size `img_size = [height, width]`.
+    pub fn build_targets(
+        &self,
+        preds: &[Tensor],
+        targets: &[[f32; 6]],
+        img_size: [usize; 2],
+    ) -> Result<(BuiltTargets, BuiltTargets)> {
+        let (lead, _) = self.split(preds)?;
+        let aux = self
+            .ota
+            .assign(lead, targets, img_size, 1.0, AUX_OTA_TOPK)?;
+        let main = self
+            .ota
+            .assign(lead, targets, img_size, 0.5, AUX_OTA_TOPK)?;
+        Ok((main, aux))
+    }
+
+    /// The loss of `preds` (lead levels then auxiliary levels) against `targets` `[nt, 6]`.
+    pub fn forward(
+        &self,
+        preds: &[Tensor],
+        targets: &Tensor,
+        img_size: [usize; 2],
+    ) -> Result<LossOutput> {
+        self.forward_rows(preds, &target_rows(targets)?, img_size)
+    }
+
+    /// [`ComputeLossAuxOta::forward`] with targets given as host rows.
+    pub fn forward_rows(
+        &self,
+        preds: &[Tensor],
+        targets: &[[f32; 6]],
+        img_size: [usize; 2],
+    ) -> Result<LossOutput> {
+        let (main, aux) = self.build_targets(preds, targets, img_size)?;
+        let (lead, auxp) = self.split(preds)?;
+        let (bs, grids) = self.ota.base.check_preds(lead)?;
+        let (bs_aux, grids_aux) = self.ota.base.check_preds(auxp)?;
+        if bs_aux != bs || grids_aux != grids {
+            return invalid(
+                "ComputeLossAuxOTA predictions",
+                format!("auxiliary levels {grids_aux:?} (batch {bs_aux}) differ from the lead levels {grids:?} (batch {bs})"),
+            );
+        }
+        self.ota
+            .base
+            .loss_from_heads(&[(lead, &main, 1.0), (auxp, &aux, AUX_WEIGHT)], bs, &grids)
     }
 }

@@ -92,6 +92,7 @@ pub struct Model {
     /// Class names (from a dataset or weights metadata; `0..nc` by default).
     pub names: Vec<String>,
     keep: Vec<bool>,
+    fused: bool,
 }
 
 fn round_half_even(x: f64) -> f64 {
@@ -210,6 +211,7 @@ impl Model {
             stride: Vec::new(),
             names,
             keep,
+            fused: false,
         };
         model.init_strides()?;
         Ok(model)
@@ -369,7 +371,13 @@ impl Model {
         for n in &mut self.nodes {
             n.layer.fuse_layer()?;
         }
+        self.fused = true;
         Ok(())
+    }
+
+    /// Whether [`Model::fuse`] ran (inference-only structure).
+    pub fn is_fused(&self) -> bool {
+        self.fused
     }
 }
 

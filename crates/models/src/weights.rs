@@ -18,11 +18,19 @@ pub mod meta {
     pub const NAMES: &str = "yolo_forge.names";
     /// Format marker.
     pub const FORMAT: &str = "format";
+    /// Number of classes when it differs from the YAML's `nc` (a model built with another nc).
+    pub const NC: &str = "yolo_forge.nc";
+    /// `"1"` when the tensors are those of the fused model (Conv+BN folded…).
+    pub const FUSED: &str = "yolo_forge.fused";
 }
 
 /// Upstream tensors that have no counterpart here and are skipped on load (integer counters,
 /// grids cached by old exports).
 const IGNORED_SUFFIXES: &[&str] = &["num_batches_tracked", "anchor_grid"];
+
+/// Name prefix of the training state a checkpoint carries beside the model (raw weights,
+/// optimiser state): skipped when a checkpoint is loaded as a model.
+pub const TRAIN_STATE_PREFIX: &str = "train_state.";
 
 /// What a (non-strict) load matched and did not.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -180,6 +188,10 @@ impl Model {
             serde_json::to_string(&self.names).expect("strings serialise"),
         );
         md.insert(meta::FORMAT.to_string(), "pt".to_string());
+        md.insert(meta::NC.to_string(), self.config.nc.to_string());
+        if self.is_fused() {
+            md.insert(meta::FUSED.to_string(), "1".to_string());
+        }
         let bytes = safetensors::tensor::serialize(views, Some(md))
             .map_err(|e| ModelError::Weights(e.to_string()))?;
         let tmp = path.with_extension("safetensors.partial");
@@ -209,7 +221,9 @@ impl Model {
         let mut report = LoadReport::default();
         let mut updates = Vec::new();
         for (name, view) in st.tensors() {
-            if IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            if IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
+                || name.starts_with(TRAIN_STATE_PREFIX)
+            {
                 continue;
             }
             match own.get(&name) {
@@ -264,7 +278,20 @@ impl Model {
                 path.display()
             ))
         })?;
+        let mut cfg = cfg;
+        if let Some(nc) = md.get(meta::NC) {
+            cfg.nc = nc.parse().map_err(|_| {
+                ModelError::Weights(format!(
+                    "{}: metadata `{}` is not a class count: `{nc}`",
+                    path.display(),
+                    meta::NC
+                ))
+            })?;
+        }
         let mut model = Model::new(cfg, 0)?;
+        if md.get(meta::FUSED).is_some_and(|v| v == "1") {
+            model.fuse()?;
+        }
         if let Some(n) = md.get(meta::NAMES) {
             model.names = serde_json::from_str(n).map_err(|e| {
                 ModelError::Weights(format!(

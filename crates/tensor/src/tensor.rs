@@ -271,6 +271,22 @@ impl Tensor {
         Ok(())
     }
 
+    /// Runs `f` on this tensor's host data in place, outside the graph and without allocating
+    /// (CPU only; other devices error): optimisers and EMA update parameters this way.
+    pub fn update_data(&self, f: impl FnOnce(&mut [f32])) -> Result<()> {
+        if !self.device().is_cpu() {
+            return Err(Error::DeviceUnavailable {
+                device: self.device(),
+                reason: "update_data works on host (CPU) data only".into(),
+            });
+        }
+        let mut guard = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        match &mut *guard {
+            Storage::Cpu(buf) => f(buf),
+        }
+        Ok(())
+    }
+
     /// Whether two tensors share the same data buffer.
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
@@ -290,5 +306,24 @@ impl fmt::Debug for Tensor {
             head,
             if v.len() > 8 { " …" } else { "" }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_data_mutates_in_place_and_views_see_it() {
+        let t = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3], Device::Cpu).unwrap();
+        let d = t.detach();
+        t.update_data(|v| v.iter_mut().for_each(|x| *x *= 2.0))
+            .unwrap();
+        assert_eq!(t.to_vec(), vec![2.0, 4.0, 6.0]);
+        assert_eq!(
+            d.to_vec(),
+            vec![2.0, 4.0, 6.0],
+            "shared storage sees the update"
+        );
     }
 }

@@ -14,6 +14,31 @@ pub enum TrainError {
         /// What was wrong, with the shapes or values seen.
         detail: String,
     },
+    /// A configuration file (hyp YAML…) could not be read or is not what was expected.
+    #[error("{file}: {detail}")]
+    Config {
+        /// The file.
+        file: String,
+        /// What was wrong, with line and column when known.
+        detail: String,
+    },
+    /// A file could not be read or written, or a line of it is malformed.
+    #[error("{path}: {detail}")]
+    File {
+        /// The file (and line, when the problem is one line).
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Building, running or loading a model failed.
+    #[error(transparent)]
+    Model(#[from] yolo_models::ModelError),
+    /// Reading or preparing the dataset failed.
+    #[error(transparent)]
+    Data(#[from] yolo_data::DataError),
+    /// A loss setting was rejected.
+    #[error(transparent)]
+    Loss(#[from] yolo_losses::LossError),
 }
 
 /// Result alias of the training tools.

@@ -10,16 +10,49 @@
 //! Boxes are `[x1, y1, x2, y2]` in pixels and detections `[x1, y1, x2, y2, conf, class]`
 //! unless a function says otherwise.
 
+pub mod autoanchor;
+pub mod checkpoint;
+pub mod criterion;
+pub mod ema;
 mod error;
+pub mod hyp;
 pub mod metrics;
+pub mod optim;
 pub mod postprocess;
+pub mod predfiles;
+pub mod schedule;
+pub mod trainer;
+pub mod validate;
 
+pub use autoanchor::{
+    anchor_fitness, anchor_metric, apply_anchors, check_anchor_order, check_anchors,
+    evolve_anchors, kmean_anchors, label_wh, AnchorCheck, AnchorMetric, AutoAnchorConfig,
+    Evolution, KmeansAnchors, KmeansInit,
+};
+pub use checkpoint::Checkpoint;
+pub use criterion::{detect_spec, Criterion};
+pub use ema::ModelEma;
 pub use error::{Result, TrainError};
+pub use hyp::Hyp;
 pub use metrics::{
     ap_per_class, box_iou, coco80_to_91, coco_json_entries, compute_ap, fitness, process_batch,
     smooth, ApPerClass, ConfusionMatrix, DetectionMetrics, MetricsAccumulator,
+};
+pub use optim::{
+    scaled_weight_decay, GroupSettings, Optimizer, OptimizerKind, ParamGroups, GROUP_BIAS,
+    GROUP_DECAY, GROUP_NO_DECAY,
 };
 pub use postprocess::{
     batched_nms, nms, non_max_suppression, non_max_suppression_rows, xywh2xyxy, Detection,
     NmsConfig, NmsMethod,
 };
+pub use predfiles::{
+    evaluate_prediction_folder, read_yolo_predictions, write_coco_json, write_file_atomic,
+    LabelledImage, PredictionFolderReport,
+};
+pub use schedule::{
+    nominal_accumulate, warmup_iters, warmup_state, LrSchedule, WarmupHyp, WarmupState,
+    NOMINAL_BATCH_SIZE,
+};
+pub use trainer::{train, EpochResult, TrainOptions, TrainSummary};
+pub use validate::{ImageResult, ValBatch, ValReport, ValSettings, Validator};

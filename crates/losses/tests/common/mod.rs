@@ -52,7 +52,12 @@ pub fn hyp(st: &SafeTensors<'_>, case: &str) -> LossHyp {
 
 /// The prediction levels, as leaves that require grad.
 pub fn preds(st: &SafeTensors<'_>) -> Vec<Tensor> {
-    (0..3)
+    preds_n(st, 3)
+}
+
+/// The first `n` prediction levels (`pred.<i>`), as leaves that require grad.
+pub fn preds_n(st: &SafeTensors<'_>, n: usize) -> Vec<Tensor> {
+    (0..n)
         .map(|i| {
             let (v, s) = f64s(st, &format!("pred.{i}"));
             Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), &s, Device::Cpu)
@@ -72,6 +77,11 @@ pub fn targets(st: &SafeTensors<'_>) -> Tensor {
 /// per element relative to max(|reference|, 1e-3 × the level's largest gradient), bounded by
 /// max(1e-5, 1.5 × PyTorch's own float32 error `<case>.f32_err`).
 pub fn check_gradients(st: &SafeTensors<'_>, case: &str, preds: &[Tensor]) {
+    check_gradients_with(st, case, preds, 1.5)
+}
+
+/// [`check_gradients`] with the bound max(1e-5, `factor` × PyTorch's own float32 error).
+pub fn check_gradients_with(st: &SafeTensors<'_>, case: &str, preds: &[Tensor], factor: f64) {
     let (torch_err, _) = f64s(st, &format!("{case}.f32_err"));
     for (i, pi) in preds.iter().enumerate() {
         let (g, _) = f64s(st, &format!("{case}.grad.{i}"));
@@ -85,7 +95,7 @@ pub fn check_gradients(st: &SafeTensors<'_>, case: &str, preds: &[Tensor]) {
             worst_abs = worst_abs.max(d / gmax);
             worst = worst.max(d / b.abs().max(1e-3 * gmax));
         }
-        let bound = 1e-5f64.max(1.5 * torch_err[i]);
+        let bound = 1e-5f64.max(factor * torch_err[i]);
         eprintln!("case {case} grad.{i}: worst rel {worst:.2e} (torch f32 {:.2e}), worst vs max {worst_abs:.2e}", torch_err[i]);
         assert!(
             worst < bound,
@@ -102,6 +112,17 @@ pub fn rel(a: f64, b: f64) -> f64 {
 /// Checks a loss against fixture case `case`: box, obj and cls components and the total to 1e-5
 /// relative, then back-propagates the total and checks the gradients ([`check_gradients`]).
 pub fn check_loss_output(st: &SafeTensors<'_>, case: &str, out: &LossOutput, preds: &[Tensor]) {
+    check_loss_output_with(st, case, out, preds, 1.5)
+}
+
+/// [`check_loss_output`] with the gradient bound factor of [`check_gradients_with`].
+pub fn check_loss_output_with(
+    st: &SafeTensors<'_>,
+    case: &str,
+    out: &LossOutput,
+    preds: &[Tensor],
+    factor: f64,
+) {
     let (items, _) = f64s(st, &format!("{case}.items"));
     let (total, _) = f64s(st, &format!("{case}.loss"));
     let ours = [out.lbox as f64, out.lobj as f64, out.lcls as f64];
@@ -126,5 +147,5 @@ pub fn check_loss_output(st: &SafeTensors<'_>, case: &str, out: &LossOutput, pre
     );
     assert!(rel(t, total[0]) < 1e-5, "total {t} vs {}", total[0]);
     out.total.backward().unwrap();
-    check_gradients(st, case, preds);
+    check_gradients_with(st, case, preds, factor);
 }

@@ -1,0 +1,201 @@
+//! Shared pieces of the subcommands: model loading, built-in configs, run folders, devices.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use yolo_models::{Model, ModelConfig};
+
+/// Model YAML files compiled into the binary, usable by name from any folder
+/// (`--cfg yolov5n.yaml`), as upstream resolves names inside its repository.
+pub const BUILTIN_MODELS: &[(&str, &str)] = &[
+    (
+        "yolov5n.yaml",
+        include_str!("../../../configs/models/yolov5n.yaml"),
+    ),
+    (
+        "yolov5s.yaml",
+        include_str!("../../../configs/models/yolov5s.yaml"),
+    ),
+    (
+        "yolov5m.yaml",
+        include_str!("../../../configs/models/yolov5m.yaml"),
+    ),
+    (
+        "yolov7-tiny.yaml",
+        include_str!("../../../configs/models/yolov7-tiny.yaml"),
+    ),
+];
+
+/// Hyper-parameter files compiled into the binary.
+pub const BUILTIN_HYPS: &[(&str, &str)] = &[
+    (
+        "hyp.scratch-low.yaml",
+        include_str!("../../../configs/hyp/hyp.scratch-low.yaml"),
+    ),
+    (
+        "hyp.scratch-med.yaml",
+        include_str!("../../../configs/hyp/hyp.scratch-med.yaml"),
+    ),
+    (
+        "hyp.scratch-high.yaml",
+        include_str!("../../../configs/hyp/hyp.scratch-high.yaml"),
+    ),
+    (
+        "hyp.scratch.p5.yaml",
+        include_str!("../../../configs/hyp/hyp.scratch.p5.yaml"),
+    ),
+    (
+        "hyp.scratch.tiny.yaml",
+        include_str!("../../../configs/hyp/hyp.scratch.tiny.yaml"),
+    ),
+];
+
+/// A file given on the command line, or the built-in file of that name. Returns the path to
+/// read: the file itself, or the built-in text written into `spill_dir`.
+pub fn resolve_config(
+    given: &Path,
+    builtins: &[(&str, &str)],
+    spill_dir: &Path,
+    what: &str,
+) -> Result<PathBuf> {
+    if given.exists() {
+        return Ok(given.to_path_buf());
+    }
+    let name = given
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let want = if name.ends_with(".yaml") {
+        name.clone()
+    } else {
+        format!("{name}.yaml")
+    };
+    if let Some((n, text)) = builtins.iter().find(|(n, _)| *n == want) {
+        std::fs::create_dir_all(spill_dir)
+            .with_context(|| format!("creating {}", spill_dir.display()))?;
+        let p = spill_dir.join(n);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        return Ok(p);
+    }
+    let known: Vec<&str> = builtins.iter().map(|(n, _)| *n).collect();
+    bail!(
+        "{what} file {} does not exist (built-in names: {})",
+        given.display(),
+        known.join(", ")
+    )
+}
+
+/// `--device`: only the CPU exists in this build.
+pub fn check_device(device: &str) -> Result<()> {
+    let d = device.trim().to_ascii_lowercase();
+    if d.is_empty() || d == "cpu" {
+        return Ok(());
+    }
+    bail!(
+        "--device {device}: this build runs on the CPU only (the CUDA backend is not built yet); use --device cpu"
+    )
+}
+
+/// Sets the tensor kernels' thread count when given.
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(t) = threads {
+        yolo_tensor::set_num_threads(t);
+    }
+}
+
+/// Model source flags shared by `info` and `bench`.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model YAML (e.g. configs/models/yolov5s.yaml, or a built-in name like yolov5n.yaml).
+    #[arg(long, alias = "cfg")]
+    pub model: Option<PathBuf>,
+    /// Weights file (.safetensors); holds its own YAML.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Number of classes (overrides the YAML's nc).
+    #[arg(long)]
+    pub nc: Option<usize>,
+}
+
+/// Builds the model a [`ModelArgs`] names.
+pub fn load_model(a: &ModelArgs) -> Result<Model> {
+    let mut model = match (&a.model, &a.weights) {
+        (_, Some(w)) => {
+            if !w.exists() {
+                bail!("weights file {} does not exist", w.display());
+            }
+            Model::from_safetensors(w)
+                .with_context(|| format!("loading weights {}", w.display()))?
+        }
+        (Some(m), None) => {
+            let tmp = std::env::temp_dir().join(format!("yolo-forge-cfg-{}", std::process::id()));
+            let p = resolve_config(m, BUILTIN_MODELS, &tmp, "model")?;
+            let mut cfg = ModelConfig::from_file(&p)?;
+            if let Some(nc) = a.nc {
+                cfg.nc = nc;
+            }
+            Model::new(cfg, 0)?
+        }
+        (None, None) => {
+            bail!("give a model YAML with --model (or --cfg) or a weights file with --weights")
+        }
+    };
+    if let Some(nc) = a.nc {
+        if a.weights.is_some() && nc != model.config.nc {
+            bail!(
+                "--nc {nc} differs from the weights' {} classes",
+                model.config.nc
+            );
+        }
+        model.names.truncate(nc);
+    }
+    Ok(model)
+}
+
+/// The largest stride of a model (at least 32), for image-size rounding.
+pub fn max_stride(model: &Model) -> usize {
+    model.stride.iter().cloned().fold(32.0f32, f32::max) as usize
+}
+
+/// 7235389 → "7,235,389", as upstream prints counts.
+pub fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The per-class validation table of val.py.
+pub fn print_val_table(names: &[String], r: &yolo_train::ValReport, verbose: bool) {
+    let m = &r.metrics;
+    println!(
+        "{:>22}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        "Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95"
+    );
+    println!(
+        "{:>22}{:>11}{:>11}{:>11.3}{:>11.3}{:>11.3}{:>11.3}",
+        "all", r.seen, r.instances, m.mp, m.mr, m.map50, m.map
+    );
+    if verbose {
+        let pc = &m.per_class;
+        for (i, &c) in pc.classes.iter().enumerate() {
+            let name = names.get(c).cloned().unwrap_or_else(|| c.to_string());
+            let n = m.labels_per_class.get(c).copied().unwrap_or(0);
+            println!(
+                "{:>22}{:>11}{:>11}{:>11.3}{:>11.3}{:>11.3}{:>11.3}",
+                name,
+                r.seen,
+                n,
+                pc.p[i],
+                pc.r[i],
+                pc.ap_at(i, 0),
+                pc.ap_mean()[i]
+            );
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `info` and `bench`: inspect and time a model.
+
+use crate::common::{group, load_model, ModelArgs};
+use anyhow::{bail, Result};
+use clap::Args;
+use std::time::Instant;
+use yolo_tensor::{Device, Tensor};
+
+/// `info` flags.
+#[derive(Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image size for the GFLOPs figure.
+    #[arg(long, default_value_t = 640)]
+    imgsz: usize,
+    /// Fuse Conv+BN (and other inference structure) first.
+    #[arg(long)]
+    fuse: bool,
+    /// Print only {"layers", "params", "gflops"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `bench` flags.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Square input size.
+    #[arg(long, default_value_t = 640)]
+    imgsz: usize,
+    /// Batch size.
+    #[arg(long, alias = "batch-size", default_value_t = 1)]
+    batch: usize,
+    /// CPU threads (0 = all cores; default from YOLO_THREADS or all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed runs (after 2 warm-up runs).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Do not fuse Conv+BN before timing.
+    #[arg(long)]
+    no_fuse: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Time one training step instead (forward in training mode, ComputeLoss, backward, SGD
+    /// step; 4 targets per image).
+    #[arg(long)]
+    train: bool,
+}
+
+/// `yolo-forge info`.
+pub fn info(a: InfoArgs) -> Result<()> {
+    let mut model = load_model(&a.model)?;
+    if a.fuse {
+        model.fuse()?;
+    }
+    let s = model.info(a.imgsz)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"layers": s.layers, "params": s.params, "gflops": (s.gflops * 10.0).round() / 10.0})
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>3}{:>18}{:>3}{:>10}  {:<40}{:<30}",
+        "", "from", "n", "params", "module", "arguments"
+    );
+    for r in model.layer_table() {
+        println!(
+            "{:>3}{:>18}{:>3}{:>10}  {:<40}{:<30}",
+            r.index, r.from, r.n, r.params, r.module, r.args
+        );
+    }
+    let name = a
+        .model
+        .model
+        .as_ref()
+        .or(a.model.weights.as_ref())
+        .and_then(|p| p.file_stem())
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    println!(
+        "{name} summary{}: {} layers, {} parameters, {} gradients, {:.1} GFLOPs",
+        if a.fuse { " (fused)" } else { "" },
+        s.layers,
+        group(s.params),
+        group(s.gradients),
+        s.gflops
+    );
+    Ok(())
+}
+
+/// `yolo-forge bench`.
+pub fn bench(a: BenchArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        yolo_tensor::set_num_threads(t);
+    }
+    if a.runs == 0 || a.batch == 0 || a.imgsz == 0 {
+        bail!("--runs, --batch and --imgsz must be positive");
+    }
+    if a.train {
+        return bench_train(&a);
+    }
+    let mut model = load_model(&a.model)?;
+    if !a.no_fuse {
+        model.fuse()?;
+    }
+    let stride = model.stride.iter().cloned().fold(32.0f32, f32::max) as usize;
+    let imgsz = a.imgsz.div_ceil(stride) * stride;
+    if imgsz != a.imgsz {
+        tracing::warn!(
+            "--imgsz {} is not a multiple of the max stride {stride}; using {imgsz}",
+            a.imgsz
+        );
+    }
+    let n = a.batch * model.config.ch * imgsz * imgsz;
+    let x = Tensor::from_vec(
+        (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
+        &[a.batch, model.config.ch, imgsz, imgsz],
+        Device::Cpu,
+    )?;
+    let _g = yolo_tensor::no_grad();
+    let mut times = Vec::with_capacity(a.runs);
+    for i in 0..a.runs + 2 {
+        let t = Instant::now();
+        let out = model.forward(&x, false)?;
+        std::hint::black_box(out);
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let min = times[0];
+    let threads = yolo_tensor::num_threads();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"imgsz": imgsz, "batch": a.batch, "threads": threads, "fused": !a.no_fuse, "runs": a.runs, "median_ms": median, "min_ms": min})
+        );
+    } else {
+        println!("forward {imgsz}×{imgsz} batch {} on {threads} thread(s){}: median {median:.1} ms, min {min:.1} ms over {} runs", a.batch, if a.no_fuse { "" } else { ", fused" }, a.runs);
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Deterministic pseudo-random targets: `per_image` boxes of every image.
+fn bench_targets(batch: usize, per_image: usize, nc: usize) -> Result<Tensor> {
+    let mut rows = Vec::new();
+    let mut s = 0x9e37_79b9u32;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 10_000) as f32 / 10_000.0
+    };
+    for b in 0..batch {
+        for _ in 0..per_image {
+            let c = (next() * nc as f32) as usize % nc.max(1);
+            let (w, h) = (0.05 + 0.3 * next(), 0.05 + 0.3 * next());
+            let (x, y) = (w / 2.0 + (1.0 - w) * next(), h / 2.0 + (1.0 - h) * next());
+            rows.extend_from_slice(&[b as f32, c as f32, x, y, w, h]);
+        }
+    }
+    let n = rows.len() / 6;
+    Ok(Tensor::from_vec(rows, &[n, 6], Device::Cpu)?)
+}
+
+fn bench_train(a: &BenchArgs) -> Result<()> {
+    use yolo_train::optim::{Optimizer, OptimizerKind, ParamGroups};
+    let model = load_model(&a.model)?;
+    let stride = crate::common::max_stride(&model);
+    let imgsz = a.imgsz.div_ceil(stride) * stride;
+    let hyp = yolo_train::Hyp::default();
+    let criterion = yolo_train::Criterion::new(&model, &hyp, imgsz, false)?;
+    let mut opt = Optimizer::smart(
+        OptimizerKind::sgd(),
+        ParamGroups::split(model.named_tensors()),
+        hyp.lr0 as f64,
+        hyp.momentum as f64,
+        hyp.weight_decay as f64,
+    );
+    let n = a.batch * model.config.ch * imgsz * imgsz;
+    let x = Tensor::from_vec(
+        (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
+        &[a.batch, model.config.ch, imgsz, imgsz],
+        Device::Cpu,
+    )?;
+    let targets = bench_targets(a.batch, 4, model.config.nc)?;
+    let mut times = Vec::with_capacity(a.runs);
+    let mut last_loss = 0.0;
+    for i in 0..a.runs + 2 {
+        let t = Instant::now();
+        let out = model.forward(&x, true)?;
+        let loss = criterion.loss(&out, &targets, [imgsz, imgsz])?;
+        loss.total.backward()?;
+        drop(out);
+        opt.step()?;
+        opt.zero_grad();
+        last_loss = loss.total.item()?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let min = times[0];
+    let threads = yolo_tensor::num_threads();
+    let peak = peak_rss_mib();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"mode": "train_step", "imgsz": imgsz, "batch": a.batch, "threads": threads, "runs": a.runs, "median_ms": median, "min_ms": min, "peak_rss_mib": peak, "loss": last_loss})
+        );
+    } else {
+        println!("train step {imgsz}×{imgsz} batch {} on {threads} thread(s): median {median:.1} ms, min {min:.1} ms over {} runs, peak RSS {peak:.0} MiB (loss {last_loss:.3})", a.batch, a.runs);
+    }
+    Ok(())
+}

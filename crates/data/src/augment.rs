@@ -1,0 +1,355 @@
+//! Upstream augmentations: letterbox, random_perspective (with box transform, clipping and
+//! candidate filtering), HSV gains through look-up tables, MixUp and flips.
+//!
+//! Boxes here are `[class, x1, y1, x2, y2]` in pixels unless a function says otherwise.
+
+use rand::Rng;
+
+use crate::boxes::box_candidate;
+use crate::hyp::AugParams;
+use crate::imgbuf::{matmul3, Interp, RgbBuf, PAD_VALUE};
+use crate::rng::{beta, uniform};
+
+/// A pixel-space box row: `[class, x1, y1, x2, y2]`.
+pub type PixelBox = [f32; 5];
+
+/// How a letterbox mapped the input: `x_out = x_in * ratio.0 + pad.0`, likewise for y.
+/// Unlike upstream (which returns the nominal gain and half the padding), both are the values
+/// actually applied to the pixels (resized size / old size, whole-pixel left/top padding), so
+/// boxes map back exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LetterboxInfo {
+    /// Width and height scale factors (new / old).
+    pub ratio: (f32, f32),
+    /// Padding added on the left and top (upstream `(dw, dh)`).
+    pub pad: (f32, f32),
+}
+
+/// Resizes keeping the aspect ratio and pads to `new_shape = (height, width)` with grey 114,
+/// as upstream `letterbox`. `auto` pads only to a multiple of `stride` (minimum rectangle);
+/// `scale_fill` stretches without padding; `scaleup = false` never enlarges.
+pub fn letterbox(
+    im: &RgbBuf,
+    new_shape: (usize, usize),
+    auto: bool,
+    scale_fill: bool,
+    scaleup: bool,
+    stride: usize,
+) -> (RgbBuf, LetterboxInfo) {
+    let (h0, w0) = (im.height as f64, im.width as f64);
+    let (nh, nw) = (new_shape.0 as f64, new_shape.1 as f64);
+    let mut r = (nh / h0).min(nw / w0);
+    if !scaleup {
+        r = r.min(1.0);
+    }
+    let mut unpad = (
+        (w0 * r).round_ties_even() as usize,
+        (h0 * r).round_ties_even() as usize,
+    );
+    let (mut dw, mut dh) = (nw - unpad.0 as f64, nh - unpad.1 as f64);
+    if auto {
+        let s = stride.max(1) as f64;
+        dw = dw.rem_euclid(s);
+        dh = dh.rem_euclid(s);
+    } else if scale_fill {
+        dw = 0.0;
+        dh = 0.0;
+        unpad = (new_shape.1, new_shape.0);
+    }
+    // The scale actually applied (the rounded size over the old size), so boxes map exactly.
+    let ratio = (unpad.0 as f64 / w0, unpad.1 as f64 / h0);
+    dw /= 2.0;
+    dh /= 2.0;
+    let resized;
+    let src = if (im.width, im.height) != unpad {
+        resized = im.resize(unpad.0, unpad.1, Interp::Linear);
+        &resized
+    } else {
+        im
+    };
+    let top = (dh - 0.1).round_ties_even().max(0.0) as usize;
+    let bottom = (dh + 0.1).round_ties_even().max(0.0) as usize;
+    let left = (dw - 0.1).round_ties_even().max(0.0) as usize;
+    let right = (dw + 0.1).round_ties_even().max(0.0) as usize;
+    let out = src.pad(top, bottom, left, right, PAD_VALUE);
+    (
+        out,
+        LetterboxInfo {
+            ratio: (ratio.0 as f32, ratio.1 as f32),
+            pad: (left as f32, top as f32),
+        },
+    )
+}
+
+/// Upstream `random_perspective`: a random perspective/rotation/scale/shear/translation about the
+/// image centre, output size `input + 2 * border` (`border = (rows, cols)`, negative for a mosaic
+/// crop), grey border; boxes transformed through their 4 corners, clipped, and filtered with
+/// [`box_candidate`].
+pub fn random_perspective<R: Rng + ?Sized>(
+    im: &RgbBuf,
+    targets: &[PixelBox],
+    aug: &AugParams,
+    border: (i64, i64),
+    rng: &mut R,
+) -> (RgbBuf, Vec<PixelBox>) {
+    let height = (im.height as i64 + border.0 * 2).max(1) as usize;
+    let width = (im.width as i64 + border.1 * 2).max(1) as usize;
+    let eye = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+
+    let mut c = eye;
+    c[0][2] = -(im.width as f64) / 2.0;
+    c[1][2] = -(im.height as f64) / 2.0;
+
+    let persp = aug.perspective as f64;
+    let mut p = eye;
+    p[2][0] = uniform(rng, -persp, persp);
+    p[2][1] = uniform(rng, -persp, persp);
+
+    let a = uniform(rng, -aug.degrees as f64, aug.degrees as f64).to_radians();
+    let s = uniform(rng, 1.0 - aug.scale as f64, 1.0 + aug.scale as f64);
+    // cv2.getRotationMatrix2D(angle, centre (0, 0), scale): [[α, β], [-β, α]].
+    let (alpha, betav) = (s * a.cos(), s * a.sin());
+    let r = [[alpha, betav, 0.0], [-betav, alpha, 0.0], [0.0, 0.0, 1.0]];
+
+    let sh = aug.shear as f64;
+    let mut shm = eye;
+    shm[0][1] = uniform(rng, -sh, sh).to_radians().tan();
+    shm[1][0] = uniform(rng, -sh, sh).to_radians().tan();
+
+    let t = aug.translate as f64;
+    let mut tm = eye;
+    tm[0][2] = uniform(rng, 0.5 - t, 0.5 + t) * width as f64;
+    tm[1][2] = uniform(rng, 0.5 - t, 0.5 + t) * height as f64;
+
+    // M = T @ S @ R @ P @ C (right to left).
+    let m = matmul3(&tm, &matmul3(&shm, &matmul3(&r, &matmul3(&p, &c))));
+    let is_perspective = m[2][0] != 0.0 || m[2][1] != 0.0;
+    let changed = border != (0, 0) || m != eye;
+    let out = if changed {
+        im.warp(&m, width, height, PAD_VALUE)
+    } else {
+        im.clone()
+    };
+
+    let mut kept = Vec::with_capacity(targets.len());
+    for tgt in targets {
+        let [cls, x1, y1, x2, y2] = *tgt;
+        let corners = [(x1, y1), (x2, y2), (x1, y2), (x2, y1)];
+        let (mut nx1, mut ny1, mut nx2, mut ny2) = (
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        );
+        for (x, y) in corners {
+            let (x, y) = (x as f64, y as f64);
+            let mut tx = m[0][0] * x + m[0][1] * y + m[0][2];
+            let mut ty = m[1][0] * x + m[1][1] * y + m[1][2];
+            if is_perspective {
+                let w = m[2][0] * x + m[2][1] * y + m[2][2];
+                tx /= w;
+                ty /= w;
+            }
+            nx1 = nx1.min(tx);
+            ny1 = ny1.min(ty);
+            nx2 = nx2.max(tx);
+            ny2 = ny2.max(ty);
+        }
+        let new = [
+            nx1.clamp(0.0, width as f64) as f32,
+            ny1.clamp(0.0, height as f64) as f32,
+            nx2.clamp(0.0, width as f64) as f32,
+            ny2.clamp(0.0, height as f64) as f32,
+        ];
+        if new.iter().any(|v| !v.is_finite()) {
+            continue;
+        }
+        let sf = s as f32;
+        let before = [x1 * sf, y1 * sf, x2 * sf, y2 * sf];
+        if box_candidate(before, new, 2.0, 100.0, 0.1) {
+            kept.push([cls, new[0], new[1], new[2], new[3]]);
+        }
+    }
+    (out, kept)
+}
+
+/// Integer RGB → HSV as OpenCV's 8-bit conversion (H in 0..180, S and V in 0..=255).
+struct HsvTables {
+    sdiv: [i32; 256],
+    hdiv: [i32; 256],
+}
+
+const HSV_SHIFT: i32 = 12;
+
+impl HsvTables {
+    fn new() -> HsvTables {
+        let mut sdiv = [0i32; 256];
+        let mut hdiv = [0i32; 256];
+        for i in 1..256 {
+            sdiv[i] = ((255 << HSV_SHIFT) as f64 / i as f64).round() as i32;
+            hdiv[i] = ((180 << HSV_SHIFT) as f64 / (6.0 * i as f64)).round() as i32;
+        }
+        HsvTables { sdiv, hdiv }
+    }
+}
+
+fn hsv_tables() -> &'static HsvTables {
+    static T: std::sync::OnceLock<HsvTables> = std::sync::OnceLock::new();
+    T.get_or_init(HsvTables::new)
+}
+
+#[inline(always)]
+fn rgb_to_hsv(t: &HsvTables, r: i32, g: i32, b: i32) -> (usize, usize, usize) {
+    let v = r.max(g).max(b);
+    let vmin = r.min(g).min(b);
+    let diff = v - vmin;
+    let half = 1 << (HSV_SHIFT - 1);
+    let s = (diff * t.sdiv[v as usize] + half) >> HSV_SHIFT;
+    // Branch-free selection of the hue formula (which channel is the maximum).
+    let hr = g - b;
+    let hg = b - r + 2 * diff;
+    let hb = r - g + 4 * diff;
+    let h = if v == r {
+        hr
+    } else if v == g {
+        hg
+    } else {
+        hb
+    };
+    let mut h = (h * t.hdiv[diff as usize] + half) >> HSV_SHIFT;
+    h += ((h < 0) as i32) * 180;
+    (h.clamp(0, 179) as usize, s as usize, v as usize)
+}
+
+/// Where each of (r, g, b) comes from in `[v, p, q, t]`, per hue sector (OpenCV's table).
+const SECTOR_PERM: [[usize; 3]; 6] = [
+    [0, 3, 1],
+    [2, 0, 1],
+    [1, 0, 3],
+    [1, 2, 0],
+    [3, 1, 0],
+    [0, 1, 2],
+];
+
+/// OpenCV's 8-bit HSV → RGB (H in 0..180, sectors of 30), in integer arithmetic with the same
+/// rounding as its float path. `sector` and `f` are `h / 30` and `h % 30`. With s = 0 every
+/// term equals v (grey), so no branch is needed.
+#[inline(always)]
+fn hsv_to_rgb(sector: usize, f: u32, s: u32, v: u32) -> [u8; 3] {
+    let p = (v * (255 - s) + 127) / 255;
+    let q = (v * (7650 - s * f) + 3825) / 7650;
+    let t = (v * (7650 - s * (30 - f)) + 3825) / 7650;
+    let vals = [v, p, q, t];
+    let perm = SECTOR_PERM[sector];
+    [
+        vals[perm[0]] as u8,
+        vals[perm[1]] as u8,
+        vals[perm[2]] as u8,
+    ]
+}
+
+/// Upstream `augment_hsv`: random gains `1 + U(-1, 1) * gain` for hue, saturation and value,
+/// applied through look-up tables in OpenCV's 8-bit HSV space. In place.
+pub fn augment_hsv<R: Rng + ?Sized>(
+    im: &mut RgbBuf,
+    hgain: f32,
+    sgain: f32,
+    vgain: f32,
+    rng: &mut R,
+) {
+    if hgain == 0.0 && sgain == 0.0 && vgain == 0.0 {
+        return;
+    }
+    let gains = [
+        uniform(rng, -1.0, 1.0) * hgain as f64 + 1.0,
+        uniform(rng, -1.0, 1.0) * sgain as f64 + 1.0,
+        uniform(rng, -1.0, 1.0) * vgain as f64 + 1.0,
+    ];
+    // Hue LUT folded into (sector, fraction) pairs; S and V LUTs as upstream.
+    let mut hue = [(0usize, 0u32); 180];
+    let mut lut_s = [0u32; 256];
+    let mut lut_v = [0u32; 256];
+    for (x, e) in hue.iter_mut().enumerate() {
+        let h2 = ((x as f64 * gains[0]).rem_euclid(180.0) as u32).min(179);
+        *e = ((h2 / 30) as usize, h2 % 30);
+    }
+    for x in 0..256 {
+        let xf = x as f64;
+        lut_s[x] = (xf * gains[1]).clamp(0.0, 255.0) as u32;
+        lut_v[x] = (xf * gains[2]).clamp(0.0, 255.0) as u32;
+    }
+    let t = hsv_tables();
+    for px in im.data.chunks_exact_mut(3) {
+        let (h, s, v) = rgb_to_hsv(t, px[0] as i32, px[1] as i32, px[2] as i32);
+        let (sector, f) = hue[h];
+        let rgb = hsv_to_rgb(sector, f, lut_s[s], lut_v[v]);
+        px.copy_from_slice(&rgb);
+    }
+}
+
+/// Upstream `mixup`: blends two same-size images with a Beta(32, 32) ratio and concatenates labels.
+pub fn mixup<R: Rng + ?Sized>(
+    im: &mut RgbBuf,
+    labels: &mut Vec<PixelBox>,
+    im2: &RgbBuf,
+    labels2: &[PixelBox],
+    rng: &mut R,
+) {
+    let r = beta(rng, 32.0, 32.0) as f32;
+    if im.width == im2.width && im.height == im2.height {
+        for (a, &b) in im.data.iter_mut().zip(&im2.data) {
+            *a = (*a as f32 * r + b as f32 * (1.0 - r)) as u8;
+        }
+        labels.extend_from_slice(labels2);
+    }
+}
+
+/// Flips normalised `[class, cx, cy, w, h]` labels and the image left-right.
+pub fn flip_lr(im: &mut RgbBuf, labels: &mut [[f32; 5]]) {
+    im.flip_lr();
+    for l in labels {
+        l[1] = 1.0 - l[1];
+    }
+}
+
+/// Flips normalised `[class, cx, cy, w, h]` labels and the image up-down.
+pub fn flip_ud(im: &mut RgbBuf, labels: &mut [[f32; 5]]) {
+    im.flip_ud();
+    for l in labels {
+        l[2] = 1.0 - l[2];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hsv_round_trip_is_close() {
+        let t = hsv_tables();
+        for &(r, g, b) in &[
+            (255, 0, 0),
+            (10, 200, 30),
+            (0, 0, 0),
+            (128, 128, 128),
+            (250, 120, 7),
+            (3, 60, 250),
+        ] {
+            let (h, s, v) = rgb_to_hsv(t, r, g, b);
+            let back = hsv_to_rgb(h / 30, (h % 30) as u32, s as u32, v as u32);
+            for (x, y) in back.iter().zip([r, g, b]) {
+                assert!((*x as i32 - y).abs() <= 4, "{:?} -> {:?}", (r, g, b), back);
+            }
+        }
+    }
+
+    #[test]
+    fn letterbox_auto_pads_to_stride() {
+        let im = RgbBuf::filled(100, 50, [1, 2, 3]);
+        let (out, info) = letterbox(&im, (64, 64), true, false, true, 32);
+        assert_eq!((out.width, out.height), (64, 32));
+        assert_eq!(info.ratio, (0.64, 0.64));
+        let (out, _) = letterbox(&im, (64, 64), false, false, true, 32);
+        assert_eq!((out.width, out.height), (64, 64));
+    }
+}

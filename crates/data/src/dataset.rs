@@ -1,0 +1,546 @@
+//! `Dataset`: scanned images and labels plus upstream `LoadImagesAndLabels.__getitem__` —
+//! load with long side = imgsz, mosaic (4 or 9 images), MixUp, random_perspective, letterbox,
+//! HSV, flips; rectangular batch shapes for validation; optional RAM cache of decoded images.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rayon::prelude::*;
+
+use crate::augment::{
+    augment_hsv, flip_lr, flip_ud, letterbox, mixup, random_perspective, PixelBox,
+};
+use crate::boxes::{xywhn_to_xyxy, xyxy_to_xywhn};
+use crate::error::{DataError, Result};
+use crate::hyp::AugParams;
+use crate::imgbuf::{Interp, RgbBuf, PAD_VALUE};
+use crate::io::load_rgb;
+use crate::labels::{scan, ImageRecord, Label, ScanReport};
+use crate::rng::uniform;
+
+/// Options of a [`Dataset`] (upstream `LoadImagesAndLabels` arguments).
+#[derive(Clone, Debug)]
+pub struct DatasetOptions {
+    /// Network input size (long side), pixels.
+    pub imgsz: usize,
+    /// Model stride (rect shapes are multiples of it).
+    pub stride: usize,
+    /// Training-time augmentation on/off.
+    pub augment: bool,
+    /// Rectangular batches (validation): images sorted by aspect ratio, per-batch shapes.
+    pub rect: bool,
+    /// Batch size (only used to compute rect batch shapes).
+    pub batch_size: usize,
+    /// Augmentation hyper-parameters.
+    pub aug: AugParams,
+    /// Keep decoded, resized images in RAM (`--cache ram`).
+    pub cache_ram: bool,
+    /// Merge all classes into class 0.
+    pub single_cls: bool,
+    /// Number of classes: rows with a class id ≥ nc make their image dropped. `None`: no check.
+    pub nc: Option<usize>,
+    /// Rect shape padding in strides (upstream: 0.0 train, 0.5 val).
+    pub pad: f32,
+    /// Read/write the label cache file next to the labels.
+    pub label_cache: bool,
+}
+
+impl Default for DatasetOptions {
+    fn default() -> Self {
+        DatasetOptions {
+            imgsz: 640,
+            stride: 32,
+            augment: false,
+            rect: false,
+            batch_size: 16,
+            aug: AugParams::default(),
+            cache_ram: false,
+            single_cls: false,
+            nc: None,
+            pad: 0.0,
+            label_cache: true,
+        }
+    }
+}
+
+/// How a sample's pixels relate to its original image: `x_input = x_orig * ratio.0 + pad.0`,
+/// `y_input = y_orig * ratio.1 + pad.1`. Exact for letterboxed samples; for mosaic samples it
+/// only describes the first image's load resize (upstream returns no shapes there).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ShapeInfo {
+    /// Original (height, width), after EXIF orientation.
+    pub orig_hw: (usize, usize),
+    /// (width gain, height gain) from original to network-input pixels.
+    pub ratio: (f32, f32),
+    /// (left, top) padding in network-input pixels.
+    pub pad: (f32, f32),
+}
+
+impl ShapeInfo {
+    /// Maps an `x1 y1 x2 y2` box from network-input pixels back to original-image pixels.
+    pub fn to_original(&self, b: [f32; 4]) -> [f32; 4] {
+        [
+            (b[0] - self.pad.0) / self.ratio.0,
+            (b[1] - self.pad.1) / self.ratio.1,
+            (b[2] - self.pad.0) / self.ratio.0,
+            (b[3] - self.pad.1) / self.ratio.1,
+        ]
+    }
+
+    /// Maps an `x1 y1 x2 y2` box from original-image pixels to network-input pixels.
+    pub fn to_input(&self, b: [f32; 4]) -> [f32; 4] {
+        [
+            b[0] * self.ratio.0 + self.pad.0,
+            b[1] * self.ratio.1 + self.pad.1,
+            b[2] * self.ratio.0 + self.pad.0,
+            b[3] * self.ratio.1 + self.pad.1,
+        ]
+    }
+}
+
+/// One preprocessed sample.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// RGB u8 HWC image at network-input size.
+    pub image: RgbBuf,
+    /// `[class, cx, cy, w, h]`, normalised to `image`'s size.
+    pub labels: Vec<Label>,
+    /// The image file.
+    pub path: PathBuf,
+    /// Original shape and the mapping to the input.
+    pub shape: ShapeInfo,
+}
+
+/// A decoded image resized so its long side is `imgsz`.
+#[derive(Clone, Debug)]
+struct Loaded {
+    im: RgbBuf,
+    orig_hw: (usize, usize),
+}
+
+/// A YOLO-format dataset ready for sampling.
+#[derive(Debug)]
+pub struct Dataset {
+    opts: DatasetOptions,
+    sources: Vec<PathBuf>,
+    records: Vec<ImageRecord>,
+    report: ScanReport,
+    /// Rect mode: (height, width) per batch.
+    batch_shapes: Option<Vec<(usize, usize)>>,
+    ram: Option<Vec<Loaded>>,
+}
+
+impl Dataset {
+    /// Scans `image_sources` (folders, `.txt` lists, images), verifies labels (using the label
+    /// cache when allowed), and prepares rect shapes and the RAM cache as the options ask.
+    pub fn new(image_sources: &[PathBuf], opts: DatasetOptions) -> Result<Dataset> {
+        if opts.imgsz < 32 || opts.stride == 0 || opts.batch_size == 0 {
+            return Err(DataError::InvalidArgument {
+                what: "DatasetOptions",
+                detail: format!(
+                    "imgsz {} must be ≥ 32, stride {} and batch_size {} ≥ 1",
+                    opts.imgsz, opts.stride, opts.batch_size
+                ),
+            });
+        }
+        opts.aug
+            .validate()
+            .map_err(|detail| DataError::InvalidArgument {
+                what: "AugParams",
+                detail,
+            })?;
+        let scanned = scan(image_sources, opts.nc, opts.label_cache)?;
+        Self::from_records(image_sources, scanned.records, scanned.report, opts)
+    }
+
+    /// Builds a dataset from already-verified records (e.g. a loaded [`crate::LabelCache`]).
+    pub fn from_records(
+        sources: &[PathBuf],
+        mut records: Vec<ImageRecord>,
+        report: ScanReport,
+        opts: DatasetOptions,
+    ) -> Result<Dataset> {
+        if records.is_empty() {
+            return Err(DataError::NoUsableImages {
+                sources: sources.to_vec(),
+                summary: report.summary(),
+            });
+        }
+        if opts.augment && records.iter().all(|r| r.labels.is_empty()) {
+            return Err(DataError::NoLabels {
+                sources: sources.to_vec(),
+            });
+        }
+        if opts.single_cls {
+            for r in &mut records {
+                for l in &mut r.labels {
+                    l[0] = 0.0;
+                }
+            }
+        }
+        let rect = opts.rect;
+        let mut batch_shapes = None;
+        if rect {
+            // Sort by aspect ratio h / w; each batch gets the smallest stride-multiple shape.
+            records.sort_by(|a, b| {
+                let ra = a.height as f64 / a.width as f64;
+                let rb = b.height as f64 / b.width as f64;
+                ra.total_cmp(&rb)
+            });
+            let bs = opts.batch_size;
+            let nb = records.len().div_ceil(bs);
+            let mut shapes = Vec::with_capacity(nb);
+            for b in 0..nb {
+                let chunk = &records[b * bs..((b + 1) * bs).min(records.len())];
+                let ars = chunk.iter().map(|r| r.height as f64 / r.width as f64);
+                let (mini, maxi) = ars.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| {
+                    (lo.min(a), hi.max(a))
+                });
+                let (sh, sw) = if maxi < 1.0 {
+                    (maxi, 1.0)
+                } else if mini > 1.0 {
+                    (1.0, 1.0 / mini)
+                } else {
+                    (1.0, 1.0)
+                };
+                let f = |x: f64| {
+                    ((x * opts.imgsz as f64 / opts.stride as f64 + opts.pad as f64).ceil() as usize)
+                        * opts.stride
+                };
+                shapes.push((f(sh), f(sw)));
+            }
+            batch_shapes = Some(shapes);
+        }
+        let mut ds = Dataset {
+            opts,
+            sources: sources.to_vec(),
+            records,
+            report,
+            batch_shapes,
+            ram: None,
+        };
+        if ds.opts.cache_ram {
+            let loaded: Result<Vec<Loaded>> = (0..ds.records.len())
+                .into_par_iter()
+                .map(|i| ds.read_image(i))
+                .collect();
+            let loaded = loaded?;
+            let bytes: usize = loaded.iter().map(|l| l.im.data.len()).sum();
+            tracing::info!(
+                "cached {} images in RAM ({:.2} GB)",
+                loaded.len(),
+                bytes as f64 / (1u64 << 30) as f64
+            );
+            ds.ram = Some(loaded);
+        }
+        Ok(ds)
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the dataset has no image (never true for a constructed dataset).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The options it was built with.
+    pub fn options(&self) -> &DatasetOptions {
+        &self.opts
+    }
+
+    /// The sources it was built from.
+    pub fn sources(&self) -> &[PathBuf] {
+        &self.sources
+    }
+
+    /// Verified records, in sampling order (aspect-sorted in rect mode).
+    pub fn records(&self) -> &[ImageRecord] {
+        &self.records
+    }
+
+    /// The scan report (counts and issues).
+    pub fn report(&self) -> &ScanReport {
+        &self.report
+    }
+
+    /// Rect mode: the (height, width) of each batch.
+    pub fn batch_shapes(&self) -> Option<&[(usize, usize)]> {
+        self.batch_shapes.as_deref()
+    }
+
+    /// The image file of sample `i`.
+    pub fn path(&self, i: usize) -> &Path {
+        &self.records[i].path
+    }
+
+    /// Decodes image `i` and resizes its long side to `imgsz` (upstream `load_image`).
+    fn read_image(&self, i: usize) -> Result<Loaded> {
+        let rec = &self.records[i];
+        let im = load_rgb(&rec.path)?;
+        let (h0, w0) = (im.height, im.width);
+        let r = self.opts.imgsz as f64 / h0.max(w0) as f64;
+        let im = if r != 1.0 {
+            let interp = if self.opts.augment || r > 1.0 {
+                Interp::Linear
+            } else {
+                Interp::Area
+            };
+            let nw = ((w0 as f64 * r).ceil() as usize).max(1);
+            let nh = ((h0 as f64 * r).ceil() as usize).max(1);
+            im.resize(nw, nh, interp)
+        } else {
+            im
+        };
+        Ok(Loaded {
+            im,
+            orig_hw: (h0, w0),
+        })
+    }
+
+    fn load_image(&self, i: usize) -> Result<Cow<'_, Loaded>> {
+        match &self.ram {
+            Some(v) => Ok(Cow::Borrowed(&v[i])),
+            None => self.read_image(i).map(Cow::Owned),
+        }
+    }
+
+    /// Labels of image `i` as pixel boxes in a `w × h` image placed at (padw, padh).
+    fn pixel_labels(&self, i: usize, w: f32, h: f32, padw: f32, padh: f32) -> Vec<PixelBox> {
+        self.records[i]
+            .labels
+            .iter()
+            .map(|l| {
+                let b = xywhn_to_xyxy([l[1], l[2], l[3], l[4]], w, h, padw, padh);
+                [l[0], b[0], b[1], b[2], b[3]]
+            })
+            .collect()
+    }
+
+    /// Sample `index`, augmented (when the options say so) with randomness from `rng`.
+    pub fn get<R: Rng + ?Sized>(&self, index: usize, rng: &mut R) -> Result<Sample> {
+        if index >= self.len() {
+            return Err(DataError::InvalidArgument {
+                what: "Dataset::get",
+                detail: format!("index {index} out of range for {} images", self.len()),
+            });
+        }
+        let aug = &self.opts.aug;
+        let mosaic = self.opts.augment && !self.opts.rect;
+        let (mut img, boxes, shape) = if mosaic && rng.random::<f32>() < aug.mosaic {
+            let nine = aug.mosaic9 > 0.0 && rng.random::<f32>() < aug.mosaic9;
+            let (mut img, mut boxes) = if nine {
+                self.load_mosaic9(index, rng)?
+            } else {
+                self.load_mosaic(index, rng)?
+            };
+            if rng.random::<f32>() < aug.mixup {
+                let other = rng.random_range(0..self.len());
+                let (img2, boxes2) = self.load_mosaic(other, rng)?;
+                mixup(&mut img, &mut boxes, &img2, &boxes2, rng);
+            }
+            let rec = &self.records[index];
+            let s = self.opts.imgsz as f32 / rec.width.max(rec.height) as f32;
+            let shape = ShapeInfo {
+                orig_hw: (rec.height as usize, rec.width as usize),
+                ratio: (s, s),
+                pad: (0.0, 0.0),
+            };
+            (img, boxes, shape)
+        } else {
+            let loaded = self.load_image(index)?;
+            let (h0, w0) = loaded.orig_hw;
+            let (h, w) = (loaded.im.height, loaded.im.width);
+            let target = match &self.batch_shapes {
+                Some(bs) => bs[index / self.opts.batch_size],
+                None => (self.opts.imgsz, self.opts.imgsz),
+            };
+            let (img, lb) = letterbox(
+                &loaded.im,
+                target,
+                false,
+                false,
+                self.opts.augment,
+                self.opts.stride,
+            );
+            let boxes = self.pixel_labels(
+                index,
+                lb.ratio.0 * w as f32,
+                lb.ratio.1 * h as f32,
+                lb.pad.0,
+                lb.pad.1,
+            );
+            let shape = ShapeInfo {
+                orig_hw: (h0, w0),
+                ratio: (
+                    lb.ratio.0 * w as f32 / w0 as f32,
+                    lb.ratio.1 * h as f32 / h0 as f32,
+                ),
+                pad: lb.pad,
+            };
+            if self.opts.augment {
+                let (img, boxes) = random_perspective(&img, &boxes, aug, (0, 0), rng);
+                (img, boxes, shape)
+            } else {
+                (img, boxes, shape)
+            }
+        };
+        let (w, h) = (img.width as f32, img.height as f32);
+        let mut labels: Vec<Label> = boxes
+            .iter()
+            .map(|b| {
+                let n = xyxy_to_xywhn([b[1], b[2], b[3], b[4]], w, h, true, 1e-3);
+                [b[0], n[0], n[1], n[2], n[3]]
+            })
+            .collect();
+        if self.opts.augment {
+            augment_hsv(&mut img, aug.hsv_h, aug.hsv_s, aug.hsv_v, rng);
+            if rng.random::<f32>() < aug.flipud {
+                flip_ud(&mut img, &mut labels);
+            }
+            if rng.random::<f32>() < aug.fliplr {
+                flip_lr(&mut img, &mut labels);
+            }
+        }
+        Ok(Sample {
+            image: img,
+            labels,
+            path: self.records[index].path.clone(),
+            shape,
+        })
+    }
+
+    /// Upstream `load_mosaic`: the image and 3 random others around a random centre on a
+    /// 2s × 2s canvas, then random_perspective cropping back to s × s.
+    pub fn load_mosaic<R: Rng + ?Sized>(
+        &self,
+        index: usize,
+        rng: &mut R,
+    ) -> Result<(RgbBuf, Vec<PixelBox>)> {
+        let s = self.opts.imgsz;
+        let half = (s / 2) as f64;
+        let yc = uniform(rng, half, 2.0 * s as f64 - half) as i64;
+        let xc = uniform(rng, half, 2.0 * s as f64 - half) as i64;
+        let mut indices = vec![index];
+        for _ in 0..3 {
+            indices.push(rng.random_range(0..self.len()));
+        }
+        indices.shuffle(rng);
+        let mut canvas = RgbBuf::filled(2 * s, 2 * s, [PAD_VALUE; 3]);
+        let mut boxes = Vec::new();
+        for (i, &mi) in indices.iter().enumerate() {
+            let loaded = self.load_image(mi)?;
+            let (w, h) = (loaded.im.width as i64, loaded.im.height as i64);
+            let (padw, padh) = match i {
+                0 => (xc - w, yc - h),
+                1 => (xc, yc - h),
+                2 => (xc - w, yc),
+                _ => (xc, yc),
+            };
+            paste_clipped(&mut canvas, &loaded.im, padw, padh);
+            boxes.extend(self.pixel_labels(mi, w as f32, h as f32, padw as f32, padh as f32));
+        }
+        clip_boxes(&mut boxes, 2.0 * s as f32);
+        let border = -(s as i64 / 2);
+        Ok(random_perspective(
+            &canvas,
+            &boxes,
+            &self.opts.aug,
+            (border, border),
+            rng,
+        ))
+    }
+
+    /// The 9-image mosaic variant of upstream (`load_mosaic9`): tiles around a centre image on
+    /// a 3s × 3s canvas, a random 2s × 2s crop, then random_perspective to s × s.
+    pub fn load_mosaic9<R: Rng + ?Sized>(
+        &self,
+        index: usize,
+        rng: &mut R,
+    ) -> Result<(RgbBuf, Vec<PixelBox>)> {
+        let s = self.opts.imgsz as i64;
+        let mut indices = vec![index];
+        for _ in 0..8 {
+            indices.push(rng.random_range(0..self.len()));
+        }
+        indices.shuffle(rng);
+        let mut canvas = RgbBuf::filled(3 * s as usize, 3 * s as usize, [PAD_VALUE; 3]);
+        let mut boxes = Vec::new();
+        let (mut hp, mut wp) = (-1i64, -1i64);
+        let (mut h0, mut w0) = (0i64, 0i64);
+        for (i, &mi) in indices.iter().enumerate() {
+            let loaded = self.load_image(mi)?;
+            let (w, h) = (loaded.im.width as i64, loaded.im.height as i64);
+            // Top-left corner of each tile: centre, top, top-right, right, bottom-right,
+            // bottom, bottom-left, left, top-left.
+            let (x, y) = match i {
+                0 => {
+                    h0 = h;
+                    w0 = w;
+                    (s, s)
+                }
+                1 => (s, s - h),
+                2 => (s + wp, s - h),
+                3 => (s + w0, s),
+                4 => (s + w0, s + hp),
+                5 => (s + w0 - w, s + h0),
+                6 => (s + w0 - wp - w, s + h0),
+                7 => (s - w, s + h0 - h),
+                _ => (s - w, s + h0 - hp - h),
+            };
+            paste_clipped(&mut canvas, &loaded.im, x, y);
+            boxes.extend(self.pixel_labels(mi, w as f32, h as f32, x as f32, y as f32));
+            hp = h;
+            wp = w;
+        }
+        let yc = uniform(rng, 0.0, s as f64) as usize;
+        let xc = uniform(rng, 0.0, s as f64) as usize;
+        let mut crop = RgbBuf::filled(2 * s as usize, 2 * s as usize, [PAD_VALUE; 3]);
+        crop.copy_rect((0, 0), &canvas, (xc, yc), (2 * s as usize, 2 * s as usize));
+        for b in &mut boxes {
+            b[1] -= xc as f32;
+            b[3] -= xc as f32;
+            b[2] -= yc as f32;
+            b[4] -= yc as f32;
+        }
+        clip_boxes(&mut boxes, 2.0 * s as f32);
+        let border = -(s / 2);
+        Ok(random_perspective(
+            &crop,
+            &boxes,
+            &self.opts.aug,
+            (border, border),
+            rng,
+        ))
+    }
+}
+
+/// Clip pixel boxes to [0, limit] (upstream clips mosaic labels before the warp).
+fn clip_boxes(boxes: &mut [PixelBox], limit: f32) {
+    for b in boxes {
+        for v in &mut b[1..] {
+            *v = v.clamp(0.0, limit);
+        }
+    }
+}
+
+/// Pastes `src` with its top-left corner at (x, y) of `dst`, clipped to `dst`.
+fn paste_clipped(dst: &mut RgbBuf, src: &RgbBuf, x: i64, y: i64) {
+    let x1 = x.max(0);
+    let y1 = y.max(0);
+    let x2 = (x + src.width as i64).min(dst.width as i64);
+    let y2 = (y + src.height as i64).min(dst.height as i64);
+    if x2 <= x1 || y2 <= y1 {
+        return;
+    }
+    dst.copy_rect(
+        (x1 as usize, y1 as usize),
+        src,
+        ((x1 - x) as usize, (y1 - y) as usize),
+        ((x2 - x1) as usize, (y2 - y1) as usize),
+    );
+}

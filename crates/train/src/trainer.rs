@@ -1,0 +1,858 @@
+//! The training loop as upstream `train.py`: data, model, AutoAnchor, SGD/Adam/AdamW in three
+//! groups with nominal batch 64 (gradient accumulation, weight-decay scaling), warmup, linear or
+//! cosine LR, ModelEMA, gradient-norm clipping, validation of the EMA each epoch, fitness,
+//! `last`/`best` checkpoints written atomically, early stopping and `--resume`.
+
+use crate::autoanchor::{apply_anchors, check_anchors, AutoAnchorConfig};
+use crate::checkpoint::{assign_named, Checkpoint};
+use crate::criterion::Criterion;
+use crate::ema::ModelEma;
+use crate::error::{Result, TrainError};
+use crate::hyp::Hyp;
+use crate::metrics::DetectionMetrics;
+use crate::optim::{scaled_weight_decay, Optimizer, OptimizerKind, ParamGroups};
+use crate::predfiles::write_file_atomic;
+use crate::schedule::{nominal_accumulate, warmup_iters, warmup_state, LrSchedule, WarmupHyp};
+use crate::validate::{ValBatch, ValReport, ValSettings, Validator};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use yolo_data::{Batch, Dataset, DatasetConfig, DatasetOptions, Loader};
+use yolo_models::{Model, ModelConfig};
+
+/// Nominal batch size (upstream `nbs`).
+pub const NBS: usize = 64;
+/// Gradient-norm clipping bound (upstream `clip_grad_norm_(…, max_norm=10.0)`).
+pub const MAX_GRAD_NORM: f64 = 10.0;
+/// The columns of `results.csv`, as upstream writes them.
+pub const RESULTS_COLUMNS: [&str; 14] = [
+    "epoch",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
+];
+
+/// The run's options (upstream `opt`), saved as `opt.yaml` and in checkpoints for `--resume`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TrainOptions {
+    /// Dataset YAML.
+    pub data: PathBuf,
+    /// Model YAML (`--cfg`); with `--weights` only, the weights' own YAML.
+    pub cfg: Option<PathBuf>,
+    /// Initial weights (`--weights`): matching tensors are loaded (transfer learning).
+    pub weights: Option<PathBuf>,
+    /// Hyper-parameters (from `--hyp`).
+    pub hyp: Hyp,
+    /// Epochs.
+    pub epochs: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Training and validation image size (rounded up to a multiple of the max stride).
+    pub imgsz: usize,
+    /// Loader worker threads.
+    pub workers: usize,
+    /// Run folder (`runs/train/exp…`).
+    pub save_dir: PathBuf,
+    /// Seed of model init, shuffling and augmentation.
+    pub seed: u64,
+    /// Keep decoded images in RAM.
+    pub cache_ram: bool,
+    /// `SGD`, `Adam` or `AdamW`.
+    pub optimizer: String,
+    /// Cosine LR schedule.
+    pub cos_lr: bool,
+    /// Early-stopping patience in epochs without fitness improvement (0 = off).
+    pub patience: usize,
+    /// Validate only after the last epoch.
+    pub noval: bool,
+    /// Save only the final checkpoint.
+    pub nosave: bool,
+    /// Train as a single class.
+    pub single_cls: bool,
+    /// Skip the AutoAnchor check.
+    pub noautoanchor: bool,
+    /// AutoAnchor k-means with k-means++ seeding instead of upstream's plain k-means.
+    pub kmeans_pp: bool,
+    /// Also save `weights/epoch<N>.safetensors` every this many epochs (0 = off).
+    pub save_period: usize,
+    /// Stop each epoch after this many batches (quick tests and benchmarks; 0 = all).
+    pub max_batches: usize,
+    /// CPU threads for the tensor kernels (0 = default).
+    pub threads: usize,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            data: PathBuf::new(),
+            cfg: None,
+            weights: None,
+            hyp: Hyp::default(),
+            epochs: 100,
+            batch_size: 16,
+            imgsz: 640,
+            workers: 2,
+            save_dir: PathBuf::from("runs/train/exp"),
+            seed: 0,
+            cache_ram: false,
+            optimizer: "SGD".into(),
+            cos_lr: false,
+            patience: 100,
+            noval: false,
+            nosave: false,
+            single_cls: false,
+            noautoanchor: false,
+            kmeans_pp: false,
+            save_period: 0,
+            max_batches: 0,
+            threads: 0,
+            progress: true,
+        }
+    }
+}
+
+/// One epoch's results (a `results.csv` row).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochResult {
+    /// Epoch index (0-based).
+    pub epoch: usize,
+    /// Mean training losses (box, obj, cls).
+    pub train_loss: [f64; 3],
+    /// Precision, recall, mAP@0.5, mAP@0.5:0.95 of the EMA model.
+    pub metrics: [f64; 4],
+    /// Validation losses (box, obj, cls).
+    pub val_loss: [f64; 3],
+    /// Learning rate per optimiser group during the epoch's last batch.
+    pub lr: [f64; 3],
+    /// Fitness = 0.1·mAP@0.5 + 0.9·mAP@0.5:0.95.
+    pub fitness: f64,
+    /// Seconds the epoch took (training + validation).
+    pub seconds: f64,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// The run folder.
+    pub save_dir: PathBuf,
+    /// Every epoch run by this call.
+    pub epochs: Vec<EpochResult>,
+    /// Best fitness over the whole run.
+    pub best_fitness: f64,
+    /// The final validation of the best checkpoint (per class), if validation ran.
+    pub final_val: Option<ValReport>,
+    /// `weights/last.safetensors`.
+    pub last: PathBuf,
+    /// `weights/best.safetensors`.
+    pub best: PathBuf,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Class names.
+    pub names: Vec<String>,
+    /// Whether [`STOP`] (Ctrl-C) ended the run.
+    pub interrupted: bool,
+}
+
+/// Progress and resume bookkeeping stored in checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainState {
+    epoch: usize,
+    best_fitness: f64,
+    ema_updates: u64,
+    last_opt_step: i64,
+    opt: TrainOptions,
+}
+
+/// Set by a Ctrl-C handler: the loop stops after the current batch (checkpoints stay valid).
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+fn cfg_err(what: &'static str, detail: impl Into<String>) -> TrainError {
+    TrainError::Invalid {
+        what,
+        detail: detail.into(),
+    }
+}
+
+/// Upstream `increment_path`: `base`, else `base2`, `base3`, … (the first that does not exist);
+/// `base` itself when `exist_ok`.
+pub fn increment_path(base: &Path, exist_ok: bool) -> PathBuf {
+    if exist_ok || !base.exists() {
+        return base.to_path_buf();
+    }
+    let s = base.as_os_str().to_string_lossy().to_string();
+    (2..)
+        .map(|n| PathBuf::from(format!("{s}{n}")))
+        .find(|p| !p.exists())
+        .expect("unbounded search")
+}
+
+/// Rounds `imgsz` up to a multiple of the stride `gs` (at least 2·gs?, upstream floor = gs).
+pub fn check_img_size(imgsz: usize, gs: usize) -> usize {
+    let s = imgsz.div_ceil(gs).max(1) * gs;
+    if s != imgsz {
+        tracing::warn!("--img-size {imgsz} must be a multiple of max stride {gs}, updating to {s}");
+    }
+    s
+}
+
+/// The data of a run: class names, training and validation datasets and loaders.
+pub struct RunData {
+    /// Class names (one `item` with `--single-cls`).
+    pub names: Vec<String>,
+    /// Training loader (augmenting, shuffled).
+    pub train: Loader,
+    /// Validation loader (rectangular batches), if the dataset has a val split.
+    pub val: Option<Loader>,
+    /// The training dataset.
+    pub train_set: Arc<Dataset>,
+}
+
+/// Builds the loaders of a run as `train.py` does.
+pub fn build_data(opts: &TrainOptions, stride: usize, imgsz: usize) -> Result<RunData> {
+    let dc = DatasetConfig::load(&opts.data)?;
+    let names = if opts.single_cls {
+        vec!["item".to_string()]
+    } else {
+        dc.names.clone()
+    };
+    let nc = dc.nc();
+    let aug = yolo_data::AugParams::from_yaml_str(&opts.hyp.to_yaml(), Path::new("hyp"))?;
+    let train_opts = DatasetOptions {
+        imgsz,
+        stride,
+        augment: true,
+        rect: false,
+        batch_size: opts.batch_size,
+        aug,
+        cache_ram: opts.cache_ram,
+        single_cls: opts.single_cls,
+        nc: Some(nc),
+        pad: 0.0,
+        label_cache: true,
+    };
+    if dc.train.is_empty() {
+        return Err(cfg_err(
+            "dataset",
+            format!("{}: no `train` split", opts.data.display()),
+        ));
+    }
+    let train_set = Arc::new(Dataset::new(&dc.train, train_opts.clone())?);
+    let train = Loader::new(
+        train_set.clone(),
+        opts.batch_size,
+        true,
+        opts.seed,
+        opts.workers,
+    );
+    let val = if dc.val.is_empty() {
+        None
+    } else {
+        let vb = opts.batch_size * 2;
+        let vs = Dataset::new(
+            &dc.val,
+            DatasetOptions {
+                augment: false,
+                rect: true,
+                batch_size: vb,
+                pad: 0.5,
+                ..train_opts
+            },
+        )?;
+        Some(Loader::new(
+            Arc::new(vs),
+            vb,
+            false,
+            opts.seed,
+            opts.workers,
+        ))
+    };
+    Ok(RunData {
+        names,
+        train,
+        val,
+        train_set,
+    })
+}
+
+/// Validates `model` on every batch of `loader`.
+pub fn validate_loader(
+    model: &Model,
+    loader: &Loader,
+    criterion: Option<&Criterion>,
+    nc: usize,
+    settings: ValSettings,
+    mut on_batch: impl FnMut(usize, &Batch, &[crate::validate::ImageResult]),
+) -> Result<(ValReport, crate::metrics::ConfusionMatrix)> {
+    let mut v = Validator::new(nc, settings);
+    for (bi, batch) in loader.epoch(0).enumerate() {
+        let batch = batch?;
+        let (h, w) = (
+            batch.images.shape()[2] as f32,
+            batch.images.shape()[3] as f32,
+        );
+        let content = batch
+            .shapes
+            .iter()
+            .map(|s| {
+                let (h0, w0) = s.orig_hw;
+                let b = s.to_input([0.0, 0.0, w0 as f32, h0 as f32]);
+                [b[0].max(0.0), b[1].max(0.0), b[2].min(w), b[3].min(h)]
+            })
+            .collect();
+        let vb = ValBatch {
+            images: &batch.images,
+            targets: &batch.targets,
+            content,
+        };
+        let r = v.run_batch(model, &vb, criterion)?;
+        on_batch(bi, &batch, &r);
+    }
+    Ok((v.finish()?, v.confusion.clone()))
+}
+
+fn metrics_row(m: &DetectionMetrics) -> [f64; 4] {
+    [m.mp, m.mr, m.map50, m.map]
+}
+
+fn write_results_csv(path: &Path, rows: &[EpochResult]) -> Result<()> {
+    let mut s = String::new();
+    let header: Vec<String> = RESULTS_COLUMNS.iter().map(|c| format!("{c:>20}")).collect();
+    s.push_str(&header.join(","));
+    s.push('\n');
+    for r in rows {
+        let mut cells = vec![format!("{:>20}", r.epoch)];
+        for v in r
+            .train_loss
+            .iter()
+            .chain(&r.metrics)
+            .chain(&r.val_loss)
+            .chain(&r.lr)
+        {
+            cells.push(format!("{:>20.5}", v));
+        }
+        s.push_str(&cells.join(","));
+        s.push('\n');
+    }
+    write_file_atomic(path, s.as_bytes())
+}
+
+fn read_results_csv(path: &Path) -> Vec<EpochResult> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let v: Vec<f64> = l
+                .split(',')
+                .map(|c| c.trim().parse::<f64>())
+                .collect::<std::result::Result<_, _>>()
+                .ok()?;
+            (v.len() == 14).then(|| EpochResult {
+                epoch: v[0] as usize,
+                train_loss: [v[1], v[2], v[3]],
+                metrics: [v[4], v[5], v[6], v[7]],
+                val_loss: [v[8], v[9], v[10]],
+                lr: [v[11], v[12], v[13]],
+                fitness: crate::metrics::fitness(v[4], v[5], v[6], v[7]),
+                seconds: 0.0,
+            })
+        })
+        .collect()
+}
+
+fn build_model(opts: &TrainOptions, nc: usize, names: &[String]) -> Result<Model> {
+    let mut model = match (&opts.cfg, &opts.weights) {
+        (Some(cfg), _) => {
+            let mut c = ModelConfig::from_file(cfg)?;
+            c.nc = nc;
+            Model::new(c, opts.seed)?
+        }
+        (None, Some(w)) => {
+            let ck = Checkpoint::load(w)?;
+            if ck.yaml.is_empty() {
+                return Err(cfg_err(
+                    "weights",
+                    format!("{}: no model YAML inside; pass --cfg", w.display()),
+                ));
+            }
+            let mut c = ModelConfig::from_yaml(&ck.yaml)?;
+            c.nc = nc;
+            Model::new(c, opts.seed)?
+        }
+        (None, None) => {
+            return Err(cfg_err(
+                "model",
+                "give a model YAML with --cfg or initial weights with --weights",
+            ))
+        }
+    };
+    model.names = names.to_vec();
+    if let Some(w) = &opts.weights {
+        // transfer: every tensor whose name and shape match (upstream intersect_dicts,
+        // anchors excluded so the model's own — or AutoAnchor's — stay)
+        let ck = Checkpoint::load(w)?;
+        let named = model.named_tensors();
+        let mut loaded = 0;
+        for (n, t, _) in &named {
+            if n.ends_with(".anchors") {
+                continue;
+            }
+            if let Some((_, src)) = ck.ema.iter().find(|(m, _)| m == n) {
+                if src.shape() == t.shape() {
+                    t.assign(src)?;
+                    loaded += 1;
+                }
+            }
+        }
+        tracing::info!(
+            "Transferred {loaded}/{} items from {}",
+            named.len(),
+            w.display()
+        );
+    }
+    Ok(model)
+}
+
+fn optimizer_kind(name: &str) -> Result<OptimizerKind> {
+    name.parse::<OptimizerKind>().map_err(|_| {
+        cfg_err(
+            "--optimizer",
+            format!("`{name}`: expected SGD, Adam or AdamW"),
+        )
+    })
+}
+
+fn progress_bar(n: usize, on: bool) -> indicatif::ProgressBar {
+    if !on {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(n as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} {wide_bar} {pos}/{len} [{elapsed}<{eta}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+/// Trains as `train.py` does and returns the run's summary. With `resume`, the options are
+/// those stored in the checkpoint and training continues after its epoch.
+pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary> {
+    let t_start = Instant::now();
+    let resume_ck = match resume {
+        Some(p) => {
+            let ck = Checkpoint::load(p)?;
+            if !ck.resumable() {
+                return Err(cfg_err(
+                    "--resume",
+                    format!(
+                        "{}: holds no training state (a stripped or exported model?)",
+                        p.display()
+                    ),
+                ));
+            }
+            Some(ck)
+        }
+        None => None,
+    };
+    let state: Option<TrainState> = match &resume_ck {
+        Some(ck) => Some(
+            serde_json::from_value(ck.state.clone())
+                .map_err(|e| cfg_err("--resume", format!("bad training state: {e}")))?,
+        ),
+        None => None,
+    };
+    let opts = match (&state, resume) {
+        // the run folder is the one holding the checkpoint (runs may be moved or copied)
+        (Some(s), Some(p)) => TrainOptions {
+            progress: opts.progress,
+            threads: opts.threads,
+            save_dir: p
+                .parent()
+                .and_then(|w| w.parent())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| s.opt.save_dir.clone()),
+            ..s.opt.clone()
+        },
+        _ => opts.clone(),
+    };
+    if opts.threads > 0 {
+        yolo_tensor::set_num_threads(opts.threads);
+    }
+    if opts.epochs == 0 || opts.batch_size == 0 {
+        return Err(cfg_err(
+            "options",
+            "--epochs and --batch-size must be positive",
+        ));
+    }
+    let hyp = &opts.hyp;
+    let save_dir = opts.save_dir.clone();
+    let wdir = save_dir.join("weights");
+    std::fs::create_dir_all(&wdir).map_err(|e| TrainError::File {
+        path: wdir.display().to_string(),
+        detail: format!("cannot create: {e}"),
+    })?;
+    let last = wdir.join("last.safetensors");
+    let best = wdir.join("best.safetensors");
+    write_file_atomic(save_dir.join("hyp.yaml"), hyp.to_yaml().as_bytes())?;
+    let opt_yaml = serde_yaml_ng::to_string(&opts).unwrap_or_default();
+    write_file_atomic(save_dir.join("opt.yaml"), opt_yaml.as_bytes())?;
+
+    // names first (nc decides the head), then the model, then the data at the model's stride
+    let dc = DatasetConfig::load(&opts.data)?;
+    let names = if opts.single_cls {
+        vec!["item".to_string()]
+    } else {
+        dc.names.clone()
+    };
+    let nc = names.len();
+    let model = build_model(&opts, nc, &names)?;
+    let gs = (model.stride.iter().cloned().fold(32.0f32, f32::max)) as usize;
+    let imgsz = check_img_size(opts.imgsz, gs);
+    let data = build_data(&opts, gs, imgsz)?;
+    let nb_full = data.train.len();
+    if nb_full == 0 {
+        return Err(cfg_err("dataset", "the training split has no batch"));
+    }
+    let nb = if opts.max_batches > 0 {
+        nb_full.min(opts.max_batches)
+    } else {
+        nb_full
+    };
+    let aux = model.nodes.last().is_some_and(|n| n.module == "IAuxDetect");
+
+    // AutoAnchor (before the optimiser sees the parameters; anchors are buffers)
+    if state.is_none() && !opts.noautoanchor {
+        let recs = data.train_set.records();
+        let shapes: Vec<[f32; 2]> = recs
+            .iter()
+            .map(|r| [r.width as f32, r.height as f32])
+            .collect();
+        let labels: Vec<Vec<[f32; 2]>> = recs
+            .iter()
+            .map(|r| r.labels.iter().map(|l| [l[3], l[4]]).collect())
+            .collect();
+        if labels.iter().any(|l| !l.is_empty()) {
+            let det = model.detect();
+            let strides = det.stride.clone();
+            let a = det.anchors.to_vec();
+            let px: Vec<[f32; 2]> = a
+                .chunks(2)
+                .enumerate()
+                .map(|(k, p)| {
+                    let s = strides[k / det.na];
+                    [p[0] * s, p[1] * s]
+                })
+                .collect();
+            let cfg = AutoAnchorConfig {
+                img_size: imgsz,
+                anchor_t: hyp.anchor_t as f64,
+                seed: opts.seed,
+                init: if opts.kmeans_pp {
+                    crate::autoanchor::KmeansInit::PlusPlus
+                } else {
+                    crate::autoanchor::KmeansInit::Plain
+                },
+                ..AutoAnchorConfig::default()
+            };
+            let chk = check_anchors(&shapes, &labels, &px, &strides, &cfg)?;
+            tracing::info!(
+                "AutoAnchor: {:.2} anchors/target, best possible recall {:.4}",
+                chk.current.aat,
+                chk.current.bpr
+            );
+            if let Some(new) = chk.anchors {
+                apply_anchors(&det.anchors, &new, &strides)?;
+                tracing::info!(
+                    "AutoAnchor: new anchors (BPR {:.4}) written into the model",
+                    chk.new_bpr.unwrap_or(0.0)
+                );
+            }
+        }
+    }
+
+    // optimiser: nominal batch 64 by accumulation, weight decay scaled
+    let kind = optimizer_kind(&opts.optimizer)?;
+    let accumulate0 = nominal_accumulate(NBS, opts.batch_size);
+    let wd = scaled_weight_decay(hyp.weight_decay as f64, opts.batch_size, NBS);
+    let mut optimizer = Optimizer::smart(
+        kind,
+        ParamGroups::split(model.named_tensors()),
+        hyp.lr0 as f64,
+        hyp.momentum as f64,
+        wd,
+    );
+    let schedule = LrSchedule::new(opts.cos_lr, opts.epochs, hyp.lrf as f64);
+    let mut ema = ModelEma::new(&model.named_tensors())?;
+    let ema_model = Model::new(model.config.clone(), opts.seed)?;
+    let mut start_epoch = 0;
+    let mut best_fitness = 0.0f64;
+    let mut last_opt_step: i64 = -1;
+    let mut rows = Vec::new();
+    if let (Some(ck), Some(s)) = (&resume_ck, &state) {
+        assign_named(&model.named_tensors(), &ck.model, "training weights")?;
+        ema = ModelEma::from_tensors(&ck.ema, s.ema_updates)?;
+        optimizer.load_state_tensors(&ck.optimizer)?;
+        start_epoch = s.epoch + 1;
+        best_fitness = s.best_fitness;
+        last_opt_step = s.last_opt_step;
+        rows = read_results_csv(&save_dir.join("results.csv"));
+        rows.retain(|r| r.epoch <= s.epoch);
+        if start_epoch >= opts.epochs {
+            return Err(cfg_err(
+                "--resume",
+                format!(
+                    "training to {} epochs is finished, nothing to resume",
+                    opts.epochs
+                ),
+            ));
+        }
+        tracing::info!(
+            "Resuming training from {} at epoch {start_epoch} of {}",
+            resume.map(|p| p.display().to_string()).unwrap_or_default(),
+            opts.epochs
+        );
+    }
+    let criterion = Criterion::new(&model, hyp, imgsz, aux)?;
+    let val_criterion = Criterion::new(&model, hyp, imgsz, false)?;
+    let nw = warmup_iters(hyp.warmup_epochs as f64, nb, 100);
+    let warm = WarmupHyp {
+        lr0: hyp.lr0 as f64,
+        momentum: hyp.momentum as f64,
+        warmup_momentum: hyp.warmup_momentum as f64,
+        warmup_bias_lr: hyp.warmup_bias_lr as f64,
+        nbs: NBS,
+        batch_size: opts.batch_size,
+    };
+    tracing::info!(
+        "Image sizes {imgsz} train, {imgsz} val; {} training images in {nb} batches of {}; \
+         {} loss; logging results to {}; starting training for {} epochs…",
+        data.train_set.len(),
+        opts.batch_size,
+        criterion.name(),
+        save_dir.display(),
+        opts.epochs
+    );
+
+    let mut epochs_run = Vec::new();
+    let mut stopped_early = false;
+    let mut interrupted = false;
+    let mut best_epoch = rows
+        .iter()
+        .max_by(|a, b| a.fitness.total_cmp(&b.fitness))
+        .map_or(0, |r| r.epoch);
+    for epoch in start_epoch..opts.epochs {
+        let t_epoch = Instant::now();
+        // scheduler: lr = initial_lr · lf(epoch) (warmup overrides it during the first nw)
+        optimizer.apply_lr_factor(schedule.factor(epoch as f64));
+        let pb = progress_bar(nb, opts.progress);
+        pb.set_prefix(format!("{epoch}/{}", opts.epochs - 1));
+        let mut mloss = [0.0f64; 3];
+        let mut accumulate = accumulate0;
+        let mut seen_batches = 0usize;
+        for (i, batch) in data.train.epoch(epoch as u64).enumerate() {
+            if i >= nb || STOP.load(Ordering::Relaxed) {
+                break;
+            }
+            let batch = batch?;
+            let ni = (i + nb * epoch) as i64;
+            if let Some(w) = warmup_state(ni as usize, nw, epoch, &warm, &schedule) {
+                accumulate = w.accumulate;
+                optimizer.apply_warmup(&w);
+            }
+            let s = batch.images.shape();
+            let hw = [s[2], s[3]];
+            let out = model.forward(&batch.images, true)?;
+            let loss = criterion.loss(&out, &batch.targets, hw)?;
+            let v = loss.total.item()?;
+            if !v.is_finite() {
+                return Err(cfg_err(
+                    "training",
+                    format!("the loss became {v} at epoch {epoch}, batch {i}; lower lr0 or check the labels"),
+                ));
+            }
+            loss.total.backward()?;
+            drop(out);
+            if ni - last_opt_step >= accumulate as i64 {
+                optimizer.step_clipped(MAX_GRAD_NORM)?;
+                optimizer.zero_grad();
+                ema.update(&model.named_tensors())?;
+                last_opt_step = ni;
+            }
+            let items = [loss.lbox as f64, loss.lobj as f64, loss.lcls as f64];
+            for k in 0..3 {
+                mloss[k] = (mloss[k] * i as f64 + items[k]) / (i + 1) as f64;
+            }
+            seen_batches += 1;
+            pb.set_message(format!(
+                "box {:.4} obj {:.4} cls {:.4} inst {} size {}",
+                mloss[0],
+                mloss[1],
+                mloss[2],
+                batch.targets.shape()[0],
+                s[3]
+            ));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        if STOP.load(Ordering::Relaxed) {
+            tracing::warn!(
+                "interrupted during epoch {epoch}; {} is intact",
+                last.display()
+            );
+            interrupted = true;
+            break;
+        }
+        if seen_batches == 0 {
+            return Err(cfg_err("dataset", "the training loader gave no batch"));
+        }
+        let lr = {
+            let g = optimizer.groups();
+            [g[0].lr, g[1].lr, g[2].lr]
+        };
+        let final_epoch = epoch + 1 == opts.epochs;
+        ema.copy_to(&ema_model.named_tensors())?;
+        let (metrics, val_loss) = match (&data.val, !opts.noval || final_epoch) {
+            (Some(vl), true) => {
+                let (r, _) = validate_loader(
+                    &ema_model,
+                    vl,
+                    Some(&val_criterion),
+                    nc,
+                    ValSettings {
+                        single_cls: opts.single_cls,
+                        ..ValSettings::default()
+                    },
+                    |_, _, _| {},
+                )?;
+                (metrics_row(&r.metrics), r.losses)
+            }
+            _ => ([0.0; 4], [0.0; 3]),
+        };
+        let fi = crate::metrics::fitness(metrics[0], metrics[1], metrics[2], metrics[3]);
+        let row = EpochResult {
+            epoch,
+            train_loss: mloss,
+            metrics,
+            val_loss,
+            lr,
+            fitness: fi,
+            seconds: t_epoch.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            "epoch {epoch}/{}: box {:.4} obj {:.4} cls {:.4} | P {:.3} R {:.3} mAP50 {:.3} mAP50-95 {:.3} | {:.1}s",
+            opts.epochs - 1,
+            mloss[0],
+            mloss[1],
+            mloss[2],
+            metrics[0],
+            metrics[1],
+            metrics[2],
+            metrics[3],
+            row.seconds
+        );
+        rows.push(row.clone());
+        epochs_run.push(row);
+        write_results_csv(&save_dir.join("results.csv"), &rows)?;
+        let improved = fi > best_fitness;
+        if improved {
+            best_fitness = fi;
+            best_epoch = epoch;
+        }
+        if !opts.nosave || final_epoch {
+            let ts = TrainState {
+                epoch,
+                best_fitness,
+                ema_updates: ema.updates,
+                last_opt_step,
+                opt: opts.clone(),
+            };
+            let ck = Checkpoint {
+                yaml: model.config.yaml.clone(),
+                names: names.clone(),
+                nc: model.config.nc,
+                ema: ema.tensors().to_vec(),
+                model: model
+                    .named_tensors()
+                    .into_iter()
+                    .map(|(n, t, _)| (n, t))
+                    .collect(),
+                optimizer: optimizer.state_tensors()?,
+                state: serde_json::to_value(&ts).unwrap_or_default(),
+            };
+            ck.save(&last)?;
+            if opts.save_period > 0 && (epoch + 1) % opts.save_period == 0 {
+                ck.save(wdir.join(format!("epoch{epoch}.safetensors")))?;
+            }
+            if improved || !best.exists() {
+                Checkpoint {
+                    model: Vec::new(),
+                    optimizer: Vec::new(),
+                    state: serde_json::Value::Null,
+                    ..ck
+                }
+                .save(&best)?;
+            }
+        }
+        if opts.patience > 0 && epoch >= best_epoch + opts.patience {
+            tracing::info!(
+                "Stopping training early as no improvement observed in last {} epochs; best results at epoch {best_epoch}",
+                opts.patience
+            );
+            stopped_early = true;
+            break;
+        }
+    }
+    tracing::info!(
+        "{} epochs completed in {:.3} hours.",
+        epochs_run.len(),
+        t_start.elapsed().as_secs_f64() / 3600.0
+    );
+    // final validation of the best weights, per class
+    let final_val = match (&data.val, best.exists() && !interrupted) {
+        (Some(vl), true) => {
+            let bm = Model::from_safetensors(&best)?;
+            let (r, _) = validate_loader(
+                &bm,
+                vl,
+                Some(&val_criterion),
+                nc,
+                ValSettings {
+                    single_cls: opts.single_cls,
+                    ..ValSettings::default()
+                },
+                |_, _, _| {},
+            )?;
+            Some(r)
+        }
+        _ => None,
+    };
+    Ok(TrainSummary {
+        save_dir,
+        epochs: epochs_run,
+        best_fitness,
+        final_val,
+        last,
+        best,
+        stopped_early,
+        names,
+        interrupted,
+    })
+}
