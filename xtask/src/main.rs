@@ -1,39 +1,41 @@
 //! `cargo xtask <command>`: the project's own automation.
 //!
-//! - `ci`: format check, clippy with warnings denied, every test of the workspace.
+//! - `ci`: format check, clippy with warnings denied, every test of the workspace, then `e2e`.
+//! - `e2e`: synthetic data → train → val → detect with the release CLI; asserts mAP@0.5.
+//! - `bench`: criterion benches of every crate plus model-level benchmarks → `target/bench/
+//!   report.md` and `report.json`; `--compare-torch` runs the PyTorch side in the same call.
+//! - `ablation`: the same model trained with each activation on the same data and seed.
 
-use anyhow::{bail, Context, Result};
-use std::process::Command;
+mod ablation;
+mod bench;
+mod e2e;
+mod util;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "usage: cargo xtask <ci | e2e [--quick] | bench [--quick] [--compare-torch] | \
+ablation --acts silu,gelu,… [--model M] [--epochs N] [--imgsz S] [--data YAML]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = if args.is_empty() { &[][..] } else { &args[1..] };
     match args.first().map(String::as_str) {
-        Some("ci") => ci(),
-        Some(other) => bail!("unknown xtask command `{other}`; known: ci"),
-        None => {
-            eprintln!("usage: cargo xtask <ci>");
+        Some("ci") => ci(rest),
+        Some("e2e") => e2e::run(rest),
+        Some("bench") => bench::run(rest),
+        Some("ablation") => ablation::run(rest),
+        Some("-h" | "--help" | "help") | None => {
+            eprintln!("{USAGE}");
             Ok(())
         }
+        Some(other) => bail!("unknown xtask command `{other}`\n{USAGE}"),
     }
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .status()
-        .with_context(|| format!("running {cargo}"))?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-/// What `.ci/run` calls: formatting, lints, then all tests.
-fn ci() -> Result<()> {
-    cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
+/// What `.ci/run` calls: formatting, lints, all tests, then the end-to-end run.
+fn ci(args: &[String]) -> Result<()> {
+    util::cargo(&["fmt", "--all", "--", "--check"])?;
+    util::cargo(&[
         "clippy",
         "--workspace",
         "--all-targets",
@@ -41,6 +43,10 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace"])?;
-    Ok(())
+    util::cargo(&["test", "--workspace"])?;
+    if args.iter().any(|a| a == "--no-e2e") {
+        eprintln!("xtask ci: e2e skipped (--no-e2e)");
+        return Ok(());
+    }
+    e2e::run(&[])
 }

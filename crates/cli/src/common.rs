@@ -48,6 +48,14 @@ pub const BUILTIN_HYPS: &[(&str, &str)] = &[
         "hyp.scratch.tiny.yaml",
         include_str!("../../../configs/hyp/hyp.scratch.tiny.yaml"),
     ),
+    (
+        "hyp.synth.yaml",
+        include_str!("../../../configs/hyp/hyp.synth.yaml"),
+    ),
+    (
+        "hyp.siou-focal.yaml",
+        include_str!("../../../configs/hyp/hyp.siou-focal.yaml"),
+    ),
 ];
 
 /// A file given on the command line, or the built-in file of that name. Returns the path to

@@ -15,6 +15,8 @@
 //! - [`synth`]: the synthetic shapes dataset generator.
 //! - [`error`]: the error type, [`DataError`].
 
+#![deny(missing_docs)]
+
 pub mod augment;
 pub mod boxes;
 pub mod config;

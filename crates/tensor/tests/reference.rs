@@ -219,6 +219,18 @@ fn conv2d_matches_naive() {
             },
         ),
         (
+            "3x3 unpadded",
+            Conv {
+                n: 2,
+                c: 5,
+                h: 12,
+                w: 11,
+                co: 6,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 0),
+            },
+        ),
+        (
             "dilated",
             Conv {
                 n: 1,

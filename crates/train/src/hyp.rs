@@ -5,7 +5,8 @@
 //! be omitted and then takes upstream's `hyp.scratch-low.yaml` value. Our additions:
 //! - `iou_type`: the box loss, one of `iou giou diou ciou siou eiou` (default `ciou`, upstream's);
 //! - `iou_alpha`: Alpha-IoU power applied to it (default 1 = off);
-//! - `label_smoothing`: upstream takes it from the command line; here it may also sit in the file.
+//! - `label_smoothing`: upstream takes it from the command line; here it may also sit in the file;
+//! - `nbs`: the nominal batch size of gradient accumulation (upstream's constant 64).
 
 use crate::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,10 @@ pub struct Hyp {
     pub iou_type: String,
     /// Alpha-IoU power of the box loss (ours; 1 = off).
     pub iou_alpha: f32,
+    /// Nominal batch size (ours; upstream hard-codes 64): gradients are accumulated over
+    /// `round(nbs / batch_size)` batches per optimiser step and weight decay scaled to it.
+    /// Small datasets learn in fewer epochs with `nbs` = the batch size.
+    pub nbs: usize,
 }
 
 impl Default for Hyp {
@@ -130,6 +135,7 @@ impl Default for Hyp {
             label_smoothing: 0.0,
             iou_type: "ciou".into(),
             iou_alpha: 1.0,
+            nbs: 64,
         }
     }
 }
@@ -189,6 +195,9 @@ impl Hyp {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("{k} must be a finite non-negative number, got {v}"));
             }
+        }
+        if self.nbs == 0 {
+            return Err("nbs (nominal batch size) must be positive".into());
         }
         if self.anchor_t.is_nan() || self.anchor_t <= 1.0 {
             return Err(format!("anchor_t must be > 1, got {}", self.anchor_t));

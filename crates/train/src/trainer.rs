@@ -22,8 +22,6 @@ use std::time::Instant;
 use yolo_data::{Batch, Dataset, DatasetConfig, DatasetOptions, Loader};
 use yolo_models::{Model, ModelConfig};
 
-/// Nominal batch size (upstream `nbs`).
-pub const NBS: usize = 64;
 /// Gradient-norm clipping bound (upstream `clip_grad_norm_(…, max_norm=10.0)`).
 pub const MAX_GRAD_NORM: f64 = 10.0;
 /// The columns of `results.csv`, as upstream writes them.
@@ -590,8 +588,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
 
     // optimiser: nominal batch 64 by accumulation, weight decay scaled
     let kind = optimizer_kind(&opts.optimizer)?;
-    let accumulate0 = nominal_accumulate(NBS, opts.batch_size);
-    let wd = scaled_weight_decay(hyp.weight_decay as f64, opts.batch_size, NBS);
+    let accumulate0 = nominal_accumulate(hyp.nbs, opts.batch_size);
+    let wd = scaled_weight_decay(hyp.weight_decay as f64, opts.batch_size, hyp.nbs);
     let mut optimizer = Optimizer::smart(
         kind,
         ParamGroups::split(model.named_tensors()),
@@ -638,7 +636,7 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         momentum: hyp.momentum as f64,
         warmup_momentum: hyp.warmup_momentum as f64,
         warmup_bias_lr: hyp.warmup_bias_lr as f64,
-        nbs: NBS,
+        nbs: hyp.nbs,
         batch_size: opts.batch_size,
     };
     tracing::info!(

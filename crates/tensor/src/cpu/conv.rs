@@ -97,35 +97,86 @@ fn valid_cols(g: &ConvGeom, kj: usize) -> (usize, usize, isize) {
     (lo.min(hi), hi, off)
 }
 
+/// Band rows `ra..rb` (of `oy0..oy1`) whose input row for kernel row `ki` is inside the
+/// image, and the input row of band row `ra`.
+#[inline]
+fn valid_rows(g: &ConvGeom, ki: usize, oy0: usize, oy1: usize) -> (usize, usize, usize) {
+    let (sh, ph, dh) = (g.p.stride.0, g.p.padding.0 as isize, g.p.dilation.0);
+    let iy = |oy: usize| (oy * sh + ki * dh) as isize - ph;
+    let mut ra = 0;
+    while oy0 + ra < oy1 && iy(oy0 + ra) < 0 {
+        ra += 1;
+    }
+    let mut rb = oy1 - oy0;
+    while rb > ra && iy(oy0 + rb - 1) >= g.h as isize {
+        rb -= 1;
+    }
+    let iy_a = if ra < rb { iy(oy0 + ra) as usize } else { 0 };
+    (ra, rb, iy_a)
+}
+
+/// `d[j] = s[2·j]` for every `j < d.len()` (`s` holds at least `2·d.len() − 1` values).
+#[inline]
+fn gather2(d: &mut [f32], s: &[f32]) {
+    let n = d.len();
+    if n == 0 {
+        return;
+    }
+    for (v, p) in d[..n - 1].iter_mut().zip(s[..2 * (n - 1)].chunks_exact(2)) {
+        *v = p[0];
+    }
+    d[n - 1] = s[2 * (n - 1)];
+}
+
 /// Unrolls output rows `oy0..oy1` of image `n`, group `grp` into `col` (k × t, row-major).
 fn im2col(x: &[f32], g: &ConvGeom, n: usize, grp: usize, oy0: usize, oy1: usize, col: &mut [f32]) {
-    let t = (oy1 - oy0) * g.ow;
-    let (sh, ph, dh) = (g.p.stride.0, g.p.padding.0 as isize, g.p.dilation.0);
-    let sw = g.p.stride.1;
+    let (ow, t) = (g.ow, (oy1 - oy0) * g.ow);
+    let (sh, sw) = g.p.stride;
     let plane = g.h * g.w;
+    // Stride 1 with as many output as input columns: the band of one kernel tap is one shifted
+    // contiguous run of the input plane, so it is copied whole and only the padded edge
+    // columns (which picked up neighbouring rows' values) are zeroed afterwards.
+    let contiguous = sw == 1 && sh == 1 && ow == g.w;
     for c in 0..g.cin_g() {
         let xc = &x[(n * g.c_in + grp * g.cin_g() + c) * plane..][..plane];
         for ki in 0..g.kh {
+            let (ra, rb, iy_a) = valid_rows(g, ki, oy0, oy1);
             for kj in 0..g.kw {
                 let row = (c * g.kh + ki) * g.kw + kj;
                 let dst = &mut col[row * t..(row + 1) * t];
                 let (lo, hi, off) = valid_cols(g, kj);
-                for (r, oy) in (oy0..oy1).enumerate() {
-                    let d = &mut dst[r * g.ow..(r + 1) * g.ow];
-                    let iy = (oy * sh + ki * dh) as isize - ph;
-                    if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        d.fill(0.0);
-                        continue;
+                if lo >= hi || ra >= rb {
+                    dst.fill(0.0);
+                    continue;
+                }
+                dst[..ra * ow].fill(0.0);
+                dst[rb * ow..].fill(0.0);
+                if contiguous {
+                    let (d0, d1) = (ra * ow + lo, (rb - 1) * ow + hi);
+                    let s0 = ((iy_a * g.w + lo) as isize + off) as usize;
+                    dst[d0..d1].copy_from_slice(&xc[s0..s0 + (d1 - d0)]);
+                    if lo > 0 || hi < ow {
+                        for r in ra..rb {
+                            dst[r * ow..r * ow + lo].fill(0.0);
+                            dst[r * ow + hi..(r + 1) * ow].fill(0.0);
+                        }
                     }
-                    let xr = &xc[iy as usize * g.w..][..g.w];
+                    continue;
+                }
+                let start = ((lo * sw) as isize + off) as usize;
+                for r in ra..rb {
+                    let d = &mut dst[r * ow..(r + 1) * ow];
+                    let iy = iy_a + (r - ra) * sh;
+                    let xr = &xc[iy * g.w..][..g.w];
                     d[..lo].fill(0.0);
                     d[hi..].fill(0.0);
-                    let start = (lo * sw) as isize + off;
-                    if sw == 1 {
-                        d[lo..hi].copy_from_slice(&xr[start as usize..start as usize + (hi - lo)]);
-                    } else {
-                        for (j, v) in d[lo..hi].iter_mut().enumerate() {
-                            *v = xr[start as usize + j * sw];
+                    match sw {
+                        1 => d[lo..hi].copy_from_slice(&xr[start..start + (hi - lo)]),
+                        2 => gather2(&mut d[lo..hi], &xr[start..]),
+                        _ => {
+                            for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                                *v = xr[start + j * sw];
+                            }
                         }
                     }
                 }
@@ -179,6 +230,15 @@ unsafe fn col2im(
                         for (a, b) in xr[start..start + (hi - lo)].iter_mut().zip(&s[lo..hi]) {
                             *a += b;
                         }
+                    } else if sw == 2 {
+                        let m = hi - lo;
+                        for (a, b) in xr[start..start + 2 * (m - 1)]
+                            .chunks_exact_mut(2)
+                            .zip(&s[lo..hi - 1])
+                        {
+                            a[0] += b;
+                        }
+                        xr[start + 2 * (m - 1)] += s[hi - 1];
                     } else {
                         for (j, b) in s[lo..hi].iter().enumerate() {
                             xr[start + j * sw] += b;
@@ -281,11 +341,19 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) 
 /// Gradient of the input: `dy` is N×Cout×OH×OW.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
-    let mut dx = super::buffer::filled(g.n * g.c_in * hw, 0.0);
     let (cout_g, cin_g, k) = (g.cout_g(), g.cin_g(), g.k());
-    let dxp = SharedMut(dx.as_mut_ptr());
     let others = g.n * g.p.groups;
+    if g.p.stride == (1, 1)
+        && !g.is_pointwise()
+        && g.p.padding.0 <= g.p.dilation.0 * (g.kh - 1)
+        && g.p.padding.1 <= g.p.dilation.1 * (g.kw - 1)
+    {
+        return backward_input_as_conv(dy, w, g);
+    }
     if g.is_pointwise() {
+        // The GEMMs overwrite every element (no accumulation), so no zero fill.
+        let mut dx = super::buffer::alloc(g.n * g.c_in * hw);
+        let dxp = SharedMut(dx.as_mut_ptr());
         let bands = pointwise_bands(g, others, min_tasks());
         let tasks = task_list(g.n, g.p.groups, bands.len());
         crate::threads::install(|| {
@@ -300,12 +368,8 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         });
         return dx;
     }
-    if g.p.stride == (1, 1)
-        && g.p.padding.0 <= g.p.dilation.0 * (g.kh - 1)
-        && g.p.padding.1 <= g.p.dilation.1 * (g.kw - 1)
-    {
-        return backward_input_as_conv(dy, w, g);
-    }
+    let mut dx = super::buffer::filled(g.n * g.c_in * hw, 0.0);
+    let dxp = SharedMut(dx.as_mut_ptr());
     let kk = g.kh * g.kw;
     let chunks = (min_tasks().div_ceil(others)).clamp(1, cin_g);
     let per = cin_g.div_ceil(chunks);
