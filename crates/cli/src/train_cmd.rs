@@ -85,6 +85,9 @@ pub struct TrainArgs {
     /// Also save `weights/epoch<N>.safetensors` every N epochs (0 = off).
     #[arg(long, default_value_t = 0)]
     pub save_period: usize,
+    /// Do not write plots.
+    #[arg(long)]
+    pub noplots: bool,
     /// Label smoothing epsilon (overrides the hyp file).
     #[arg(long)]
     pub label_smoothing: Option<f32>,
@@ -242,6 +245,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         max_batches: a.max_batches,
         threads: a.threads.unwrap_or(0),
         progress: true,
+        plots: !a.noplots,
     };
     let s = yolo_train::train(&opts, None)?;
     report(&s)

@@ -570,3 +570,38 @@ fn errors_name_the_op_and_shapes() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+#[test]
+fn permute_matches_naive() {
+    // Detect's (bs, na, no, ny, nx) → (bs, na, ny, nx, no) and back, small and large enough to
+    // run in parallel chunks, plus a permutation with no contiguous axis left.
+    let cases: [(&[usize], &[usize]); 4] = [
+        (&[2, 3, 7, 5, 6], &[0, 1, 3, 4, 2]),
+        (&[2, 3, 85, 20, 21], &[0, 1, 3, 4, 2]),
+        (&[2, 3, 20, 21, 85], &[0, 1, 4, 2, 3]),
+        (&[4, 5, 6], &[2, 0, 1]),
+    ];
+    for (shape, perm) in cases {
+        let n: usize = shape.iter().product();
+        let xs: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(xs.clone(), shape, Device::Cpu).unwrap();
+        let y = x.permute(perm).unwrap();
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        assert_eq!(y.shape(), &out_shape[..]);
+        let mut strides = vec![1usize; shape.len()];
+        for i in (0..shape.len() - 1).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        let got = y.to_vec();
+        let mut idx = vec![0usize; shape.len()];
+        for (o, &g) in got.iter().enumerate() {
+            let mut r = o;
+            for ax in (0..out_shape.len()).rev() {
+                idx[ax] = r % out_shape[ax];
+                r /= out_shape[ax];
+            }
+            let src: usize = idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum();
+            assert_eq!(g, xs[src], "{shape:?} {perm:?} at {o}");
+        }
+    }
+}

@@ -18,6 +18,7 @@ mod error;
 pub mod hyp;
 pub mod metrics;
 pub mod optim;
+pub mod plots;
 pub mod postprocess;
 pub mod predfiles;
 pub mod schedule;
@@ -41,6 +42,10 @@ pub use metrics::{
 pub use optim::{
     scaled_weight_decay, GroupSettings, Optimizer, OptimizerKind, ParamGroups, GROUP_BIAS,
     GROUP_DECAY, GROUP_NO_DECAY,
+};
+pub use plots::{
+    class_color, plot_ap_curves, plot_confusion, plot_confusion_matrix, plot_images, plot_labels,
+    plot_metric_curve, plot_pr_curves, plot_results, ImageBox, ImageView,
 };
 pub use postprocess::{
     batched_nms, nms, non_max_suppression, non_max_suppression_rows, xywh2xyxy, Detection,

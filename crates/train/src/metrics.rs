@@ -185,6 +185,17 @@ pub struct ApPerClass {
     pub niou: usize,
     /// The class ids (those with at least one label), ascending.
     pub classes: Vec<usize>,
+    /// The x axis of the curves below: 1000 points `linspace(0, 1)` (recall for
+    /// [`Self::pr_curve`], confidence for the others); empty when there are no classes.
+    pub curve_x: Vec<f64>,
+    /// Per class row: precision (envelope) at recall `curve_x`, IoU 0.5 (upstream `py`).
+    pub pr_curve: Vec<Vec<f64>>,
+    /// Per class row: precision at confidence `curve_x` (upstream `p` before the best-F1 pick).
+    pub p_curve: Vec<Vec<f64>>,
+    /// Per class row: recall at confidence `curve_x` (upstream `r` before the best-F1 pick).
+    pub r_curve: Vec<Vec<f64>>,
+    /// Per class row: F1 at confidence `curve_x` (upstream `f1` before the best-F1 pick).
+    pub f1_curve: Vec<Vec<f64>>,
 }
 
 impl ApPerClass {
@@ -238,6 +249,7 @@ pub fn ap_per_class(
     let mut ap = vec![0.0; nc * niou];
     let mut p = vec![vec![0.0; 1000]; nc];
     let mut r = vec![vec![0.0; 1000]; nc];
+    let mut pr_curve = vec![vec![0.0; 1000]; nc];
 
     // per class, the detections in confidence order
     let mut per_class: std::collections::HashMap<i64, Vec<usize>> = Default::default();
@@ -274,7 +286,14 @@ pub fn ap_per_class(
             p[ci][k] = interp(-x, &xp, &precision[0], 1.0, p_last);
         }
         for j in 0..niou {
-            ap[ci * niou + j] = compute_ap(&recall[j], &precision[j]).0;
+            let (a, mpre, mrec) = compute_ap(&recall[j], &precision[j]);
+            ap[ci * niou + j] = a;
+            if j == 0 {
+                let (first, last) = (mpre[0], mpre[mpre.len() - 1]);
+                for (k, &x) in px.iter().enumerate() {
+                    pr_curve[ci][k] = interp(x, &mrec, &mpre, first, last);
+                }
+            }
         }
     }
     let f1: Vec<Vec<f64>> = (0..nc)
@@ -321,6 +340,11 @@ pub fn ap_per_class(
         ap,
         niou,
         classes: classes.iter().map(|&c| c.max(0) as usize).collect(),
+        curve_x: if nc == 0 { Vec::new() } else { px },
+        pr_curve,
+        p_curve: p,
+        r_curve: r,
+        f1_curve: f1,
     })
 }
 

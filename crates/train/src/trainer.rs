@@ -92,6 +92,9 @@ pub struct TrainOptions {
     pub threads: usize,
     /// Draw progress bars.
     pub progress: bool,
+    /// Write plots (labels.jpg, train_batch*.jpg, results.png, val_batch*, confusion matrix,
+    /// PR/F1/P/R curves).
+    pub plots: bool,
 }
 
 impl Default for TrainOptions {
@@ -120,6 +123,7 @@ impl Default for TrainOptions {
             max_batches: 0,
             threads: 0,
             progress: true,
+            plots: true,
         }
     }
 }
@@ -374,6 +378,61 @@ fn read_results_csv(path: &Path) -> Vec<EpochResult> {
         .collect()
 }
 
+/// A batch's images as RGB u8 HWC buffers (for plots).
+pub fn batch_rgb(images: &yolo_tensor::Tensor) -> Vec<(u32, u32, Vec<u8>)> {
+    let s = images.shape();
+    let (b, h, w) = (s[0], s[2], s[3]);
+    let v = images.to_vec();
+    let plane = h * w;
+    (0..b)
+        .map(|k| {
+            let base = k * 3 * plane;
+            let mut rgb = vec![0u8; 3 * plane];
+            for i in 0..plane {
+                for c in 0..3 {
+                    rgb[i * 3 + c] = (v[base + c * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+            (w as u32, h as u32, rgb)
+        })
+        .collect()
+}
+
+/// Target rows of a batch as plot boxes per image (pixels).
+pub fn target_boxes(targets: &yolo_tensor::Tensor, n: usize, h: usize, w: usize) -> Vec<Vec<crate::plots::ImageBox>> {
+    let mut out = vec![Vec::new(); n];
+    for t in targets.to_vec().chunks_exact(6) {
+        let k = t[0] as usize;
+        if k < n {
+            let (cx, cy, bw, bh) = (t[2] * w as f32, t[3] * h as f32, t[4] * w as f32, t[5] * h as f32);
+            out[k].push((
+                [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
+                t[1] as usize,
+                None,
+            ));
+        }
+    }
+    out
+}
+
+fn plot_batch(
+    batch: &Batch,
+    boxes: &[Vec<crate::plots::ImageBox>],
+    names: &[String],
+    out: &Path,
+) -> Result<()> {
+    let imgs = batch_rgb(&batch.images);
+    let views: Vec<crate::plots::ImageView<'_>> = imgs
+        .iter()
+        .map(|(w, h, rgb)| crate::plots::ImageView {
+            width: *w,
+            height: *h,
+            rgb,
+        })
+        .collect();
+    crate::plots::plot_images(&views, boxes, names, out, 16).map(|_| ())
+}
+
 fn build_model(opts: &TrainOptions, nc: usize, names: &[String]) -> Result<Model> {
     let mut model = match (&opts.cfg, &opts.weights) {
         (Some(cfg), _) => {
@@ -536,6 +595,18 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
     };
     let aux = model.nodes.last().is_some_and(|n| n.module == "IAuxDetect");
 
+    if opts.plots && state.is_none() {
+        let all: Vec<[f32; 5]> = data
+            .train_set
+            .records()
+            .iter()
+            .flat_map(|r| r.labels.iter().copied())
+            .collect();
+        if let Err(e) = crate::plots::plot_labels(&all, &names, &save_dir.join("labels.jpg")) {
+            tracing::warn!("labels.jpg not written: {e}");
+        }
+    }
+
     // AutoAnchor (before the optimiser sees the parameters; anchors are buffers)
     if state.is_none() && !opts.noautoanchor {
         let recs = data.train_set.records();
@@ -671,6 +742,14 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             }
             let batch = batch?;
             let ni = (i + nb * epoch) as i64;
+            if opts.plots && ni < 3 {
+                let s = batch.images.shape();
+                let boxes = target_boxes(&batch.targets, s[0], s[2], s[3]);
+                let p = save_dir.join(format!("train_batch{ni}.jpg"));
+                if let Err(e) = plot_batch(&batch, &boxes, &names, &p) {
+                    tracing::warn!("{} not written: {e}", p.display());
+                }
+            }
             if let Some(w) = warmup_state(ni as usize, nw, epoch, &warm, &schedule) {
                 accumulate = w.accumulate;
                 optimizer.apply_warmup(&w);
@@ -827,7 +906,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
     let final_val = match (&data.val, best.exists() && !interrupted) {
         (Some(vl), true) => {
             let bm = Model::from_safetensors(&best)?;
-            let (r, _) = validate_loader(
+            let mut plot_errs = Vec::new();
+            let (r, cm) = validate_loader(
                 &bm,
                 vl,
                 Some(&val_criterion),
@@ -836,8 +916,42 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
                     single_cls: opts.single_cls,
                     ..ValSettings::default()
                 },
-                |_, _, _| {},
+                |bi, batch, res| {
+                    if opts.plots && bi < 3 {
+                        let s = batch.images.shape();
+                        let labels = target_boxes(&batch.targets, s[0], s[2], s[3]);
+                        let preds: Vec<Vec<crate::plots::ImageBox>> = res
+                            .iter()
+                            .map(|r| {
+                                r.detections
+                                    .iter()
+                                    .map(|d| ([d[0], d[1], d[2], d[3]], d[5] as usize, Some(d[4])))
+                                    .collect()
+                            })
+                            .collect();
+                        for (tag, b) in [("labels", &labels), ("pred", &preds)] {
+                            let p = save_dir.join(format!("val_batch{bi}_{tag}.jpg"));
+                            if let Err(e) = plot_batch(batch, b, &names, &p) {
+                                plot_errs.push(e);
+                            }
+                        }
+                    }
+                },
             )?;
+            if opts.plots {
+                let mut res = vec![
+                    crate::plots::plot_confusion(&cm, &names, &save_dir.join("confusion_matrix.png")),
+                    crate::plots::plot_results(&save_dir.join("results.csv"), &save_dir.join("results.png")),
+                ];
+                if !r.metrics.per_class.classes.is_empty() {
+                    res.push(crate::plots::plot_ap_curves(&r.metrics.per_class, &names, &save_dir));
+                }
+                for e in plot_errs.into_iter().map(Err).chain(res) {
+                    if let Err(e) = e {
+                        tracing::warn!("plot not written: {e}");
+                    }
+                }
+            }
             Some(r)
         }
         _ => None,

@@ -115,19 +115,6 @@ fn valid_rows(g: &ConvGeom, ki: usize, oy0: usize, oy1: usize) -> (usize, usize,
     (ra, rb, iy_a)
 }
 
-/// `d[j] = s[2·j]` for every `j < d.len()` (`s` holds at least `2·d.len() − 1` values).
-#[inline]
-fn gather2(d: &mut [f32], s: &[f32]) {
-    let n = d.len();
-    if n == 0 {
-        return;
-    }
-    for (v, p) in d[..n - 1].iter_mut().zip(s[..2 * (n - 1)].chunks_exact(2)) {
-        *v = p[0];
-    }
-    d[n - 1] = s[2 * (n - 1)];
-}
-
 /// Unrolls output rows `oy0..oy1` of image `n`, group `grp` into `col` (k × t, row-major).
 fn im2col(x: &[f32], g: &ConvGeom, n: usize, grp: usize, oy0: usize, oy1: usize, col: &mut [f32]) {
     let (ow, t) = (g.ow, (oy1 - oy0) * g.ow);
@@ -172,7 +159,7 @@ fn im2col(x: &[f32], g: &ConvGeom, n: usize, grp: usize, oy0: usize, oy1: usize,
                     d[hi..].fill(0.0);
                     match sw {
                         1 => d[lo..hi].copy_from_slice(&xr[start..start + (hi - lo)]),
-                        2 => gather2(&mut d[lo..hi], &xr[start..]),
+                        2 => super::simd::gather2(&mut d[lo..hi], &xr[start..]),
                         _ => {
                             for (j, v) in d[lo..hi].iter_mut().enumerate() {
                                 *v = xr[start + j * sw];
@@ -484,21 +471,21 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                     } else {
                         with_scratch(k * t, |col| {
                             im2col(x, g, n, grp, lo, hi, col);
-                            // dWᵀ (k × cout_g) += col (k × t) · dYᵀ, written transposed into dw:
-                            // the long, contiguous im2col rows are the GEMM's left operand.
-                            let dyt =
-                                MatRef::t(&dy[(n * g.c_out + grp * cout_g) * ohw + p0..], ohw);
+                            // dW (cout_g × k) += dY (cout_g × t) · colᵀ, stored transposed
+                            // (k × cout_g) so that the GEMM's output is column-major: then the
+                            // GEMM packs only dY (cout_g × t) and reads the k/cout_g times
+                            // larger col in place, instead of packing (transposing) col.
                             unsafe {
                                 sgemm_raw_strided(
-                                    k,
                                     cout_g,
+                                    k,
                                     t,
                                     dw.as_mut_ptr(),
                                     1,
-                                    k,
+                                    cout_g,
                                     true,
-                                    MatRef::rows(col, t),
-                                    dyt,
+                                    dyb,
+                                    MatRef::t(col, t),
                                 )
                             };
                         });
@@ -510,11 +497,18 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     });
     let mut dw = vec![0.0f32; g.c_out * k];
     for (grp, p) in partials {
-        for (a, b) in dw[grp * cout_g * k..(grp + 1) * cout_g * k]
-            .iter_mut()
-            .zip(&p)
-        {
-            *a += b;
+        let dst = &mut dw[grp * cout_g * k..(grp + 1) * cout_g * k];
+        if pointwise {
+            for (a, b) in dst.iter_mut().zip(&p) {
+                *a += b;
+            }
+        } else {
+            // The partial is dWᵀ (k × cout_g).
+            for (co, row) in dst.chunks_exact_mut(k).enumerate() {
+                for (kk, a) in row.iter_mut().enumerate() {
+                    *a += p[kk * cout_g + co];
+                }
+            }
         }
     }
     dw

@@ -330,6 +330,37 @@ pub(crate) fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
     let inner = *cs.last().unwrap();
     let is = st[0][cs.len() - 1];
     let mut out = buffer::alloc(x.len());
+    let nd = cs.len();
+    if is != 1 && nd >= 2 && st[0][nd - 2] == 1 {
+        // A batch of 2-D transposes (out[.., p, q] = x[base + p + q·is], e.g. Detect's
+        // (…, no, ny·nx) → (…, ny·nx, no)): square tiles keep reads and writes within a few
+        // cache lines instead of one line per element read.
+        const TILE: usize = 16;
+        let pp = cs[nd - 2];
+        let tile = |(o, dst): (usize, &mut [f32])| {
+            let mut off = [0usize; 2];
+            row_offsets(o * pp, &cs, &st, &mut off);
+            let base = off[0];
+            for p0 in (0..pp).step_by(TILE) {
+                let p1 = (p0 + TILE).min(pp);
+                for q0 in (0..inner).step_by(TILE) {
+                    let q1 = (q0 + TILE).min(inner);
+                    for p in p0..p1 {
+                        let drow = &mut dst[p * inner + q0..p * inner + q1];
+                        for (j, d) in drow.iter_mut().enumerate() {
+                            *d = x[base + p + (q0 + j) * is];
+                        }
+                    }
+                }
+            }
+        };
+        if x.len() > CHUNK {
+            crate::threads::install(|| out.par_chunks_mut(pp * inner).enumerate().for_each(tile));
+        } else {
+            out.chunks_mut(pp * inner).enumerate().for_each(tile);
+        }
+        return out;
+    }
     let body = |(row, dst): (usize, &mut [f32])| {
         let mut off = [0usize; 2];
         row_offsets(row, &cs, &st, &mut off);

@@ -215,3 +215,32 @@ pub(crate) fn sum_prod_dev(g: &[f32], x: &[f32], m: f32) -> f32 {
     }
     lanes_sum2(g, x, |a, b| a * (b - m))
 }
+
+/// `d[j] = s[2·j]` (`s` holds at least `2·d.len() − 1` values): the stride-2 im2col gather.
+#[inline(always)]
+fn gather2_generic(d: &mut [f32], s: &[f32]) {
+    let n = d.len();
+    if n == 0 {
+        return;
+    }
+    for (v, p) in d[..n - 1].iter_mut().zip(s[..2 * (n - 1)].chunks_exact(2)) {
+        *v = p[0];
+    }
+    d[n - 1] = s[2 * (n - 1)];
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gather2_avx2(d: &mut [f32], s: &[f32]) {
+    gather2_generic(d, s)
+}
+
+/// `d[j] = s[2·j]` for every `j < d.len()`.
+pub(crate) fn gather2(d: &mut [f32], s: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled features (checked above).
+        return unsafe { gather2_avx2(d, s) };
+    }
+    gather2_generic(d, s)
+}
