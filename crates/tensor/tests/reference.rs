@@ -605,3 +605,48 @@ fn permute_matches_naive() {
         }
     }
 }
+
+#[test]
+fn max_pool_backward_picks_first_maximum() {
+    // Few distinct values, so most windows hold ties: the gradient must go to the first
+    // maximum in row-major order, as PyTorch's CPU kernel picks it.
+    let (n, c, h, w) = (2, 3, 9, 11);
+    let xs: Vec<f32> = (0..n * c * h * w)
+        .map(|i| ((i * 7 + i / 5) % 4) as f32)
+        .collect();
+    for (k, s, p) in [(5, 1, 2), (3, 2, 1), (2, 2, 0), (3, 1, 1)] {
+        let x = Tensor::from_vec(xs.clone(), &[n, c, h, w], Device::Cpu)
+            .unwrap()
+            .with_grad();
+        let y = x.max_pool2d(Pool2dParams::new(k, s, p)).unwrap();
+        let (oh, ow) = (y.shape()[2], y.shape()[3]);
+        let gy: Vec<f32> = (0..y.numel()).map(|i| 1.0 + i as f32 * 0.25).collect();
+        y.backward_with(&Tensor::from_vec(gy.clone(), y.shape(), Device::Cpu).unwrap())
+            .unwrap();
+        let mut want = vec![0.0f32; xs.len()];
+        for pl in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best: Option<usize> = None;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (
+                                (oy * s + ky) as isize - p as isize,
+                                (ox * s + kx) as isize - p as isize,
+                            );
+                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                continue;
+                            }
+                            let i = pl * h * w + iy as usize * w + ix as usize;
+                            if best.is_none_or(|b| xs[i] > xs[b]) {
+                                best = Some(i);
+                            }
+                        }
+                    }
+                    want[best.unwrap()] += gy[(pl * oh + oy) * ow + ox];
+                }
+            }
+        }
+        assert_eq!(x.grad().unwrap().to_vec(), want, "k{k} s{s} p{p}");
+    }
+}

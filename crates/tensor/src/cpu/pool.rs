@@ -84,25 +84,45 @@ pub(crate) fn max_pool2d_backward(
         dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, d)| {
             let xp = &x[pl * h * w..(pl + 1) * h * w];
             let g = &dy[pl * oh * ow..(pl + 1) * oh * ow];
-            for oy in 0..oh {
+            // Separable, like the forward: the row pass picks each window row's winner (value,
+            // column), the column pass picks among those rows with the same rule. The rule
+            // (first strict maximum, but any NaN replaces: the last NaN) picks the same element
+            // over rows of row winners as over the whole window in row-major order.
+            let pick = |best: usize, m: f32, v: f32| best == usize::MAX || v > m || v.is_nan();
+            let mut rv = vec![f32::NEG_INFINITY; h * ow];
+            let mut ri = vec![usize::MAX; h * ow];
+            for iy in 0..h {
+                let xr = &xp[iy * w..(iy + 1) * w];
                 for ox in 0..ow {
-                    let mut best = usize::MAX;
-                    let mut m = f32::NEG_INFINITY;
+                    let start = (ox * sw) as isize - pw as isize;
+                    let (mut best, mut m) = (usize::MAX, f32::NEG_INFINITY);
+                    for kx in 0..kw {
+                        let ix = start + kx as isize;
+                        if ix >= 0 && (ix as usize) < w {
+                            let v = xr[ix as usize];
+                            if pick(best, m, v) {
+                                m = v;
+                                best = ix as usize;
+                            }
+                        }
+                    }
+                    rv[iy * ow + ox] = m;
+                    ri[iy * ow + ox] = best;
+                }
+            }
+            for oy in 0..oh {
+                let start = (oy * sh) as isize - ph as isize;
+                for ox in 0..ow {
+                    let (mut best, mut m) = (usize::MAX, f32::NEG_INFINITY);
                     for ky in 0..kh {
-                        let iy = (oy * sh + ky) as isize - ph as isize;
+                        let iy = start + ky as isize;
                         if iy < 0 || iy as usize >= h {
                             continue;
                         }
-                        for kx in 0..kw {
-                            let ix = (ox * sw + kx) as isize - pw as isize;
-                            if ix < 0 || ix as usize >= w {
-                                continue;
-                            }
-                            let i = iy as usize * w + ix as usize;
-                            if best == usize::MAX || xp[i] > m || xp[i].is_nan() {
-                                m = xp[i];
-                                best = i;
-                            }
+                        let j = iy as usize * ow + ox;
+                        if ri[j] != usize::MAX && pick(best, m, rv[j]) {
+                            m = rv[j];
+                            best = iy as usize * w + ri[j];
                         }
                     }
                     if best != usize::MAX {
