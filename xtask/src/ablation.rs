@@ -46,7 +46,10 @@ pub fn run(args: &[String]) -> Result<()> {
         if p.exists() {
             p
         } else {
-            r.join(format!("configs/models/{}.yaml", model.trim_end_matches(".yaml")))
+            r.join(format!(
+                "configs/models/{}.yaml",
+                model.trim_end_matches(".yaml")
+            ))
         }
     };
     let base = std::fs::read_to_string(&base_path)
@@ -62,7 +65,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 cli(
                     &bin,
                     &dir,
-                    &["dataset", "synth", "--out", "data", "--train", "240", "--val", "40", "--imgsz", imgsz, "--seed", "0"],
+                    &[
+                        "dataset", "synth", "--out", "data", "--train", "240", "--val", "40",
+                        "--imgsz", imgsz, "--seed", "0",
+                    ],
                 )?;
             }
             d
@@ -78,26 +84,66 @@ pub fn run(args: &[String]) -> Result<()> {
             .map(String::from)
             .collect();
         lines.insert(0, format!("activation: {value} # xtask ablation"));
-        let yaml = dir.join(format!("{}-{act}.yaml", base_path.file_stem().unwrap_or_default().to_string_lossy()));
+        let yaml = dir.join(format!(
+            "{}-{act}.yaml",
+            base_path.file_stem().unwrap_or_default().to_string_lossy()
+        ));
         std::fs::write(&yaml, lines.join("\n") + "\n")?;
         let y = yaml.to_string_lossy().to_string();
         let info: Value = serde_json::from_slice(
-            &cli(&bin, &dir, &["info", "--model", &y, "--imgsz", "640", "--json"])?.stdout,
+            &cli(
+                &bin,
+                &dir,
+                &["info", "--model", &y, "--imgsz", "640", "--json"],
+            )?
+            .stdout,
         )?;
         let t = Instant::now();
         let out = cli(
             &bin,
             &dir,
             &[
-                "train", "--data", &data.to_string_lossy(), "--cfg", &y, "--epochs", epochs, "--imgsz", imgsz,
-                "--batch-size", bs, "--seed", seed, "--workers", "2", "--project", "runs", "--name", act,
+                "train",
+                "--data",
+                &data.to_string_lossy(),
+                "--cfg",
+                &y,
+                "--epochs",
+                epochs,
+                "--imgsz",
+                imgsz,
+                "--batch-size",
+                bs,
+                "--seed",
+                seed,
+                "--workers",
+                "2",
+                "--project",
+                "runs",
+                "--name",
+                act,
                 "--exist-ok",
             ],
         )?;
         let secs = t.elapsed().as_secs_f64();
         let m = parse_all_row(&String::from_utf8_lossy(&out.stdout))?;
         let lat: Value = {
-            let o = cli(&bin, &dir, &["bench", "--model", &y, "--imgsz", "640", "--threads", "1", "--runs", "5", "--json"])?;
+            let o = cli(
+                &bin,
+                &dir,
+                &[
+                    "bench",
+                    "--model",
+                    &y,
+                    "--imgsz",
+                    "640",
+                    "--threads",
+                    "1",
+                    "--runs",
+                    "5",
+                    "--json",
+                ],
+            )?;
             let s = String::from_utf8_lossy(&o.stdout).to_string();
             serde_json::from_str(s.lines().last().unwrap_or("{}"))?
         };
@@ -110,7 +156,10 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let b = &results[0];
     let rel = |v: &Value, k: &str| {
-        let (x, y) = (v[k].as_f64().unwrap_or(f64::NAN), b[k].as_f64().unwrap_or(f64::NAN));
+        let (x, y) = (
+            v[k].as_f64().unwrap_or(f64::NAN),
+            b[k].as_f64().unwrap_or(f64::NAN),
+        );
         format!("{x:.3} ({:+.1} %)", (x / y - 1.0) * 100.0)
     };
     let rows: Vec<Vec<String>> = results
@@ -140,7 +189,10 @@ pub fn run(args: &[String]) -> Result<()> {
         )
     );
     std::fs::write(dir.join("report.md"), &md)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
     println!("{md}\nwrote {}", dir.join("report.md").display());
     Ok(())
 }

@@ -15,30 +15,57 @@ pub fn run(args: &[String]) -> Result<()> {
     let dir = root().join("target/e2e");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let epochs = flag(args, "--epochs").unwrap_or(if quick { "4" } else { "16" });
-    let (ntrain, nval) = if quick { ("64", "16") } else { ("240", "40") };
+    let epochs = flag(args, "--epochs").unwrap_or(if quick { "3" } else { "24" });
+    let (ntrain, nval) = if quick { ("64", "16") } else { ("600", "60") };
     cli(
         &bin,
         &dir,
         &[
-            "dataset", "synth", "--out", "data", "--train", ntrain, "--val", nval, "--imgsz", "128",
-            "--seed", "0",
+            "dataset", "synth", "--out", "data", "--train", ntrain, "--val", nval, "--imgsz",
+            "128", "--seed", "0",
         ],
     )?;
     cli(
         &bin,
         &dir,
         &[
-            "train", "--data", "data/data.yaml", "--cfg", "yolov5n.yaml", "--hyp",
-            "hyp.synth.yaml", "--epochs", epochs, "--batch-size", "16", "--imgsz", "128",
-            "--workers", "2", "--seed", "0", "--name", "e2e", "--exist-ok",
+            "train",
+            "--data",
+            "data/data.yaml",
+            "--cfg",
+            "yolov5n.yaml",
+            "--hyp",
+            "hyp.synth.yaml",
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "16",
+            "--imgsz",
+            "128",
+            "--workers",
+            "2",
+            "--seed",
+            "0",
+            "--name",
+            "e2e",
+            "--exist-ok",
         ],
     )?;
     let w = "runs/train/e2e/weights/best.safetensors";
     let out = cli(
         &bin,
         &dir,
-        &["val", "--data", "data/data.yaml", "--weights", w, "--imgsz", "128", "--batch-size", "16"],
+        &[
+            "val",
+            "--data",
+            "data/data.yaml",
+            "--weights",
+            w,
+            "--imgsz",
+            "128",
+            "--batch-size",
+            "16",
+        ],
     )?;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     print!("{stdout}");
@@ -47,7 +74,14 @@ pub fn run(args: &[String]) -> Result<()> {
         &bin,
         &dir,
         &[
-            "detect", "--weights", w, "--source", "data/images/val", "--imgsz", "128", "--save-txt",
+            "detect",
+            "--weights",
+            w,
+            "--source",
+            "data/images/val",
+            "--imgsz",
+            "128",
+            "--save-txt",
             "--save-conf",
         ],
     )?;

@@ -88,7 +88,11 @@ pub fn parse_all_row(stdout: &str) -> Result<[f64; 4]> {
 
 /// A markdown table.
 pub fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n|{}|\n", header.join(" | "), vec!["---"; header.len()].join("|"));
+    let mut s = format!(
+        "| {} |\n|{}|\n",
+        header.join(" | "),
+        vec!["---"; header.len()].join("|")
+    );
     for r in rows {
         s.push_str(&format!("| {} |\n", r.join(" | ")));
     }

@@ -22,10 +22,11 @@ pub struct TrainArgs {
     /// Initial weights (.safetensors): tensors whose name and shape match are loaded.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Hyper-parameter YAML, a path or a built-in name.
-    #[arg(long, default_value = "hyp.scratch-low.yaml")]
-    pub hyp: PathBuf,
-    /// Epochs (default 100; 30 on the built-in dataset).
+    /// Hyper-parameter YAML, a path or a built-in name (default hyp.scratch-low.yaml;
+    /// hyp.synth.yaml on the built-in dataset).
+    #[arg(long)]
+    pub hyp: Option<PathBuf>,
+    /// Epochs (default 100; 24 on the built-in dataset).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per batch.
@@ -197,7 +198,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let builtin = a.data.is_none();
     let imgsz = a.imgsz.unwrap_or(if builtin { 256 } else { 640 });
-    let epochs = a.epochs.unwrap_or(if builtin { 30 } else { 100 });
+    let epochs = a.epochs.unwrap_or(if builtin { 24 } else { 100 });
+    let hyp_file = a.hyp.clone().unwrap_or_else(|| {
+        PathBuf::from(if builtin {
+            "hyp.synth.yaml"
+        } else {
+            "hyp.scratch-low.yaml"
+        })
+    });
     let data = match &a.data {
         Some(d) => {
             if !d.exists() {
@@ -205,13 +213,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
             }
             d.clone()
         }
-        None => builtin_dataset(a.synth_train, a.synth_val, imgsz as u32, 0)?,
+        None => builtin_dataset(a.synth_train, a.synth_val, 256, 0)?,
     };
     let save_dir = increment_path(&a.project.join(&a.name), a.exist_ok);
     std::fs::create_dir_all(&save_dir)
         .with_context(|| format!("creating {}", save_dir.display()))?;
     let cfg = resolve_config(&a.cfg, BUILTIN_MODELS, &save_dir, "model")?;
-    let hyp_path = resolve_config(&a.hyp, BUILTIN_HYPS, &save_dir, "hyp")?;
+    let hyp_path = resolve_config(&hyp_file, BUILTIN_HYPS, &save_dir, "hyp")?;
     let mut hyp = Hyp::load(&hyp_path)?;
     if let Some(ls) = a.label_smoothing {
         hyp.label_smoothing = ls;

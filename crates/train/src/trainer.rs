@@ -390,7 +390,8 @@ pub fn batch_rgb(images: &yolo_tensor::Tensor) -> Vec<(u32, u32, Vec<u8>)> {
             let mut rgb = vec![0u8; 3 * plane];
             for i in 0..plane {
                 for c in 0..3 {
-                    rgb[i * 3 + c] = (v[base + c * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8;
+                    rgb[i * 3 + c] =
+                        (v[base + c * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8;
                 }
             }
             (w as u32, h as u32, rgb)
@@ -399,12 +400,22 @@ pub fn batch_rgb(images: &yolo_tensor::Tensor) -> Vec<(u32, u32, Vec<u8>)> {
 }
 
 /// Target rows of a batch as plot boxes per image (pixels).
-pub fn target_boxes(targets: &yolo_tensor::Tensor, n: usize, h: usize, w: usize) -> Vec<Vec<crate::plots::ImageBox>> {
+pub fn target_boxes(
+    targets: &yolo_tensor::Tensor,
+    n: usize,
+    h: usize,
+    w: usize,
+) -> Vec<Vec<crate::plots::ImageBox>> {
     let mut out = vec![Vec::new(); n];
     for t in targets.to_vec().chunks_exact(6) {
         let k = t[0] as usize;
         if k < n {
-            let (cx, cy, bw, bh) = (t[2] * w as f32, t[3] * h as f32, t[4] * w as f32, t[5] * h as f32);
+            let (cx, cy, bw, bh) = (
+                t[2] * w as f32,
+                t[3] * h as f32,
+                t[4] * w as f32,
+                t[5] * h as f32,
+            );
             out[k].push((
                 [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
                 t[1] as usize,
@@ -940,11 +951,22 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             )?;
             if opts.plots {
                 let mut res = vec![
-                    crate::plots::plot_confusion(&cm, &names, &save_dir.join("confusion_matrix.png")),
-                    crate::plots::plot_results(&save_dir.join("results.csv"), &save_dir.join("results.png")),
+                    crate::plots::plot_confusion(
+                        &cm,
+                        &names,
+                        &save_dir.join("confusion_matrix.png"),
+                    ),
+                    crate::plots::plot_results(
+                        &save_dir.join("results.csv"),
+                        &save_dir.join("results.png"),
+                    ),
                 ];
                 if !r.metrics.per_class.classes.is_empty() {
-                    res.push(crate::plots::plot_ap_curves(&r.metrics.per_class, &names, &save_dir));
+                    res.push(crate::plots::plot_ap_curves(
+                        &r.metrics.per_class,
+                        &names,
+                        &save_dir,
+                    ));
                 }
                 for e in plot_errs.into_iter().map(Err).chain(res) {
                     if let Err(e) = e {
