@@ -27,7 +27,12 @@ impl Drop for GradModeGuard {
 /// Turns graph recording off on this thread until the guard is dropped: ops then record
 /// nothing and keep no intermediates (inference, optimiser updates).
 pub fn no_grad() -> GradModeGuard {
-    let prev = GRAD_ENABLED.with(|g| g.replace(false));
+    set_grad_enabled(false)
+}
+
+/// Sets this thread's grad mode until the guard is dropped (the previous mode comes back).
+pub fn set_grad_enabled(on: bool) -> GradModeGuard {
+    let prev = GRAD_ENABLED.with(|g| g.replace(on));
     GradModeGuard(prev)
 }
 

@@ -77,9 +77,11 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
     }
+    // The caller's grad mode, set both ways: a pool thread waiting inside one caller's work may
+    // run another caller's closure (work stealing), which must not inherit the first one's mode.
     let grad = crate::is_grad_enabled();
     pool().install(move || {
-        let _g = (!grad).then(crate::no_grad);
+        let _g = crate::autograd::set_grad_enabled(grad);
         f()
     })
 }

@@ -650,3 +650,41 @@ fn max_pool_backward_picks_first_maximum() {
         assert_eq!(x.grad().unwrap().to_vec(), want, "k{k} s{s} p{p}");
     }
 }
+
+/// Grad mode is per caller even when callers share the kernel pool: a pool thread that waits
+/// inside one caller's no-grad work may run another caller's closure, which must still record.
+#[test]
+fn grad_mode_does_not_leak_between_pool_callers() {
+    use yolo_tensor::{in_pool, is_grad_enabled, no_grad, set_grad_enabled, Device, Tensor};
+    {
+        let _off = no_grad();
+        assert!(!is_grad_enabled());
+        {
+            let _on = set_grad_enabled(true);
+            assert!(is_grad_enabled());
+        }
+        assert!(!is_grad_enabled());
+    }
+    assert!(is_grad_enabled());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let inference = std::thread::spawn(move || {
+        let _g = no_grad();
+        let x = Tensor::ones(&[64, 64, 64], Device::Cpu).unwrap();
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            in_pool(|| {
+                let y = x.silu().sum_all().unwrap();
+                assert!(!y.requires_grad());
+            });
+        }
+    });
+    for _ in 0..200 {
+        let w = Tensor::ones(&[32, 64, 64], Device::Cpu)
+            .unwrap()
+            .with_grad();
+        let y = in_pool(|| w.silu().sum_all().unwrap());
+        assert!(y.requires_grad(), "a training op lost its graph");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    inference.join().unwrap();
+}
