@@ -1,5 +1,5 @@
 //! `cargo xtask ablation --acts silu,gelu,gelu_tanh,frelu,aconc,metaacon [--model M]
-//! [--epochs N] [--imgsz S] [--data YAML] [--batch-size B] [--seed K]`: trains the same model with
+//! [--epochs N] [--imgsz S] [--data YAML] [--hyp YAML] [--batch-size B] [--seed K]`: trains the same model with
 //! each activation on the same data and seed, and tabulates mAP@0.5, mAP@0.5:0.95, parameters,
 //! GFLOPs, training time per epoch and inference latency, each relative to the first (SiLU).
 
@@ -40,6 +40,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let imgsz = flag(args, "--imgsz").unwrap_or("128");
     let bs = flag(args, "--batch-size").unwrap_or("16");
     let seed = flag(args, "--seed").unwrap_or("0");
+    // built-in data: the small-dataset hyp file; a user's data: upstream's default
+    let hyp = flag(args, "--hyp").unwrap_or(if flag(args, "--data").is_some() {
+        "hyp.scratch-low.yaml"
+    } else {
+        "hyp.synth.yaml"
+    });
     let r = root();
     let base_path = {
         let p = std::path::PathBuf::from(model);
@@ -177,7 +183,7 @@ pub fn run(args: &[String]) -> Result<()> {
         })
         .collect();
     let md = format!(
-        "# Activation ablation: {} on {} ({epochs} epochs, {imgsz} px, seed {seed})\n\nMachine: {}. \
+        "# Activation ablation: {} on {} ({epochs} epochs, {imgsz} px, {hyp}, seed {seed})\n\nMachine: {}. \
          Relative to {} in parentheses; latency: batch 1 at 640, 1 thread, fused.\n\n{}",
         base_path.display(),
         data.display(),

@@ -14,7 +14,7 @@ mod util;
 use anyhow::{bail, Result};
 
 const USAGE: &str = "usage: cargo xtask <ci | e2e [--quick] | bench [--quick] [--compare-torch] | \
-ablation --acts silu,gelu,… [--model M] [--epochs N] [--imgsz S] [--data YAML]>";
+ablation --acts silu,gelu,… [--model M] [--epochs N] [--imgsz S] [--data YAML] [--hyp YAML]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -69,6 +69,9 @@ pub struct ValArgs {
     /// Reuse `project/name`.
     #[arg(long)]
     pub exist_ok: bool,
+    /// Do not write plots (confusion matrix, PR/F1/P/R curves, val_batch images).
+    #[arg(long)]
+    pub noplots: bool,
     /// Per-class table.
     #[arg(long, default_value_t = true)]
     pub verbose: bool,
@@ -147,13 +150,16 @@ pub fn val(a: ValArgs) -> Result<()> {
     let loader = Loader::new(Arc::new(ds), a.batch_size, false, 0, a.workers);
     let save_dir = increment_path(&a.project.join(&a.name), a.exist_ok);
     let labels_dir = save_dir.join("labels");
+    std::fs::create_dir_all(&save_dir)
+        .with_context(|| format!("creating {}", save_dir.display()))?;
     if a.save_txt || a.save_json {
         std::fs::create_dir_all(&labels_dir)
             .with_context(|| format!("creating {}", labels_dir.display()))?;
     }
     let mut json = Vec::new();
     let mut io_err: Option<anyhow::Error> = None;
-    let (r, _cm) = validate_loader(
+    let mut plot_errs: Vec<yolo_train::TrainError> = Vec::new();
+    let (r, cm) = validate_loader(
         &model,
         &loader,
         None,
@@ -164,7 +170,26 @@ pub fn val(a: ValArgs) -> Result<()> {
             max_det: a.max_det,
             single_cls: a.single_cls,
         },
-        |_, batch, results| {
+        |bi, batch, results| {
+            if !a.noplots && bi < 3 {
+                let s = batch.images.shape();
+                let labels = yolo_train::trainer::target_boxes(&batch.targets, s[0], s[2], s[3]);
+                let preds: Vec<Vec<yolo_train::ImageBox>> = results
+                    .iter()
+                    .map(|r| {
+                        r.detections
+                            .iter()
+                            .map(|d| ([d[0], d[1], d[2], d[3]], d[5] as usize, Some(d[4])))
+                            .collect()
+                    })
+                    .collect();
+                for (tag, b) in [("labels", &labels), ("pred", &preds)] {
+                    let p = save_dir.join(format!("val_batch{bi}_{tag}.jpg"));
+                    if let Err(e) = yolo_train::trainer::plot_batch(batch, b, &names, &p) {
+                        plot_errs.push(e);
+                    }
+                }
+            }
             for (k, res) in results.iter().enumerate() {
                 let shape = &batch.shapes[k];
                 let stem = batch.paths[k]
@@ -221,6 +246,18 @@ pub fn val(a: ValArgs) -> Result<()> {
         return Err(e);
     }
     print_val_table(&names, &r, a.verbose);
+    if !a.noplots {
+        plot_errs.extend(
+            yolo_train::plot_confusion(&cm, &names, &save_dir.join("confusion_matrix.png")).err(),
+        );
+        if !r.metrics.per_class.classes.is_empty() {
+            plot_errs
+                .extend(yolo_train::plot_ap_curves(&r.metrics.per_class, &names, &save_dir).err());
+        }
+        for e in plot_errs {
+            tracing::warn!("plot not written: {e}");
+        }
+    }
     println!(
         "Speed: {:.1} ms inference, {:.1} ms NMS per image at shape ({}, 3, {imgsz}, {imgsz})",
         r.ms_per_image[0], r.ms_per_image[1], a.batch_size
@@ -235,9 +272,7 @@ pub fn val(a: ValArgs) -> Result<()> {
         yolo_train::write_coco_json(&p, &json)?;
         println!("Saving {}... ({} detections)", p.display(), json.len());
     }
-    if a.save_txt || a.save_json {
-        println!("Results saved to {}", save_dir.display());
-    }
+    println!("Results saved to {}", save_dir.display());
     Ok(())
 }
 

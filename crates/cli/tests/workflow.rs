@@ -130,6 +130,13 @@ fn train_then_val_detect_export_info() {
         so.contains("Class") && so.contains("all") && so.contains("mAP50-95"),
         "{so}"
     );
+    for f in [
+        "confusion_matrix.png",
+        "val_batch0_labels.jpg",
+        "val_batch0_pred.jpg",
+    ] {
+        assert!(s.dir.join("runs/val/exp").join(f).exists(), "val plot {f}");
+    }
     let json = s.dir.join("runs/val/exp/best_predictions.json");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

@@ -426,7 +426,8 @@ pub fn target_boxes(
     out
 }
 
-fn plot_batch(
+/// Writes a grid image of a batch with `boxes` per image (see [`crate::plots::plot_images`]).
+pub fn plot_batch(
     batch: &Batch,
     boxes: &[Vec<crate::plots::ImageBox>],
     names: &[String],
