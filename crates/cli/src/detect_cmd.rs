@@ -67,19 +67,6 @@ pub struct DetectArgs {
     pub threads: Option<usize>,
 }
 
-/// Upstream's 20-colour palette (`utils.plots.Colors`).
-const PALETTE: [u32; 20] = [
-    0xFF3838, 0xFF9D97, 0xFF701F, 0xFFB21D, 0xCFD231, 0x48F90A, 0x92CC17, 0x3DDB86, 0x1A9334,
-    0x00D4BB, 0x2C99A8, 0x00C2FF, 0x344593, 0x6473FF, 0x0018EC, 0x8438FF, 0x520085, 0xCB38FF,
-    0xFF95C8, 0xFF37C7,
-];
-
-/// The colour of class `c`.
-pub fn class_colour(c: usize) -> [u8; 3] {
-    let v = PALETTE[c % PALETTE.len()];
-    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
-}
-
 /// Draws a box outline `t` pixels thick (clipped to the image).
 pub fn draw_box(im: &mut RgbBuf, b: [f32; 4], rgb: [u8; 3], t: usize) {
     if im.width == 0 || im.height == 0 {
@@ -181,7 +168,7 @@ pub fn detect(a: DetectArgs) -> Result<()> {
             ];
             let c = d[5] as usize;
             *counts.entry(c).or_insert(0usize) += 1;
-            draw_box(&mut canvas, b, class_colour(c), a.line_thickness);
+            draw_box(&mut canvas, b, yolo_train::class_color(c), a.line_thickness);
             let (cx, cy) = ((b[0] + b[2]) / 2.0 / w0, (b[1] + b[3]) / 2.0 / h0);
             let (bw, bh) = ((b[2] - b[0]) / w0, (b[3] - b[1]) / h0);
             txt.push_str(&format!("{c} {cx:.6} {cy:.6} {bw:.6} {bh:.6}"));

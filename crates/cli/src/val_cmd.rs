@@ -172,22 +172,10 @@ pub fn val(a: ValArgs) -> Result<()> {
         },
         |bi, batch, results| {
             if !a.noplots && bi < 3 {
-                let s = batch.images.shape();
-                let labels = yolo_train::trainer::target_boxes(&batch.targets, s[0], s[2], s[3]);
-                let preds: Vec<Vec<yolo_train::ImageBox>> = results
-                    .iter()
-                    .map(|r| {
-                        r.detections
-                            .iter()
-                            .map(|d| ([d[0], d[1], d[2], d[3]], d[5] as usize, Some(d[4])))
-                            .collect()
-                    })
-                    .collect();
-                for (tag, b) in [("labels", &labels), ("pred", &preds)] {
-                    let p = save_dir.join(format!("val_batch{bi}_{tag}.jpg"));
-                    if let Err(e) = yolo_train::trainer::plot_batch(batch, b, &names, &p) {
-                        plot_errs.push(e);
-                    }
+                if let Err(e) =
+                    yolo_train::trainer::plot_val_batch(batch, results, &names, &save_dir, bi)
+                {
+                    plot_errs.push(e);
                 }
             }
             for (k, res) in results.iter().enumerate() {

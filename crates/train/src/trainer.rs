@@ -224,14 +224,23 @@ pub struct RunData {
     pub train_set: Arc<Dataset>,
 }
 
-/// Builds the loaders of a run as `train.py` does.
-pub fn build_data(opts: &TrainOptions, stride: usize, imgsz: usize) -> Result<RunData> {
-    let dc = DatasetConfig::load(&opts.data)?;
-    let names = if opts.single_cls {
+/// The class names a run trains: the dataset's, or one `item` with `--single-cls`.
+pub fn run_names(dc: &DatasetConfig, single_cls: bool) -> Vec<String> {
+    if single_cls {
         vec!["item".to_string()]
     } else {
         dc.names.clone()
-    };
+    }
+}
+
+/// Builds the loaders of a run as `train.py` does, for the dataset `dc` (from `opts.data`).
+pub fn build_data(
+    opts: &TrainOptions,
+    dc: &DatasetConfig,
+    stride: usize,
+    imgsz: usize,
+) -> Result<RunData> {
+    let names = run_names(dc, opts.single_cls);
     let nc = dc.nc();
     let aug = yolo_data::AugParams::from_yaml_str(&opts.hyp.to_yaml(), Path::new("hyp"))?;
     let train_opts = DatasetOptions {
@@ -426,6 +435,37 @@ pub fn target_boxes(
     out
 }
 
+/// Writes `val_batch<bi>_labels.jpg` and `val_batch<bi>_pred.jpg` into `dir`: a validation
+/// batch with its labels, and with the detections of `results` (see [`Validator::run_batch`]).
+pub fn plot_val_batch(
+    batch: &Batch,
+    results: &[crate::validate::ImageResult],
+    names: &[String],
+    dir: &Path,
+    bi: usize,
+) -> Result<()> {
+    let s = batch.images.shape();
+    let labels = target_boxes(&batch.targets, s[0], s[2], s[3]);
+    let preds: Vec<Vec<crate::plots::ImageBox>> = results
+        .iter()
+        .map(|r| {
+            r.detections
+                .iter()
+                .map(|d| ([d[0], d[1], d[2], d[3]], d[5] as usize, Some(d[4])))
+                .collect()
+        })
+        .collect();
+    for (tag, b) in [("labels", &labels), ("pred", &preds)] {
+        plot_batch(
+            batch,
+            b,
+            names,
+            &dir.join(format!("val_batch{bi}_{tag}.jpg")),
+        )?;
+    }
+    Ok(())
+}
+
 /// Writes a grid image of a batch with `boxes` per image (see [`crate::plots::plot_images`]).
 pub fn plot_batch(
     batch: &Batch,
@@ -446,14 +486,14 @@ pub fn plot_batch(
 }
 
 fn build_model(opts: &TrainOptions, nc: usize, names: &[String]) -> Result<Model> {
-    let mut model = match (&opts.cfg, &opts.weights) {
-        (Some(cfg), _) => {
+    let initial = opts.weights.as_ref().map(Checkpoint::load).transpose()?;
+    let mut model = match (&opts.cfg, &opts.weights, &initial) {
+        (Some(cfg), _, _) => {
             let mut c = ModelConfig::from_file(cfg)?;
             c.nc = nc;
             Model::new(c, opts.seed)?
         }
-        (None, Some(w)) => {
-            let ck = Checkpoint::load(w)?;
+        (None, Some(w), Some(ck)) => {
             if ck.yaml.is_empty() {
                 return Err(cfg_err(
                     "weights",
@@ -464,7 +504,7 @@ fn build_model(opts: &TrainOptions, nc: usize, names: &[String]) -> Result<Model
             c.nc = nc;
             Model::new(c, opts.seed)?
         }
-        (None, None) => {
+        _ => {
             return Err(cfg_err(
                 "model",
                 "give a model YAML with --cfg or initial weights with --weights",
@@ -472,10 +512,9 @@ fn build_model(opts: &TrainOptions, nc: usize, names: &[String]) -> Result<Model
         }
     };
     model.names = names.to_vec();
-    if let Some(w) = &opts.weights {
+    if let (Some(w), Some(ck)) = (&opts.weights, &initial) {
         // transfer: every tensor whose name and shape match (upstream intersect_dicts,
         // anchors excluded so the model's own — or AutoAnchor's — stay)
-        let ck = Checkpoint::load(w)?;
         let named = model.named_tensors();
         let mut loaded = 0;
         for (n, t, _) in &named {
@@ -586,16 +625,12 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
 
     // names first (nc decides the head), then the model, then the data at the model's stride
     let dc = DatasetConfig::load(&opts.data)?;
-    let names = if opts.single_cls {
-        vec!["item".to_string()]
-    } else {
-        dc.names.clone()
-    };
+    let names = run_names(&dc, opts.single_cls);
     let nc = names.len();
     let model = build_model(&opts, nc, &names)?;
     let gs = (model.stride.iter().cloned().fold(32.0f32, f32::max)) as usize;
     let imgsz = check_img_size(opts.imgsz, gs);
-    let data = build_data(&opts, gs, imgsz)?;
+    let data = build_data(&opts, &dc, gs, imgsz)?;
     let nb_full = data.train.len();
     if nb_full == 0 {
         return Err(cfg_err("dataset", "the training split has no batch"));
@@ -930,22 +965,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
                 },
                 |bi, batch, res| {
                     if opts.plots && bi < 3 {
-                        let s = batch.images.shape();
-                        let labels = target_boxes(&batch.targets, s[0], s[2], s[3]);
-                        let preds: Vec<Vec<crate::plots::ImageBox>> = res
-                            .iter()
-                            .map(|r| {
-                                r.detections
-                                    .iter()
-                                    .map(|d| ([d[0], d[1], d[2], d[3]], d[5] as usize, Some(d[4])))
-                                    .collect()
-                            })
-                            .collect();
-                        for (tag, b) in [("labels", &labels), ("pred", &preds)] {
-                            let p = save_dir.join(format!("val_batch{bi}_{tag}.jpg"));
-                            if let Err(e) = plot_batch(batch, b, &names, &p) {
-                                plot_errs.push(e);
-                            }
+                        if let Err(e) = plot_val_batch(batch, res, &names, &save_dir, bi) {
+                            plot_errs.push(e);
                         }
                     }
                 },
