@@ -38,6 +38,9 @@ pub struct DetectArgs {
     /// Class-agnostic NMS.
     #[arg(long)]
     pub agnostic_nms: bool,
+    /// Augmented inference (TTA: scales 1, 0.83 flipped, 0.67).
+    #[arg(long)]
+    pub augment: bool,
     /// Device: cpu.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -151,8 +154,12 @@ pub fn detect(a: DetectArgs) -> Result<()> {
         let t = std::time::Instant::now();
         let (im, lb) = letterbox(&im0, (imgsz, imgsz), true, false, true, gs);
         let x = image_tensor(&im)?;
-        let out = model.forward(&x, false)?;
-        let pred = out.pred.context("the model gave no inference output")?;
+        let pred = if a.augment {
+            yolo_train::forward_augment(&model, &x, gs)?
+        } else {
+            let out = model.forward(&x, false)?;
+            out.pred.context("the model gave no inference output")?
+        };
         let dets = non_max_suppression(&pred, &cfg)?.remove(0);
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let (w0, h0) = (im0.width as f32, im0.height as f32);

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// step; 4 targets per image).
     #[arg(long)]
     train: bool,
+    /// With --train: also print the median time of each phase (forward, loss, backward,
+    /// optimiser) and the backward pass's time per op.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// `yolo-forge info`.
@@ -205,18 +209,53 @@ fn bench_train(a: &BenchArgs) -> Result<()> {
     )?;
     let targets = bench_targets(a.batch, 4, model.config.nc)?;
     let mut times = Vec::with_capacity(a.runs);
+    // Per phase: forward, loss, backward, optimiser step + zero_grad (ms).
+    let mut phases: [Vec<f64>; 4] = Default::default();
     let mut last_loss = 0.0;
     for i in 0..a.runs + 2 {
+        if a.profile && i == 2 {
+            yolo_tensor::take_backward_profile();
+            yolo_tensor::set_backward_profiling(true);
+        }
         let t = Instant::now();
         let out = model.forward(&x, true)?;
+        let t1 = Instant::now();
         let loss = criterion.loss(&out, &targets, [imgsz, imgsz])?;
+        let t2 = Instant::now();
         loss.total.backward()?;
         drop(out);
+        let t3 = Instant::now();
         opt.step()?;
         opt.zero_grad();
+        let t4 = Instant::now();
         last_loss = loss.total.item()?;
         if i >= 2 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            for (p, (a, b)) in phases
+                .iter_mut()
+                .zip([(t, t1), (t1, t2), (t2, t3), (t3, t4)])
+            {
+                p.push((b - a).as_secs_f64() * 1e3);
+            }
+        }
+    }
+    yolo_tensor::set_backward_profiling(false);
+    if a.profile && !a.json {
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let names = ["forward", "loss", "backward", "optimiser"];
+        for (name, v) in names.iter().zip(phases.iter_mut()) {
+            println!("{name:>10}: median {:.1} ms", med(v));
+        }
+        println!("backward per op (all {} runs, ms per run):", a.runs);
+        for (op, calls, secs) in yolo_tensor::take_backward_profile() {
+            println!(
+                "{op:>24} {:8.1} ms {:6} calls",
+                secs * 1e3 / a.runs as f64,
+                calls / a.runs as u64
+            );
         }
     }
     times.sort_by(f64::total_cmp);

@@ -95,6 +95,9 @@ pub struct TrainArgs {
     /// CPU threads for the kernels (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Vary the image size ±50 % per batch (a random multiple of the max stride).
+    #[arg(long)]
+    pub multi_scale: bool,
     /// Stop every epoch after this many batches (quick experiments, tests).
     #[arg(long, default_value_t = 0)]
     pub max_batches: usize,
@@ -253,6 +256,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         max_batches: a.max_batches,
         threads: a.threads.unwrap_or(0),
         progress: true,
+        multi_scale: a.multi_scale,
         plots: !a.noplots,
     };
     let s = yolo_train::train(&opts, None)?;

@@ -45,6 +45,9 @@ pub struct ValArgs {
     /// Treat as single-class.
     #[arg(long)]
     pub single_cls: bool,
+    /// Augmented inference (TTA: scales 1, 0.83 flipped, 0.67).
+    #[arg(long)]
+    pub augment: bool,
     /// Device: cpu.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -169,6 +172,7 @@ pub fn val(a: ValArgs) -> Result<()> {
             iou_thres: a.iou_thres,
             max_det: a.max_det,
             single_cls: a.single_cls,
+            augment: a.augment,
         },
         |bi, batch, results| {
             if !a.noplots && bi < 3 {

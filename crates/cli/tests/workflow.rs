@@ -488,3 +488,88 @@ fn ctrl_c_leaves_a_valid_checkpoint() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn augment_and_multi_scale() {
+    let s = shared();
+    let w = s.weights.to_str().unwrap();
+    let d = s.data.to_str().unwrap();
+    let dir = tmp("tta");
+    // val --augment: the table, and as many txt files as a plain run writes
+    let (so, _) = run_ok(
+        &dir,
+        &[
+            "val",
+            "--data",
+            d,
+            "--weights",
+            w,
+            "--imgsz",
+            "64",
+            "--augment",
+            "--save-txt",
+            "--name",
+            "aug",
+        ],
+    );
+    assert!(so.contains("all") && so.contains("mAP50-95"), "{so}");
+    assert!(dir.join("runs/val/aug/labels").is_dir());
+    // detect --augment: annotated images and labels for every image
+    let src = s.dir.join("synth/images/val");
+    let (so, _) = run_ok(
+        &dir,
+        &[
+            "detect",
+            "--weights",
+            w,
+            "--source",
+            src.to_str().unwrap(),
+            "--imgsz",
+            "64",
+            "--augment",
+            "--save-txt",
+            "--conf-thres",
+            "0.001",
+        ],
+    );
+    assert!(so.contains("in 4 images. Results saved to"), "{so}");
+    let out = dir.join("runs/detect/exp");
+    let imgs = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_file())
+        .count();
+    assert_eq!(imgs, 4, "annotated images");
+    assert!(out.join("labels").read_dir().unwrap().count() > 0);
+    // train --multi-scale: one epoch, the sizes drawn logged at debug level
+    let mut c = bin_in(&dir);
+    c.env("RUST_LOG", "info,yolo_train=debug");
+    let out = c
+        .args([
+            "train",
+            "--data",
+            d,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--imgsz",
+            "64",
+            "--workers",
+            "1",
+            "--noautoanchor",
+            "--multi-scale",
+        ])
+        .output()
+        .unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{so}\n{se}");
+    assert!(so.contains("epochs run 1"), "{so}");
+    assert!(se.contains("Multi-scale training"), "{se}");
+    assert!(se.contains("multi-scale: epoch 0 batch 0: size"), "{se}");
+    assert!(se.contains("| sizes "), "{se}");
+    let opt = std::fs::read_to_string(dir.join("runs/train/exp/opt.yaml")).unwrap();
+    assert!(opt.contains("multi_scale: true"), "{opt}");
+}

@@ -5,6 +5,40 @@ use crate::storage::Storage;
 use crate::tensor::{Node, Tensor};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static PROFILING: AtomicBool = AtomicBool::new(false);
+static PROFILE: Mutex<Vec<(&'static str, u64, Duration)>> = Mutex::new(Vec::new());
+
+/// Turns the backward-pass profiler on or off (process-wide): while on, every backward
+/// function's wall time is added to a per-op total that [`take_backward_profile`] returns.
+pub fn set_backward_profiling(on: bool) {
+    PROFILING.store(on, Ordering::Relaxed);
+}
+
+/// The backward profile gathered so far, as `(op, calls, seconds)` sorted by time (largest
+/// first; gradient accumulation of tensors used twice appears as `accumulate`); clears it.
+pub fn take_backward_profile() -> Vec<(&'static str, u64, f64)> {
+    let mut p = std::mem::take(&mut *PROFILE.lock().unwrap_or_else(|e| e.into_inner()));
+    p.sort_by_key(|e| std::cmp::Reverse(e.2));
+    p.into_iter()
+        .map(|(n, c, d)| (n, c, d.as_secs_f64()))
+        .collect()
+}
+
+fn profile_add(name: &'static str, t: Instant) {
+    let d = t.elapsed();
+    let mut p = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    match p.iter_mut().find(|e| e.0 == name) {
+        Some(e) => {
+            e.1 += 1;
+            e.2 += d;
+        }
+        None => p.push((name, 1, d)),
+    }
+}
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -110,7 +144,12 @@ impl Tensor {
                     }
                 }
                 Some(node) => {
+                    let profiling = PROFILING.load(Ordering::Relaxed);
+                    let t0 = Instant::now();
                     let input_grads = (node.backward)(&node.inputs, t, &g)?;
+                    if profiling {
+                        profile_add(node.name, t0);
+                    }
                     for (inp, ig) in node.inputs.iter().zip(input_grads) {
                         let Some(ig) = ig else { continue };
                         if !inp.requires_grad() {
@@ -125,8 +164,16 @@ impl Tensor {
                             )));
                         }
                         match grads.remove(&inp.id()) {
-                            Some(prev) => grads.insert(inp.id(), prev.add(&ig)?),
-                            None => grads.insert(inp.id(), ig),
+                            Some(prev) => {
+                                let t0 = Instant::now();
+                                grads.insert(inp.id(), prev.add(&ig)?);
+                                if profiling {
+                                    profile_add("accumulate", t0);
+                                }
+                            }
+                            None => {
+                                grads.insert(inp.id(), ig);
+                            }
                         };
                     }
                 }

@@ -32,7 +32,10 @@ mod storage;
 mod tensor;
 mod threads;
 
-pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled, GradModeGuard};
+pub use autograd::{
+    is_grad_enabled, no_grad, set_backward_profiling, set_grad_enabled, take_backward_profile,
+    GradModeGuard,
+};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use op::{BinaryOp, Conv2dParams, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};

@@ -6,6 +6,8 @@
 //! - [`metrics`]: upstream validation metrics: `process_batch` matching at IoU 0.50:0.95,
 //!   `ap_per_class` with 101-point interpolated AP, P/R/F1 at the best-F1 confidence,
 //!   mAP@0.5, mAP@0.5:0.95, `fitness`, the confusion matrix and COCO JSON export.
+//! - [`scale`]: bilinear batch resizing (PyTorch semantics), `scale_img`, multi-scale sizes.
+//! - [`tta`]: test-time augmentation (upstream `_forward_augment`).
 //!
 //! Boxes are `[x1, y1, x2, y2]` in pixels and detections `[x1, y1, x2, y2, conf, class]`
 //! unless a function says otherwise.
@@ -21,8 +23,10 @@ pub mod optim;
 pub mod plots;
 pub mod postprocess;
 pub mod predfiles;
+pub mod scale;
 pub mod schedule;
 pub mod trainer;
+pub mod tta;
 pub mod validate;
 
 pub use autoanchor::{
@@ -55,9 +59,14 @@ pub use predfiles::{
     evaluate_prediction_folder, read_yolo_predictions, write_coco_json, write_file_atomic,
     LabelledImage, PredictionFolderReport,
 };
+pub use scale::{
+    flip_lr, interpolate_bilinear, multi_scale_rng, multi_scale_shape, multi_scale_size,
+    resize_bilinear_nchw, scale_img,
+};
 pub use schedule::{
     nominal_accumulate, warmup_iters, warmup_state, LrSchedule, WarmupHyp, WarmupState,
     NOMINAL_BATCH_SIZE,
 };
 pub use trainer::{train, EpochResult, TrainOptions, TrainSummary};
+pub use tta::{clip_augmented, descale_pred, forward_augment, forward_augment_with, max_stride};
 pub use validate::{ImageResult, ValBatch, ValReport, ValSettings, Validator};

@@ -92,6 +92,9 @@ pub struct TrainOptions {
     pub threads: usize,
     /// Draw progress bars.
     pub progress: bool,
+    /// Multi-scale training (`--multi-scale`): each batch resized to a random size in
+    /// [imgsz·0.5, imgsz·1.5] (a multiple of the max stride).
+    pub multi_scale: bool,
     /// Write plots (labels.jpg, train_batch*.jpg, results.png, val_batch*, confusion matrix,
     /// PR/F1/P/R curves).
     pub plots: bool,
@@ -123,6 +126,7 @@ impl Default for TrainOptions {
             max_batches: 0,
             threads: 0,
             progress: true,
+            multi_scale: false,
             plots: true,
         }
     }
@@ -746,6 +750,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             opts.epochs
         );
     }
+    // the obj gain is scaled by the nominal imgsz once, as upstream (also with --multi-scale);
+    // everything else the losses need comes from each batch's own prediction and image shapes
     let criterion = Criterion::new(&model, hyp, imgsz, aux)?;
     let val_criterion = Criterion::new(&model, hyp, imgsz, false)?;
     let nw = warmup_iters(hyp.warmup_epochs as f64, nb, 100);
@@ -767,6 +773,14 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         opts.epochs
     );
 
+    if opts.multi_scale {
+        tracing::info!(
+            "Multi-scale training: each batch at a random size in [{}, {}) rounded down to a multiple of {gs}",
+            imgsz / 2,
+            imgsz * 3 / 2 + gs
+        );
+    }
+
     let mut epochs_run = Vec::new();
     let mut stopped_early = false;
     let mut interrupted = false;
@@ -783,12 +797,31 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         let mut mloss = [0.0f64; 3];
         let mut accumulate = accumulate0;
         let mut seen_batches = 0usize;
+        let mut sizes = (usize::MAX, 0usize);
         for (i, batch) in data.train.epoch(epoch as u64).enumerate() {
             if i >= nb || STOP.load(Ordering::Relaxed) {
                 break;
             }
-            let batch = batch?;
+            let mut batch = batch?;
             let ni = (i + nb * epoch) as i64;
+            if opts.multi_scale {
+                // a draw from (seed, epoch, batch) alone: --resume sees the same sizes
+                let mut rng = crate::scale::multi_scale_rng(opts.seed, epoch as u64, i as u64);
+                let sz = crate::scale::multi_scale_size(&mut rng, imgsz, gs);
+                let s = batch.images.shape();
+                if let Some(ns) = crate::scale::multi_scale_shape([s[2], s[3]], sz, gs) {
+                    batch.images = crate::scale::interpolate_bilinear(&batch.images, ns)?;
+                }
+                tracing::debug!(
+                    "multi-scale: epoch {epoch} batch {i}: size {sz}, images {:?}",
+                    batch.images.shape()
+                );
+            }
+            {
+                let s = batch.images.shape();
+                let m = s[2].max(s[3]);
+                sizes = (sizes.0.min(m), sizes.1.max(m));
+            }
             if opts.plots && ni < 3 {
                 let s = batch.images.shape();
                 let boxes = target_boxes(&batch.targets, s[0], s[2], s[3]);
@@ -880,8 +913,13 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             fitness: fi,
             seconds: t_epoch.elapsed().as_secs_f64(),
         };
+        let size_note = if opts.multi_scale {
+            format!(" | sizes {}-{}", sizes.0, sizes.1)
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "epoch {epoch}/{}: box {:.4} obj {:.4} cls {:.4} | P {:.3} R {:.3} mAP50 {:.3} mAP50-95 {:.3} | {:.1}s",
+            "epoch {epoch}/{}: box {:.4} obj {:.4} cls {:.4} | P {:.3} R {:.3} mAP50 {:.3} mAP50-95 {:.3} | {:.1}s{size_note}",
             opts.epochs - 1,
             mloss[0],
             mloss[1],

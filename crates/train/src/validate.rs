@@ -26,6 +26,9 @@ pub struct ValSettings {
     pub max_det: usize,
     /// Treat every class as one (`--single-cls`).
     pub single_cls: bool,
+    /// Test-time augmentation (`--augment`, see [`crate::tta`]); ignored when a criterion
+    /// computes validation losses, as upstream val.py does during training.
+    pub augment: bool,
 }
 
 impl Default for ValSettings {
@@ -35,6 +38,7 @@ impl Default for ValSettings {
             iou_thres: 0.6,
             max_det: 300,
             single_cls: false,
+            augment: false,
         }
     }
 }
@@ -116,23 +120,30 @@ impl Validator {
         let s = batch.images.shape().to_vec();
         let (bs, h, w) = (s[0], s[2], s[3]);
         let t0 = Instant::now();
-        let out = model.forward(batch.images, false)?;
+        let (pred, out) = if self.settings.augment && criterion.is_none() {
+            let gs = crate::tta::max_stride(model);
+            (crate::tta::forward_augment(model, batch.images, gs)?, None)
+        } else {
+            let out = model.forward(batch.images, false)?;
+            let pred = out
+                .pred
+                .clone()
+                .ok_or_else(|| crate::error::TrainError::Invalid {
+                    what: "model",
+                    detail: "no inference output".into(),
+                })?;
+            (pred, Some(out))
+        };
         self.times[0] += t0.elapsed().as_secs_f64();
-        if let Some(c) = criterion {
-            let l = c.loss(&out, batch.targets, [h, w])?;
+        if let (Some(c), Some(out)) = (criterion, &out) {
+            let l = c.loss(out, batch.targets, [h, w])?;
             self.loss_sum[0] += l.lbox as f64;
             self.loss_sum[1] += l.lobj as f64;
             self.loss_sum[2] += l.lcls as f64;
         }
         self.batches += 1;
         let t1 = Instant::now();
-        let pred = out
-            .pred
-            .as_ref()
-            .ok_or_else(|| crate::error::TrainError::Invalid {
-                what: "model",
-                detail: "no inference output".into(),
-            })?;
+        let pred = &pred;
         let cfg = NmsConfig {
             conf_thres: self.settings.conf_thres,
             iou_thres: self.settings.iou_thres,

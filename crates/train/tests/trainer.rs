@@ -216,3 +216,54 @@ fn resumed_run_equals_uninterrupted_run() {
     assert!(e.unwrap_err().to_string().contains("no training state"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn multi_scale_run_resumes_identically() {
+    // the sizes seed 3 draws for epoch 1 (2 batches of 4 from 8 images) include one ≠ 64, so
+    // a resume that lost the flag or drew different sizes would differ
+    let draws: Vec<usize> = (0..2)
+        .map(|b| yolo_train::multi_scale_size(&mut yolo_train::multi_scale_rng(3, 1, b), 64, 32))
+        .collect();
+    assert!(draws.iter().any(|&s| s != 64), "{draws:?}");
+    let (data, dir) = sample_data("multiscale");
+    let a_dir = dir.join("runs/a");
+    let mut o = options(data, a_dir.clone(), 2);
+    o.save_period = 1;
+    o.multi_scale = true;
+    let a = yolo_train::train(&o, None).unwrap();
+    assert_eq!(a.epochs.len(), 2);
+    assert!(a
+        .epochs
+        .iter()
+        .all(|e| e.train_loss.iter().all(|v| v.is_finite())));
+    let opt_yaml = std::fs::read_to_string(a_dir.join("opt.yaml")).unwrap();
+    assert!(opt_yaml.contains("multi_scale: true"), "{opt_yaml}");
+    // the same run at a fixed size trains differently
+    let mut plain = options(o.data.clone(), dir.join("runs/plain"), 2);
+    plain.plots = false;
+    let p = yolo_train::train(&plain, None).unwrap();
+    assert_ne!(p.epochs[1].train_loss, a.epochs[1].train_loss);
+
+    let b_dir = dir.join("runs/b");
+    std::fs::create_dir_all(b_dir.join("weights")).unwrap();
+    std::fs::copy(
+        a_dir.join("weights/epoch0.safetensors"),
+        b_dir.join("weights/last.safetensors"),
+    )
+    .unwrap();
+    let b = yolo_train::train(
+        &TrainOptions {
+            progress: false,
+            ..TrainOptions::default()
+        },
+        Some(&b_dir.join("weights/last.safetensors")),
+    )
+    .unwrap();
+    assert_eq!(b.epochs.len(), 1);
+    assert_eq!(b.epochs[0].train_loss, a.epochs[1].train_loss);
+    assert_eq!(
+        tensors_of(&a_dir.join("weights/last.safetensors")),
+        tensors_of(&b_dir.join("weights/last.safetensors")),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
