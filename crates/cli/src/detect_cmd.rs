@@ -64,33 +64,16 @@ pub struct DetectArgs {
     pub exist_ok: bool,
     /// Box line thickness in pixels.
     #[arg(long, default_value_t = 3)]
-    pub line_thickness: usize,
+    pub line_thickness: u32,
+    /// Draw boxes without labels.
+    #[arg(long)]
+    pub hide_labels: bool,
+    /// Labels without confidences.
+    #[arg(long)]
+    pub hide_conf: bool,
     /// CPU threads for the kernels.
     #[arg(long)]
     pub threads: Option<usize>,
-}
-
-/// Draws a box outline `t` pixels thick (clipped to the image).
-pub fn draw_box(im: &mut RgbBuf, b: [f32; 4], rgb: [u8; 3], t: usize) {
-    if im.width == 0 || im.height == 0 {
-        return;
-    }
-    let cl = |v: f32, hi: usize| (v.round().max(0.0) as usize).min(hi - 1);
-    let (x1, y1, x2, y2) = (
-        cl(b[0], im.width),
-        cl(b[1], im.height),
-        cl(b[2], im.width),
-        cl(b[3], im.height),
-    );
-    let t = t.max(1);
-    for y in y1..=y2 {
-        for x in x1..=x2 {
-            let edge = x < x1 + t || x + t > x2 || y < y1 + t || y + t > y2;
-            if edge {
-                im.put_pixel(x, y, rgb);
-            }
-        }
-    }
 }
 
 /// An RGB image as a `[1, 3, H, W]` tensor in 0..1.
@@ -164,6 +147,7 @@ pub fn detect(a: DetectArgs) -> Result<()> {
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let (w0, h0) = (im0.width as f32, im0.height as f32);
         let mut canvas = im0.clone();
+        let mut notes = Vec::with_capacity(dets.len());
         let mut txt = String::new();
         let mut counts = std::collections::BTreeMap::new();
         for d in &dets {
@@ -175,7 +159,16 @@ pub fn detect(a: DetectArgs) -> Result<()> {
             ];
             let c = d[5] as usize;
             *counts.entry(c).or_insert(0usize) += 1;
-            draw_box(&mut canvas, b, yolo_train::class_color(c), a.line_thickness);
+            let name = model.names.get(c).cloned().unwrap_or_else(|| c.to_string());
+            notes.push(yolo_train::Annotation {
+                xyxy: b,
+                class: c,
+                label: match (a.hide_labels, a.hide_conf) {
+                    (true, _) => None,
+                    (false, true) => Some(name),
+                    (false, false) => Some(format!("{name} {:.2}", d[4])),
+                },
+            });
             let (cx, cy) = ((b[0] + b[2]) / 2.0 / w0, (b[1] + b[3]) / 2.0 / h0);
             let (bw, bh) = ((b[2] - b[0]) / w0, (b[3] - b[1]) / h0);
             txt.push_str(&format!("{c} {cx:.6} {cy:.6} {bw:.6} {bh:.6}"));
@@ -209,6 +202,14 @@ pub fn detect(a: DetectArgs) -> Result<()> {
         );
         let name = path.file_name().context("image path without a file name")?;
         if !a.nosave {
+            yolo_train::annotate(
+                &mut canvas.data,
+                canvas.width as u32,
+                canvas.height as u32,
+                &notes,
+                Some(a.line_thickness),
+            )
+            .with_context(|| format!("annotating {}", path.display()))?;
             let mut out_path = save_dir.join(name);
             if out_path
                 .extension()

@@ -48,8 +48,8 @@ pub use optim::{
     GROUP_DECAY, GROUP_NO_DECAY,
 };
 pub use plots::{
-    class_color, plot_ap_curves, plot_confusion, plot_confusion_matrix, plot_images, plot_labels,
-    plot_metric_curve, plot_pr_curves, plot_results, ImageBox, ImageView,
+    annotate, class_color, plot_ap_curves, plot_confusion, plot_confusion_matrix, plot_images,
+    plot_labels, plot_metric_curve, plot_pr_curves, plot_results, Annotation, ImageBox, ImageView,
 };
 pub use postprocess::{
     batched_nms, nms, non_max_suppression, non_max_suppression_rows, xywh2xyxy, Detection,

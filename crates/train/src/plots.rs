@@ -516,6 +516,69 @@ fn outline_px(
     fill_px(area, (x1 + 1 - w).max(x0), y0, x1 + 1, y1 + 1, color)
 }
 
+/// One detection to draw with [`annotate`]: box `[x1, y1, x2, y2]` in pixels, the label text
+/// (`None`: box only) and the class (for the colour).
+pub struct Annotation {
+    /// Corners in pixels of the image.
+    pub xyxy: [f32; 4],
+    /// Class index (colour from [`class_color`]).
+    pub class: usize,
+    /// Text above the box, e.g. `person 0.87`; `None` draws the box alone.
+    pub label: Option<String>,
+}
+
+/// Upstream `Annotator.box_label` on an RGB image in place: each box outlined in its class
+/// colour `line_width` pixels wide (upstream default when `None`: max(round((w + h) / 2 ·
+/// 0.003), 2)), its label in white on a filled class-coloured bar above the box (inside the
+/// box when there is no room above).
+pub fn annotate(
+    pixels: &mut [u8],
+    width: u32,
+    height: u32,
+    items: &[Annotation],
+    line_width: Option<u32>,
+) -> Result<()> {
+    let here = Path::new("<image>");
+    if width == 0 || height == 0 || pixels.len() != width as usize * height as usize * 3 {
+        return Err(file_err(
+            here,
+            format!("{} bytes for a {width}×{height} RGB image", pixels.len()),
+        ));
+    }
+    if !font_ready() {
+        return Err(file_err(here, "the built-in font could not be loaded"));
+    }
+    let lw = line_width
+        .unwrap_or_else(|| (((width + height) as f64 / 2.0 * 0.003).round() as u32).max(2))
+        .max(1) as i32;
+    // cv2's Hershey font at scale lw/3 is about 7·lw pixels tall.
+    let font_px = (7.0 * lw as f64 + 4.0).max(12.0);
+    let root = BitMapBackend::with_buffer(pixels, (width, height)).into_drawing_area();
+    let draw = || -> DrawResult {
+        let style = (FONT, font_px).into_font().color(&WHITE);
+        for a in items {
+            if !a.xyxy.iter().all(|v| v.is_finite()) {
+                continue;
+            }
+            let r = a.xyxy.map(|v| v.round() as i32);
+            let color = rgb(a.class);
+            outline_px(&root, r, lw, color)?;
+            if let Some(label) = &a.label {
+                let (tw, th) = root.estimate_text_size(label, &style)?;
+                let (tw, th) = (tw as i32 + 2, th as i32 + 2);
+                let outside = r[1] - th >= 3;
+                let ty = if outside { r[1] - th } else { r[1] };
+                fill_px(&root, r[0], ty, r[0] + tw, ty + th, color)?;
+                root.draw_text(label, &style, (r[0] + 1, ty + 1))?;
+            }
+        }
+        Ok(())
+    };
+    draw().map_err(|e| file_err(here, format!("drawing failed: {e}")))?;
+    root.present().map_err(|e| file_err(here, e))?;
+    Ok(())
+}
+
 /// Upstream `plot_images`: a mosaic of the first `max_images` (upstream 16) images, column by
 /// column in a `⌈√n⌉ × ⌈√n⌉` grid, shrunk so its side is at most [`MOSAIC_MAX_SIZE`], with
 /// each image's `boxes` (pixels of that image) drawn in the class colour and labelled with the

@@ -336,3 +336,84 @@ fn gaussian_filter_matches_scipy() {
     let y = gaussian_filter1d(&[2.0, 2.0], 3.0);
     assert!(y.iter().all(|v| (v - 2.0).abs() < 1e-12));
 }
+
+#[test]
+fn annotate_draws_box_and_label_bar_in_class_colour() {
+    let (w, h) = (200u32, 160u32);
+    let grey = 90u8;
+    let blank = vec![grey; (w * h * 3) as usize];
+    let px = |buf: &[u8], x: u32, y: u32| {
+        let i = ((y * w + x) * 3) as usize;
+        [buf[i], buf[i + 1], buf[i + 2]]
+    };
+    let color = yolo_train::class_color(2);
+    let item = |label: Option<&str>| yolo_train::Annotation {
+        xyxy: [40.0, 60.0, 150.0, 140.0],
+        class: 2,
+        label: label.map(str::to_string),
+    };
+
+    let mut im = blank.clone();
+    yolo_train::annotate(&mut im, w, h, &[item(Some("shape 0.87"))], Some(3)).unwrap();
+    // the outline, 3 px wide, on all four sides; the inside untouched
+    for (x, y) in [
+        (40, 100),
+        (42, 100),
+        (150, 100),
+        (148, 100),
+        (95, 140),
+        (95, 138),
+    ] {
+        assert_eq!(px(&im, x, y), color, "outline at ({x}, {y})");
+    }
+    assert_eq!(px(&im, 95, 100), [grey; 3], "inside the box");
+    assert_eq!(px(&im, 44, 100), [grey; 3], "just inside the outline");
+    // the label bar sits on top of the box: class colour with white glyph pixels in it
+    let bar: Vec<[u8; 3]> = (30..60)
+        .flat_map(|y| (40..100).map(move |x| (x, y)))
+        .map(|(x, y)| px(&im, x, y))
+        .collect();
+    let coloured = bar.iter().filter(|&&p| p == color).count();
+    let whiteish = bar.iter().filter(|p| p.iter().all(|&v| v > 200)).count();
+    assert!(
+        coloured > 200,
+        "label bar: {coloured} class-coloured pixels"
+    );
+    assert!(whiteish > 20, "label text: {whiteish} white pixels");
+    // nothing left of the box or far below it
+    assert_eq!(px(&im, 10, 50), [grey; 3]);
+    assert_eq!(px(&im, 100, 155), [grey; 3]);
+
+    // hidden label: the area above the box stays as it was
+    let mut plain = blank.clone();
+    yolo_train::annotate(&mut plain, w, h, &[item(None)], Some(3)).unwrap();
+    assert!((30..58).all(|y| (40..100).all(|x| px(&plain, x, y) == [grey; 3])));
+    assert_eq!(px(&plain, 40, 100), color);
+
+    // a box at the top edge puts its label inside the box
+    let mut top = blank.clone();
+    let at_top = yolo_train::Annotation {
+        xyxy: [10.0, 2.0, 120.0, 100.0],
+        class: 2,
+        label: Some("x".into()),
+    };
+    yolo_train::annotate(&mut top, w, h, &[at_top], Some(2)).unwrap();
+    let inside_bar = (4..14)
+        .flat_map(|y| (12..18).map(move |x| (x, y)))
+        .filter(|&(x, y)| px(&top, x, y) == color)
+        .count();
+    assert!(
+        inside_bar > 20,
+        "label bar inside the box: {inside_bar} coloured pixels"
+    );
+    assert_eq!(
+        px(&blank, 14, 1),
+        px(&top, 14, 0),
+        "nothing drawn above the image's box"
+    );
+
+    // a buffer that is not w·h·3 bytes is an error, not a panic
+    let mut short = vec![0u8; 10];
+    let e = yolo_train::annotate(&mut short, w, h, &[], None).unwrap_err();
+    assert!(e.to_string().contains("200×160"), "{e}");
+}
