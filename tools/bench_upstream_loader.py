@@ -26,7 +26,7 @@ def main():
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--float", action="store_true", help="also convert each batch to float/255 (as train.py does)")
-    ap.add_argument("--cache", default="", help="'ram' to cache decoded images (upstream --cache ram)")
+    ap.add_argument("--cache", default="", help="'ram' or 'disk' to cache decoded images (upstream --cache)")
     a = ap.parse_args()
 
     sys.path.insert(0, a.yolov5)
@@ -70,7 +70,7 @@ def main():
     print(
         f"upstream LoadImagesAndLabels: {n} images in {dt:.2f}s = {n / dt:.1f} images/s "
         f"(mosaic {a.imgsz}, batch {a.batch}, {a.workers} workers, "
-        f"{'float' if a.float else 'uint8'} batches{', cache ram' if a.cache else ''})"
+        f"{'float' if a.float else 'uint8'} batches{', cache ' + a.cache if a.cache else ''})"
     )
 
 

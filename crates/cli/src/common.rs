@@ -93,14 +93,82 @@ pub fn resolve_config(
     )
 }
 
-/// `--device`: only the CPU exists in this build.
-pub fn check_device(device: &str) -> Result<()> {
+/// What `--device` asks for, parsed as upstream `select_device` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// `cpu`, or nothing given.
+    Cpu,
+    /// `0`, `0,1,2,3`, `cuda:0`, `cuda`: these CUDA ordinals, in order.
+    Cuda(Vec<usize>),
+}
+
+/// Parses `--device`: `cpu`, `0`, `0,1,2,3`, `cuda:0` (also `cuda:0,cuda:1`, `cuda`), or empty
+/// (the default: CPU, as long as there is no CUDA op backend). Malformed lists are errors.
+pub fn parse_device(device: &str) -> Result<DeviceRequest> {
     let d = device.trim().to_ascii_lowercase();
-    if d.is_empty() || d == "cpu" {
-        return Ok(());
+    if d.is_empty() || d == "cpu" || d == "none" {
+        return Ok(DeviceRequest::Cpu);
     }
+    if d == "mps" {
+        bail!("--device {device}: Apple MPS is not supported; use --device cpu");
+    }
+    if d == "cuda" {
+        return Ok(DeviceRequest::Cuda(vec![0]));
+    }
+    let mut ordinals = Vec::new();
+    for (i, part) in d.split(',').enumerate() {
+        let p = part.trim();
+        let p = p.strip_prefix("cuda:").unwrap_or(p).trim();
+        if p.is_empty() {
+            bail!(
+                "--device {device}: item {} of the list is empty; give cpu, a CUDA ordinal (0), a list (0,1,2,3) or cuda:0",
+                i + 1
+            );
+        }
+        let n: usize = p.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--device {device}: {part:?} is not a CUDA device ordinal; give cpu, 0, 0,1,2,3 or cuda:0"
+            )
+        })?;
+        if ordinals.contains(&n) {
+            bail!("--device {device}: CUDA device {n} is listed twice");
+        }
+        ordinals.push(n);
+    }
+    Ok(DeviceRequest::Cuda(ordinals))
+}
+
+/// `--device`: accepts the CPU; a CUDA request is an error that says what the CUDA driver
+/// reports here and that the CUDA op backend is not implemented yet.
+pub fn check_device(device: &str) -> Result<()> {
+    let ordinals = match parse_device(device)? {
+        DeviceRequest::Cpu => return Ok(()),
+        DeviceRequest::Cuda(o) => o,
+    };
+    let status = yolo_tensor::cuda_status()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    // per-device findings the driver summary does not already say (missing ordinals)
+    let extra: Vec<String> = ordinals
+        .iter()
+        .filter_map(|&n| match yolo_tensor::Device::cuda(n) {
+            Err(yolo_tensor::Error::DeviceUnavailable { reason, .. })
+                if !status.contains(&reason) =>
+            {
+                Some(format!("cuda:{n}: {reason}"))
+            }
+            _ => None,
+        })
+        .collect();
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", extra.join("; "))
+    };
     bail!(
-        "--device {device}: this build runs on the CPU only (the CUDA backend is not built yet); use --device cpu"
+        "--device {device}: CUDA requested, but the CUDA op backend of yolo-forge is not implemented yet, so every model runs on the CPU; use --device cpu. What cudarc found on this machine: {status}{extra}."
     )
 }
 
@@ -204,6 +272,64 @@ pub fn print_val_table(names: &[String], r: &yolo_train::ValReport, verbose: boo
                 pc.ap_at(i, 0),
                 pc.ap_mean()[i]
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_strings_parse_as_upstream() {
+        use DeviceRequest::{Cpu, Cuda};
+        for (s, want) in [
+            ("cpu", Cpu),
+            (" CPU ", Cpu),
+            ("", Cpu),
+            ("0", Cuda(vec![0])),
+            ("0,1,2,3", Cuda(vec![0, 1, 2, 3])),
+            ("cuda:0", Cuda(vec![0])),
+            ("cuda:1,cuda:0", Cuda(vec![1, 0])),
+            ("CUDA:2", Cuda(vec![2])),
+            ("cuda", Cuda(vec![0])),
+            ("1, 2", Cuda(vec![1, 2])),
+        ] {
+            assert_eq!(parse_device(s).unwrap(), want, "{s:?}");
+        }
+        for (s, needle) in [
+            ("0,,x", "item 2 of the list is empty"),
+            ("0,", "item 2"),
+            ("x", "\"x\" is not a CUDA device ordinal"),
+            ("-1", "not a CUDA device ordinal"),
+            ("gpu0", "not a CUDA device ordinal"),
+            ("cuda:", "item 1"),
+            ("0,0", "listed twice"),
+            ("mps", "MPS"),
+        ] {
+            let e = parse_device(s).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("--device"), "{s:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn cpu_is_accepted_and_cuda_explains_itself() {
+        check_device("cpu").unwrap();
+        check_device("").unwrap();
+        let e = check_device("0").unwrap_err().to_string();
+        assert!(
+            e.contains("--device 0") && e.contains("CUDA op backend"),
+            "{e}"
+        );
+        assert!(
+            e.contains(yolo_tensor::cuda_status().lines().next().unwrap()),
+            "{e}"
+        );
+        if yolo_tensor::cuda_device_count() < 8 {
+            let e = check_device("7").unwrap_err().to_string();
+            if yolo_tensor::cuda_device_count() > 0 {
+                assert!(e.contains("device 7 requested"), "{e}");
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 mod dataset_cmd;
 mod detect_cmd;
+mod devices_cmd;
 mod export_cmd;
 mod inspect;
 mod train_cmd;
@@ -38,6 +39,8 @@ enum Command {
     /// Dataset tools.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCommand),
+    /// List compute devices: CPU threads, and what the CUDA driver reports.
+    Devices,
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Command::Export(a) => export_cmd::export(a),
         Command::Bench(a) => inspect::bench(a),
         Command::Dataset(c) => dataset_cmd::dataset(c),
+        Command::Devices => devices_cmd::devices(),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -56,7 +56,8 @@ pub struct TrainArgs {
     /// Seed of initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Cache decoded images: `ram`.
+    /// Cache decoded images: `ram` (the default of a bare `--cache`) or `disk` (next to the
+    /// images, as `<name>.yfraw`).
     #[arg(long, num_args = 0..=1, default_missing_value = "ram")]
     pub cache: Option<String>,
     /// Optimiser: SGD, Adam or AdamW.
@@ -173,8 +174,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         yolo_train::trainer::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     if let Some(c) = &a.cache {
-        if c != "ram" {
-            bail!("--cache {c}: only `ram` is supported");
+        if c != "ram" && c != "disk" {
+            bail!("--cache {c}: expected `ram` or `disk`");
         }
     }
     if let Some(r) = &a.resume {
@@ -243,7 +244,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         workers: a.workers,
         save_dir,
         seed: a.seed,
-        cache_ram: a.cache.is_some(),
+        cache_ram: a.cache.as_deref() == Some("ram"),
+        cache_disk: a.cache.as_deref() == Some("disk"),
         optimizer: a.optimizer.clone(),
         cos_lr: a.cos_lr,
         patience: a.patience,

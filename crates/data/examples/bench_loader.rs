@@ -1,6 +1,6 @@
 //! Loader throughput in images/s with the upstream training pipeline (mosaic, random_perspective,
 //! HSV, flips; hyp.scratch-low) at 640 px:
-//! `cargo run --release -p yolo-data --example bench_loader -- [DIR] [WORKERS] [EPOCHS] [ram]`.
+//! `cargo run --release -p yolo-data --example bench_loader -- [DIR] [WORKERS] [EPOCHS] [ram|disk]`.
 //! DIR defaults to a 64-image synthetic 640-px dataset generated under the temp folder; the
 //! same folder is what tools/bench_upstream_loader.py reads for the comparison.
 
@@ -14,11 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = args
         .first()
+        .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("yolo-data-bench-synth640"));
     let workers: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let epochs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let cache_ram = args.get(3).is_some_and(|s| s == "ram");
+    let cache = args.get(3).cloned().unwrap_or_default();
+    let (cache_ram, cache_disk) = (cache == "ram", cache == "disk");
     let yaml = out.join("data.yaml");
     if !yaml.exists() {
         let t = Instant::now();
@@ -44,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: 16,
         nc: Some(dc.nc()),
         cache_ram,
+        cache_disk,
         ..Default::default()
     };
     let ds = Arc::new(Dataset::new(&dc.train, opts)?);
@@ -63,7 +66,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "yolo-data loader: {n} images in {dt:.2}s = {:.1} images/s (mosaic 640, batch 16, {workers} workers, f32 NCHW batches{})",
         n as f64 / dt,
-        if cache_ram { ", cache ram" } else { "" }
+        match cache.as_str() {
+            "ram" => ", cache ram",
+            "disk" => ", cache disk",
+            _ => "",
+        }
     );
     Ok(())
 }

@@ -37,6 +37,9 @@ pub struct DatasetOptions {
     pub aug: AugParams,
     /// Keep decoded, resized images in RAM (`--cache ram`).
     pub cache_ram: bool,
+    /// Keep decoded images on disk next to their sources (`--cache disk`, see
+    /// [`crate::diskcache`]); ignored with `cache_ram`.
+    pub cache_disk: bool,
     /// Merge all classes into class 0.
     pub single_cls: bool,
     /// Number of classes: rows with a class id ≥ nc make their image dropped. `None`: no check.
@@ -57,6 +60,7 @@ impl Default for DatasetOptions {
             batch_size: 16,
             aug: AugParams::default(),
             cache_ram: false,
+            cache_disk: false,
             single_cls: false,
             nc: None,
             pad: 0.0,
@@ -130,6 +134,8 @@ pub struct Dataset {
     /// Rect mode: (height, width) per batch.
     batch_shapes: Option<Vec<(usize, usize)>>,
     ram: Option<Vec<Loaded>>,
+    /// Images are read from their disk cache files.
+    disk: bool,
 }
 
 impl Dataset {
@@ -220,7 +226,11 @@ impl Dataset {
             report,
             batch_shapes,
             ram: None,
+            disk: false,
         };
+        if ds.opts.cache_disk && !ds.opts.cache_ram {
+            ds.disk = ds.fill_disk_cache();
+        }
         if ds.opts.cache_ram {
             let loaded: Result<Vec<Loaded>> = (0..ds.records.len())
                 .into_par_iter()
@@ -278,10 +288,59 @@ impl Dataset {
         &self.records[i].path
     }
 
-    /// Decodes image `i` and resizes its long side to `imgsz` (upstream `load_image`).
+    /// Writes the missing or stale disk-cache files; returns whether the cache can be used
+    /// (false, with a warning, when a file cannot be written: e.g. a read-only dataset).
+    fn fill_disk_cache(&self) -> bool {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let written = AtomicUsize::new(0);
+        let failure: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        self.records.par_iter().for_each(|rec| {
+            if failure.lock().map(|f| f.is_some()).unwrap_or(true)
+                || crate::diskcache::read(&rec.path).is_some()
+            {
+                return;
+            }
+            // Unreadable images were dropped by the scan; a decode error now is left to the
+            // normal load path to report.
+            let Ok(im) = load_rgb(&rec.path) else { return };
+            match crate::diskcache::write(&rec.path, &im) {
+                Ok(()) => {
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert_with(|| {
+                            format!("{}: {e}", crate::diskcache::cache_path(&rec.path).display())
+                        });
+                    }
+                }
+            }
+        });
+        if let Some(why) = failure.into_inner().ok().flatten() {
+            tracing::warn!("--cache disk is off: cannot write the image cache ({why})");
+            return false;
+        }
+        tracing::info!(
+            "disk cache: {} images ({} written now, next to the images as *.yfraw)",
+            self.records.len(),
+            written.into_inner()
+        );
+        true
+    }
+
+    /// Decodes image `i` (or reads its disk cache) and resizes its long side to `imgsz`
+    /// (upstream `load_image`).
     fn read_image(&self, i: usize) -> Result<Loaded> {
         let rec = &self.records[i];
-        let im = load_rgb(&rec.path)?;
+        let cached = if self.disk {
+            crate::diskcache::read(&rec.path)
+        } else {
+            None
+        };
+        let im = match cached {
+            Some(im) => im,
+            None => load_rgb(&rec.path)?,
+        };
         let (h0, w0) = (im.height, im.width);
         let r = self.opts.imgsz as f64 / h0.max(w0) as f64;
         let im = if r != 1.0 {

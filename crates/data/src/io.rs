@@ -88,8 +88,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         } else if p
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.contains('.') && !n.starts_with('.'))
+            .is_some_and(|n| n.contains('.') && !n.starts_with('.') && !n.contains(".yfraw"))
         {
+            // (`*.yfraw` are our own `--cache disk` files, not stray data.)
             out.push(p);
         }
     }

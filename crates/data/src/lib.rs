@@ -10,6 +10,7 @@
 //! - [`boxes`]: box format conversions and `box_candidate`.
 //! - [`augment`]: letterbox, random_perspective, HSV, MixUp, flips.
 //! - [`dataset`]: [`Dataset`] (load, mosaic 4/9, rect shapes, RAM cache) → [`Sample`].
+//! - [`diskcache`]: decoded images kept next to their sources (`--cache disk`).
 //! - [`loader`]: [`Loader`] with worker threads and [`collate`] → [`Batch`] tensors.
 //! - [`rng`]: per-sample seeded generators (determinism independent of worker count).
 //! - [`synth`]: the synthetic shapes dataset generator.
@@ -21,6 +22,7 @@ pub mod augment;
 pub mod boxes;
 pub mod config;
 pub mod dataset;
+pub mod diskcache;
 pub mod error;
 pub mod hyp;
 pub mod imgbuf;

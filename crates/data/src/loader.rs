@@ -55,7 +55,8 @@ pub fn collate(samples: Vec<Sample>) -> Result<Batch> {
     let wmax = samples.iter().map(|s| s.image.width).max().unwrap_or(0);
     let plane = hmax * wmax;
     let b = samples.len();
-    let mut images = vec![0f32; b * 3 * plane];
+    // Every element is written below (pixels or padding): a recycled batch buffer is fine.
+    let mut images = yolo_tensor::pooled_buffer(b * 3 * plane);
     let mut targets = Vec::new();
     let mut paths = Vec::with_capacity(b);
     let mut shapes = Vec::with_capacity(b);

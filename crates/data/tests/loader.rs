@@ -156,3 +156,66 @@ fn ram_cache_gives_identical_samples() {
         assert_eq!(a.labels, b.labels);
     }
 }
+
+#[test]
+fn disk_cache_gives_identical_samples_and_is_reused() {
+    let (_tmp, shapes) = common::sample_copy("shapes");
+    let train = shapes.join("images/train");
+    let opts = DatasetOptions {
+        imgsz: 64,
+        augment: true,
+        nc: Some(6),
+        ..Default::default()
+    };
+    let plain = Dataset::new(std::slice::from_ref(&train), opts.clone()).unwrap();
+    let with_cache = DatasetOptions {
+        cache_disk: true,
+        ..opts
+    };
+    let cached = Dataset::new(std::slice::from_ref(&train), with_cache.clone()).unwrap();
+    let files: Vec<_> = (0..plain.len())
+        .map(|i| yolo_data::diskcache::cache_path(plain.path(i)))
+        .collect();
+    assert!(files.iter().all(|f| f.exists()), "a cache file per image");
+    for i in 0..plain.len() {
+        let a = plain
+            .get(i, &mut yolo_data::rng::sample_rng(1, 2, i as u64))
+            .unwrap();
+        let b = cached
+            .get(i, &mut yolo_data::rng::sample_rng(1, 2, i as u64))
+            .unwrap();
+        assert!(a.image == b.image, "sample {i} differs with --cache disk");
+        assert_eq!(a.labels, b.labels);
+    }
+    // A second dataset reuses the files (not rewritten: same modification times) …
+    let stamps: Vec<_> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+        .collect();
+    let again = Dataset::new(std::slice::from_ref(&train), with_cache).unwrap();
+    assert!(
+        again
+            .report()
+            .summary()
+            .to_lowercase()
+            .find("yfraw")
+            .is_none(),
+        "cache files reported as stray data: {}",
+        again.report().summary()
+    );
+    for (f, t) in files.iter().zip(&stamps) {
+        assert_eq!(&std::fs::metadata(f).unwrap().modified().unwrap(), t);
+    }
+    // … and really reads them: a cache file holding other (valid) pixels shows up in samples.
+    let i = 0;
+    let im = yolo_data::io::load_rgb(plain.path(i)).unwrap();
+    let white = yolo_data::RgbBuf::filled(im.width, im.height, [255, 255, 255]);
+    yolo_data::diskcache::write(plain.path(i), &white).unwrap();
+    let s = again
+        .get(i, &mut yolo_data::rng::sample_rng(1, 2, i as u64))
+        .unwrap();
+    let orig = plain
+        .get(i, &mut yolo_data::rng::sample_rng(1, 2, i as u64))
+        .unwrap();
+    assert!(s.image != orig.image, "the cached pixels were not used");
+}

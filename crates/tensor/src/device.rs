@@ -13,15 +13,19 @@ pub enum Device {
 }
 
 impl Device {
-    /// The CUDA device `ordinal`, if this build and machine can use it.
+    /// The CUDA device `ordinal`, if the CUDA driver loads and reports that device.
     ///
-    /// The CUDA backend is not part of this build yet, so this always returns
-    /// [`crate::Error::DeviceUnavailable`] with the reason.
+    /// Errors with [`crate::Error::DeviceUnavailable`] naming the reason (no driver library,
+    /// driver failure, ordinal out of range). The CUDA op backend is not built yet, so ops on
+    /// an available CUDA device still error when they run.
     pub fn cuda(ordinal: usize) -> crate::Result<Device> {
-        Err(crate::Error::DeviceUnavailable {
-            device: Device::Cuda(ordinal),
-            reason: "the CUDA backend is not implemented in this build (CPU only)".into(),
-        })
+        match crate::cuda::unavailable_reason(ordinal) {
+            None => Ok(Device::Cuda(ordinal)),
+            Some(reason) => Err(crate::Error::DeviceUnavailable {
+                device: Device::Cuda(ordinal),
+                reason,
+            }),
+        }
     }
 
     /// Whether this is the CPU.

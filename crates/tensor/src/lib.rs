@@ -22,6 +22,7 @@
 
 mod autograd;
 mod cpu;
+mod cuda;
 mod device;
 mod error;
 pub mod math;
@@ -36,8 +37,17 @@ pub use autograd::{
     is_grad_enabled, no_grad, set_backward_profiling, set_grad_enabled, take_backward_profile,
     GradModeGuard,
 };
+pub use cuda::{cuda_device_count, cuda_status};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use op::{BinaryOp, Conv2dParams, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};
 pub use tensor::Tensor;
 pub use threads::{in_pool, num_threads, set_num_threads};
+
+/// A buffer of `n` floats for [`Tensor::from_vec`], from the CPU buffer pool when one of that
+/// size was freed (contents unspecified: write every element), else freshly zeroed. Reusing
+/// freed tensor memory avoids the page faults of a new large allocation (e.g. a data-loader
+/// batch every step).
+pub fn pooled_buffer(n: usize) -> Vec<f32> {
+    cpu::buffer::alloc(n)
+}

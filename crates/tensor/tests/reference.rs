@@ -553,10 +553,12 @@ fn errors_name_the_op_and_shapes() {
         Tensor::zeros(&[2], Device::Cuda(0)),
         Err(Error::DeviceUnavailable { .. })
     ));
-    assert!(matches!(
-        Device::cuda(0),
-        Err(Error::DeviceUnavailable { .. })
-    ));
+    if yolo_tensor::cuda_device_count() == 0 {
+        assert!(matches!(
+            Device::cuda(0),
+            Err(Error::DeviceUnavailable { .. })
+        ));
+    }
     let one = t(vec![1.0; 2], &[1, 2, 1, 1]);
     assert!(matches!(
         one.batch_norm2d_train(

@@ -66,8 +66,10 @@ pub struct TrainOptions {
     pub save_dir: PathBuf,
     /// Seed of model init, shuffling and augmentation.
     pub seed: u64,
-    /// Keep decoded images in RAM.
+    /// Keep decoded images in RAM (`--cache ram`).
     pub cache_ram: bool,
+    /// Keep decoded images on disk next to the images (`--cache disk`).
+    pub cache_disk: bool,
     /// `SGD`, `Adam` or `AdamW`.
     pub optimizer: String,
     /// Cosine LR schedule.
@@ -114,6 +116,7 @@ impl Default for TrainOptions {
             save_dir: PathBuf::from("runs/train/exp"),
             seed: 0,
             cache_ram: false,
+            cache_disk: false,
             optimizer: "SGD".into(),
             cos_lr: false,
             patience: 100,
@@ -255,6 +258,7 @@ pub fn build_data(
         batch_size: opts.batch_size,
         aug,
         cache_ram: opts.cache_ram,
+        cache_disk: opts.cache_disk,
         single_cls: opts.single_cls,
         nc: Some(nc),
         pad: 0.0,

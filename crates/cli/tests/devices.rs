@@ -1,0 +1,102 @@
+//! `--device` and `yolo-forge devices`: CUDA requests are explained, malformed values refused.
+
+use assert_cmd::Command;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bin() -> Command {
+    let mut c = Command::cargo_bin("yolo-forge").unwrap();
+    c.current_dir(root());
+    c
+}
+
+/// Runs the binary, expects exit code 2, returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn a_cuda_device_is_refused_with_what_cudarc_found() {
+    // --device is checked before anything is loaded, in every command that takes it
+    for args in [
+        vec!["train", "--device", "0", "--epochs", "1"],
+        vec!["val", "--data", "nope.yaml", "--device", "0"],
+        vec![
+            "detect",
+            "--weights",
+            "nope.safetensors",
+            "--source",
+            "nowhere",
+            "--device",
+            "0",
+        ],
+        vec![
+            "detect",
+            "--weights",
+            "w",
+            "--source",
+            "s",
+            "--device",
+            "cuda:0,cuda:1",
+        ],
+    ] {
+        let err = fails(&args);
+        assert!(
+            err.contains("--device") && err.contains("CUDA") && err.contains("not implemented"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("What cudarc found on this machine: CUDA:"),
+            "{err}"
+        );
+        assert!(err.contains("--device cpu"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one paragraph: {err}");
+    }
+}
+
+#[test]
+fn a_malformed_device_is_a_clear_error() {
+    let err = fails(&["train", "--device", "0,,x", "--epochs", "1"]);
+    assert!(
+        err.contains("--device 0,,x") && err.contains("empty"),
+        "{err}"
+    );
+    let err = fails(&[
+        "detect",
+        "--weights",
+        "w",
+        "--source",
+        "s",
+        "--device",
+        "gpu",
+    ]);
+    assert!(
+        err.contains("\"gpu\" is not a CUDA device ordinal"),
+        "{err}"
+    );
+}
+
+#[test]
+fn devices_lists_cpu_and_cuda_status() {
+    let out = bin().arg("devices").output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("cpu: ") && s.contains("kernel threads"), "{s}");
+    assert!(s.lines().any(|l| l.starts_with("CUDA:")), "{s}");
+    if yolo_tensor::cuda_device_count() == 0 {
+        println!("no CUDA device here: checking that `devices` says why");
+        assert!(
+            s.contains("not available") || s.contains("no CUDA devices") || s.contains("unusable"),
+            "{s}"
+        );
+    } else {
+        assert!(s.contains("cuda:0"), "{s}");
+    }
+}

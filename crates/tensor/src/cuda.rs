@@ -1,0 +1,159 @@
+//! CUDA presence check through cudarc.
+//!
+//! cudarc loads `libcuda` at run time, so every build compiles this code and a machine without
+//! an NVIDIA driver simply reports that it has none. cudarc panics when a library it needs is
+//! missing, so the driver library is probed first (`is_culib_present`) and every driver call
+//! runs under `catch_unwind`: nothing here panics on a machine without a GPU.
+//! The result is probed once per process and cached.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use cudarc::driver::{result, sys};
+
+/// One GPU as the driver reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GpuInfo {
+    pub name: String,
+    pub total_mem: usize,
+}
+
+/// What the CUDA driver said when asked once.
+#[derive(Clone, Debug)]
+pub(crate) enum Probe {
+    /// The driver library could not be loaded (no NVIDIA driver).
+    NoDriver(String),
+    /// The library loaded but the driver failed (cuInit, device count, …).
+    DriverError(String),
+    /// The driver works; zero or more devices.
+    Ready {
+        /// `cuDriverGetVersion`: 1000 × major + 10 × minor.
+        driver_version: i32,
+        gpus: Vec<GpuInfo>,
+    },
+}
+
+/// The cached probe of this process.
+pub(crate) fn probe() -> &'static Probe {
+    static PROBE: OnceLock<Probe> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        catch_unwind(AssertUnwindSafe(probe_now)).unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Probe::DriverError(format!("the CUDA driver library misbehaved: {msg}"))
+        })
+    })
+}
+
+fn lib_names() -> String {
+    let names = cudarc::get_lib_name_candidates("cuda");
+    let mut shown: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("libcuda.so") || n.ends_with(".dll"))
+        .collect();
+    shown.dedup();
+    if shown.is_empty() {
+        "libcuda".into()
+    } else {
+        shown.join(", ")
+    }
+}
+
+fn probe_now() -> Probe {
+    // SAFETY: only tries to open the library with libloading; it is dropped right away.
+    if !unsafe { sys::is_culib_present() } {
+        return Probe::NoDriver(format!(
+            "libcuda.so could not be loaded: no NVIDIA driver on this machine (tried {})",
+            lib_names()
+        ));
+    }
+    if let Err(e) = result::init() {
+        return Probe::DriverError(format!("cuInit failed: {e}"));
+    }
+    let mut version = 0i32;
+    // SAFETY: the driver writes one int through a valid pointer.
+    let driver_version = match unsafe { sys::cuDriverGetVersion(&mut version).result() } {
+        Ok(()) => version,
+        Err(e) => return Probe::DriverError(format!("cuDriverGetVersion failed: {e}")),
+    };
+    let count = match result::device::get_count() {
+        Ok(n) => n.max(0),
+        Err(e) => return Probe::DriverError(format!("cuDeviceGetCount failed: {e}")),
+    };
+    let mut gpus = Vec::new();
+    for i in 0..count {
+        let dev = match result::device::get(i) {
+            Ok(d) => d,
+            Err(e) => return Probe::DriverError(format!("cuDeviceGet({i}) failed: {e}")),
+        };
+        let name = result::device::get_name(dev).unwrap_or_else(|e| format!("<name: {e}>"));
+        // SAFETY: `dev` came from cuDeviceGet.
+        let total_mem = unsafe { result::device::total_mem(dev) }.unwrap_or(0);
+        gpus.push(GpuInfo { name, total_mem });
+    }
+    Probe::Ready {
+        driver_version,
+        gpus,
+    }
+}
+
+/// Why device `ordinal` cannot be used, or `None` when it can.
+pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
+    match probe() {
+        Probe::NoDriver(why) | Probe::DriverError(why) => Some(why.clone()),
+        Probe::Ready { gpus, .. } if ordinal >= gpus.len() => Some(format!(
+            "device {ordinal} requested but {} GPU{} found{}",
+            gpus.len(),
+            if gpus.len() == 1 { "" } else { "s" },
+            if gpus.is_empty() {
+                String::new()
+            } else {
+                format!(" (valid ordinals: 0..={})", gpus.len() - 1)
+            }
+        )),
+        Probe::Ready { .. } => None,
+    }
+}
+
+/// Number of CUDA devices the driver reports (0 without a driver or on any driver error).
+pub fn cuda_device_count() -> usize {
+    match probe() {
+        Probe::Ready { gpus, .. } => gpus.len(),
+        _ => 0,
+    }
+}
+
+/// A human-readable account of CUDA on this machine: driver version and device names, or why
+/// there are none.
+pub fn cuda_status() -> String {
+    match probe() {
+        Probe::NoDriver(why) => format!("CUDA: not available: {why}"),
+        Probe::DriverError(why) => format!("CUDA: driver present but unusable: {why}"),
+        Probe::Ready {
+            driver_version,
+            gpus,
+        } => {
+            let v = format!("{}.{}", driver_version / 1000, (driver_version % 1000) / 10);
+            if gpus.is_empty() {
+                return format!("CUDA: driver for CUDA {v} loaded, but no CUDA devices found");
+            }
+            let mut s = format!(
+                "CUDA: driver for CUDA {v}, {} device{}",
+                gpus.len(),
+                if gpus.len() == 1 { "" } else { "s" }
+            );
+            for (i, g) in gpus.iter().enumerate() {
+                s.push_str(&format!(
+                    "\n  cuda:{i}  {}  {:.1} GiB",
+                    g.name,
+                    g.total_mem as f64 / (1u64 << 30) as f64
+                ));
+            }
+            s
+        }
+    }
+}
