@@ -199,8 +199,19 @@ impl Model {
             path: path.display().to_string(),
             source: e,
         };
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        // Flushed to disk before the rename: after a crash the file is the old one or the
+        // complete new one, never a truncated mix.
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        Ok(())
     }
 
     /// Loads tensors by name. With `strict`, any missing, unexpected or wrongly shaped tensor is

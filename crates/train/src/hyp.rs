@@ -141,6 +141,26 @@ impl Default for Hyp {
 }
 
 impl Hyp {
+    /// The augmentation part, for the data loader (`mosaic9`, ours, stays off: the hyp file
+    /// has no key for it).
+    pub fn aug(&self) -> yolo_data::AugParams {
+        yolo_data::AugParams {
+            hsv_h: self.hsv_h,
+            hsv_s: self.hsv_s,
+            hsv_v: self.hsv_v,
+            degrees: self.degrees,
+            translate: self.translate,
+            scale: self.scale,
+            shear: self.shear,
+            perspective: self.perspective,
+            flipud: self.flipud,
+            fliplr: self.fliplr,
+            mosaic: self.mosaic,
+            mixup: self.mixup,
+            mosaic9: 0.0,
+        }
+    }
+
     /// Reads a hyp YAML file; errors name the file, and the line and column of a bad key.
     pub fn load(path: impl AsRef<Path>) -> Result<Hyp> {
         let path = path.as_ref();

@@ -249,7 +249,7 @@ pub fn build_data(
 ) -> Result<RunData> {
     let names = run_names(dc, opts.single_cls);
     let nc = dc.nc();
-    let aug = yolo_data::AugParams::from_yaml_str(&opts.hyp.to_yaml(), Path::new("hyp"))?;
+    let aug = opts.hyp.aug();
     let train_opts = DatasetOptions {
         imgsz,
         stride,

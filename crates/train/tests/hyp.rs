@@ -85,3 +85,20 @@ fn yaml_round_trip() {
     let back = Hyp::from_yaml(&h.to_yaml(), "round trip").unwrap();
     assert_eq!(h, back);
 }
+
+#[test]
+fn augmentation_part_equals_the_data_crates_reading_of_each_file() {
+    let mut n = 0;
+    for e in std::fs::read_dir(hyp_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let hyp = Hyp::load(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let direct = yolo_data::AugParams::from_yaml_str(&text, &p).unwrap();
+        assert_eq!(hyp.aug(), direct, "{}", p.display());
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} hyp files");
+}
