@@ -33,6 +33,12 @@ pub trait ActivationLayer: fmt::Debug + Send + Sync {
     /// Sets `eps` and `momentum` of any batch norm inside (upstream's `initialize_weights`
     /// sets 1e-3 and 0.03 model-wide); a no-op for layers without one.
     fn set_batch_norm(&mut self, _eps: f32, _momentum: f32) {}
+
+    /// The single fused element-wise op this activation is, if it is one (then a preceding
+    /// batch norm may run it in the same pass, see `Tensor::batch_norm2d_act_train`).
+    fn unary_op(&self) -> Option<UnaryOp> {
+        None
+    }
 }
 
 /// A pointwise activation: one fused kernel forward and one backward from the saved input
@@ -69,6 +75,10 @@ impl ActivationLayer for Pointwise {
             Some(op) => x.unary(op),
             None => x.clone(),
         })
+    }
+
+    fn unary_op(&self) -> Option<UnaryOp> {
+        self.op
     }
 }
 

@@ -5,6 +5,7 @@ use crate::error::{invalid, Result};
 use crate::flops;
 use crate::init::Init;
 use crate::module::{join, Kind, Module, Visitor};
+use crate::onnx::{export_activation, tensor_initializer, GraphBuilder, Value, Window};
 use yolo_activations::{Activation, ActivationLayer};
 use yolo_tensor::{Conv2dParams, Tensor};
 
@@ -86,6 +87,21 @@ impl Module for Conv2d {
             f(&join(prefix, "bias"), b, Kind::Param);
         }
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let w = tensor_initializer(g, &join(prefix, "weight"), &self.weight)?;
+        let b = match &self.bias {
+            Some(b) => Some(tensor_initializer(g, &join(prefix, "bias"), b)?),
+            None => None,
+        };
+        let p = self.params;
+        let win = Window {
+            kernel: (self.weight.shape()[2], self.weight.shape()[3]),
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+        };
+        Ok(g.conv(x, &w, b.as_ref(), win, p.groups)?)
+    }
 }
 
 /// `nn.BatchNorm2d` with YOLO's settings (eps 1e-3, momentum 0.03, set by upstream after
@@ -130,6 +146,23 @@ impl BatchNorm2d {
     }
 }
 
+impl BatchNorm2d {
+    /// Training-mode batch norm followed by the pointwise `act`, as one fused op
+    /// ([`Tensor::batch_norm2d_act_train`]): the same values as `act(forward(x, true))`.
+    pub fn forward_train_act(&self, x: &Tensor, act: yolo_tensor::UnaryOp) -> Result<Tensor> {
+        flops::add(4.0 * x.numel() as f64);
+        Ok(x.batch_norm2d_act_train(
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            self.momentum,
+            self.eps,
+            Some(act),
+        )?)
+    }
+}
+
 impl Module for BatchNorm2d {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         // thop charges an affine batch norm 2·2 operations per element.
@@ -166,6 +199,18 @@ impl Module for BatchNorm2d {
             &self.running_var,
             Kind::Buffer,
         );
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let mut p = Vec::with_capacity(4);
+        for (name, t) in [
+            ("weight", &self.weight),
+            ("bias", &self.bias),
+            ("running_mean", &self.running_mean),
+            ("running_var", &self.running_var),
+        ] {
+            p.push(tensor_initializer(g, &join(prefix, name), t)?);
+        }
+        Ok(g.batch_norm(x, [&p[0], &p[1], &p[2], &p[3]], self.eps)?)
     }
 }
 
@@ -330,6 +375,10 @@ pub fn fold_bn(conv: &mut Conv2d, bn: &BatchNorm2d) -> Result<()> {
 impl Module for Conv {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = Module::forward(&self.conv, x, train)?;
+        if let (true, Some(bn), Some(op)) = (train, &self.bn, self.act.unary_op()) {
+            // BN + activation in one pass (no normalised intermediate kept for backward).
+            return bn.forward_train_act(&y, op);
+        }
         let y = match &self.bn {
             Some(bn) => bn.forward(&y, train)?,
             None => y,
@@ -348,6 +397,13 @@ impl Module for Conv {
             fold_bn(&mut self.conv, &bn)?;
         }
         Ok(())
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let mut y = self.conv.export_onnx(g, &join(prefix, "conv"), x)?;
+        if let Some(bn) = &self.bn {
+            y = bn.export_onnx(g, &join(prefix, "bn"), &y)?;
+        }
+        export_activation(g, self.act.as_ref(), &y)
     }
 }
 
@@ -370,4 +426,14 @@ impl Module for MaxPool2d {
         Ok(x.max_pool2d(self.0)?)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(&self, g: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
+        let p = self.0;
+        let win = Window {
+            kernel: p.kernel,
+            stride: p.stride,
+            padding: p.padding,
+            dilation: (1, 1),
+        };
+        Ok(g.max_pool(x, win)?)
+    }
 }

@@ -300,10 +300,11 @@ impl Storage {
         weight: &Storage,
         bias: &Storage,
         eps: f32,
+        act: Option<UnaryOp>,
     ) -> BnTrain {
         match (self, weight, bias) {
             (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => {
-                let r = cpu::norm::batch_norm_train(x, n, c, hw, w, b, eps);
+                let r = cpu::norm::batch_norm_train(x, n, c, hw, w, b, eps, act.map(|o| o.code()));
                 BnTrain {
                     y: Storage::Cpu(r.y.into()),
                     mean: r.mean,
@@ -314,7 +315,8 @@ impl Storage {
         }
     }
 
-    /// Returns (dx, dweight, dbias).
+    /// Returns (dx, dweight, dbias). With `act` (the bias and the activation of a fused
+    /// forward), `dy` is the gradient of the activation's output.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_train_backward(
         &self,
@@ -325,11 +327,15 @@ impl Storage {
         weight: &Storage,
         mean: &[f32],
         invstd: &[f32],
+        act: Option<(&Storage, UnaryOp)>,
     ) -> (Storage, Storage, Storage) {
         match (self, dy, weight) {
             (Storage::Cpu(x), Storage::Cpu(g), Storage::Cpu(w)) => {
+                let act = act.map(|(b, op)| match b {
+                    Storage::Cpu(b) => (&b[..], op.code()),
+                });
                 let (dx, dw, db) =
-                    cpu::norm::batch_norm_train_backward(x, g, n, c, hw, w, mean, invstd);
+                    cpu::norm::batch_norm_train_backward(x, g, n, c, hw, w, mean, invstd, act);
                 (
                     Storage::Cpu(dx.into()),
                     Storage::Cpu(dw.into()),

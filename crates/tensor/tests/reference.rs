@@ -690,3 +690,62 @@ fn grad_mode_does_not_leak_between_pool_callers() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     inference.join().unwrap();
 }
+
+/// The fused batch norm + activation equals the two ops in sequence: output, running
+/// statistics, and the gradients of input, weight and bias — for each activation the model
+/// zoo fuses. Sizes above one stack chunk (1024) per plane exercise the chunked passes.
+#[test]
+fn fused_batch_norm_activation_equals_the_composition() {
+    use yolo_tensor::UnaryOp;
+    let (n, c, h, w) = (2, 3, 33, 37);
+    let xs = uniform(n * c * h * w, -2.0, 3.0, 40);
+    let ws = uniform(c, 0.5, 1.5, 41);
+    let bs = uniform(c, -0.5, 0.5, 42);
+    let gz = uniform(n * c * h * w, -1.0, 1.0, 43);
+    for act in [
+        UnaryOp::Silu,
+        UnaryOp::LeakyRelu(0.1),
+        UnaryOp::Relu,
+        UnaryOp::Gelu,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+    ] {
+        let run = |fused: bool| {
+            let x = t(xs.clone(), &[n, c, h, w]).with_grad();
+            let wt = t(ws.clone(), &[c]).with_grad();
+            let b = t(bs.clone(), &[c]).with_grad();
+            let (rm, rv) = (t(vec![0.0; c], &[c]), t(vec![1.0; c], &[c]));
+            let z = if fused {
+                x.batch_norm2d_act_train(&wt, &b, &rm, &rv, 0.03, 1e-3, Some(act))
+                    .unwrap()
+            } else {
+                x.batch_norm2d_train(&wt, &b, &rm, &rv, 0.03, 1e-3)
+                    .unwrap()
+                    .unary(act)
+            };
+            z.backward_with(&t(gz.clone(), z.shape())).unwrap();
+            [
+                z.to_vec(),
+                x.grad().unwrap().to_vec(),
+                wt.grad().unwrap().to_vec(),
+                b.grad().unwrap().to_vec(),
+                rm.to_vec(),
+                rv.to_vec(),
+            ]
+        };
+        let (f, u) = (run(true), run(false));
+        for (name, (a, e)) in [
+            "output",
+            "d/dx",
+            "d/dweight",
+            "d/dbias",
+            "running mean",
+            "running var",
+        ]
+        .iter()
+        .zip(f.iter().zip(&u))
+        {
+            assert_close(&format!("{act:?} {name}"), a, e, 1e-5);
+        }
+    }
+}

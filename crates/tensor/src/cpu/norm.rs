@@ -12,6 +12,9 @@ pub(crate) struct BnForward {
 }
 
 /// Batch-norm forward with batch statistics over N, H, W, per channel.
+/// With `act` (a unary op's code, see `UnaryOp::code`) the output is `act(bn(x))`, computed in
+/// the same pass: the normalised values never go to memory.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn batch_norm_train(
     x: &[f32],
     n: usize,
@@ -20,6 +23,7 @@ pub(crate) fn batch_norm_train(
     weight: &[f32],
     bias: &[f32],
     eps: f32,
+    act: Option<OpCode>,
 ) -> BnForward {
     let m = (n * hw) as f64;
     let stats: Vec<(f32, f32, f32)> = crate::threads::install(|| {
@@ -53,8 +57,23 @@ pub(crate) fn batch_norm_train(
             let (mean, _, invstd) = stats[ch];
             let scale = invstd * weight[ch];
             let shift = bias[ch] - mean * scale;
-            for (d, &v) in dst.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]) {
-                *d = v * scale + shift;
+            let src = &x[plane * hw..(plane + 1) * hw];
+            match act {
+                None => {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v * scale + shift;
+                    }
+                }
+                Some((code, a, b)) => {
+                    let mut tmp = [0.0f32; ACT_CHUNK];
+                    for (dc, sc) in dst.chunks_mut(ACT_CHUNK).zip(src.chunks(ACT_CHUNK)) {
+                        let t = &mut tmp[..sc.len()];
+                        for (o, &v) in t.iter_mut().zip(sc) {
+                            *o = v * scale + shift;
+                        }
+                        super::simd::unary(code, a, b, t, dc);
+                    }
+                }
             }
         })
     });
@@ -67,6 +86,10 @@ pub(crate) fn batch_norm_train(
 }
 
 /// Batch-norm backward (training statistics). Returns (dx, dweight, dbias).
+///
+/// With `act = Some((bias, op code))` the forward was `act(bn(x))` and `dy` is the gradient of
+/// the activation's output: the normalised values are recomputed from `x` and the activation's
+/// derivative applied on the way (no saved intermediate).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn batch_norm_train_backward(
     x: &[f32],
@@ -77,7 +100,11 @@ pub(crate) fn batch_norm_train_backward(
     weight: &[f32],
     mean: &[f32],
     invstd: &[f32],
+    act: Option<(&[f32], OpCode)>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    if let Some((bias, op)) = act {
+        return batch_norm_act_train_backward(x, dy, n, c, hw, weight, bias, mean, invstd, op);
+    }
     let m = (n * hw) as f32;
     // Per channel: Σdy and Σdy·x̂.
     let sums: Vec<(f32, f32)> = crate::threads::install(|| {
@@ -107,6 +134,91 @@ pub(crate) fn batch_norm_train_backward(
             for ((o, &v), &g) in d.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw]) {
                 let xhat = (v - mu) * is;
                 *o = k * (m * g - sd - xhat * sdx);
+            }
+        })
+    });
+    (
+        dx,
+        sums.iter().map(|s| s.1).collect(),
+        sums.iter().map(|s| s.0).collect(),
+    )
+}
+
+/// A unary op as `UnaryOp::code` gives it: (code, first parameter, second parameter).
+type OpCode = (u8, f32, f32);
+
+/// Elements per stack chunk of the fused batch-norm + activation passes (stays in L1).
+const ACT_CHUNK: usize = 1024;
+
+/// [`batch_norm_train_backward`] through an activation: pass 1 recomputes `y = bn(x)` per
+/// chunk, writes `dy = dz · act'(y)` into the output buffer and sums Σdy and Σdy·x̂ per plane;
+/// pass 2 turns `dy` into `dx` in place.
+#[allow(clippy::too_many_arguments)]
+fn batch_norm_act_train_backward(
+    x: &[f32],
+    dz: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    weight: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    (code, a, b): OpCode,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n * hw) as f32;
+    let mut dx = super::buffer::alloc(x.len());
+    let plane_sums: Vec<(f64, f64)> = crate::threads::install(|| {
+        dx.par_chunks_mut(hw)
+            .enumerate()
+            .map(|(plane, d)| {
+                let ch = plane % c;
+                let (mu, is) = (mean[ch], invstd[ch]);
+                let scale = is * weight[ch];
+                let shift = bias[ch] - mu * scale;
+                let off = plane * hw;
+                let (xs, gs) = (&x[off..off + hw], &dz[off..off + hw]);
+                let mut tmp = [0.0f32; ACT_CHUNK];
+                let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+                for ((dc, xc), gc) in d
+                    .chunks_mut(ACT_CHUNK)
+                    .zip(xs.chunks(ACT_CHUNK))
+                    .zip(gs.chunks(ACT_CHUNK))
+                {
+                    let t = &mut tmp[..xc.len()];
+                    for (o, &v) in t.iter_mut().zip(xc) {
+                        *o = v * scale + shift;
+                    }
+                    super::simd::unary_backward(code, a, b, t, gc, dc);
+                    sd += super::simd::sum(dc) as f64;
+                    sdx += super::simd::sum_prod_dev(dc, xc, mu) as f64 * is as f64;
+                }
+                (sd, sdx)
+            })
+            .collect()
+    });
+    // Per channel, summed over images in order (deterministic for any thread count).
+    let sums: Vec<(f32, f32)> = (0..c)
+        .map(|ch| {
+            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let (a, b) = plane_sums[i * c + ch];
+                sd += a;
+                sdx += b;
+            }
+            (sd as f32, sdx as f32)
+        })
+        .collect();
+    crate::threads::install(|| {
+        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, d)| {
+            let ch = plane % c;
+            let (sd, sdx) = sums[ch];
+            let (mu, is) = (mean[ch], invstd[ch]);
+            let k = weight[ch] * is / m;
+            let off = plane * hw;
+            for (o, &v) in d.iter_mut().zip(&x[off..off + hw]) {
+                let xhat = (v - mu) * is;
+                *o = k * (m * *o - sd - xhat * sdx);
             }
         })
     });

@@ -3,7 +3,7 @@
 use super::same_device;
 use crate::autograd::record;
 use crate::error::{arg_err, shape_err, Result};
-use crate::op::{Conv2dParams, ConvGeom, Pool2dParams};
+use crate::op::{Conv2dParams, ConvGeom, Pool2dParams, UnaryOp};
 use crate::shape::{norm_axis, split_at_axis};
 use crate::Tensor;
 
@@ -132,6 +132,24 @@ impl Tensor {
         momentum: f32,
         eps: f32,
     ) -> Result<Tensor> {
+        self.batch_norm2d_act_train(weight, bias, running_mean, running_var, momentum, eps, None)
+    }
+
+    /// [`Tensor::batch_norm2d_train`] followed by the pointwise `act` (e.g. SiLU) as one op:
+    /// the output is `act(bn(x))`, and the normalised values are neither stored nor kept for
+    /// the backward pass (it recomputes them from `x`), which saves a pass over memory each
+    /// way and one activation-sized buffer per layer. `None` is the plain batch norm.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm2d_act_train(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f32,
+        eps: f32,
+        act: Option<UnaryOp>,
+    ) -> Result<Tensor> {
         let (n, c, h, w) = dims4("batch_norm2d_train", self)?;
         for (name, t) in [
             ("weight", weight),
@@ -154,9 +172,15 @@ impl Tensor {
                 format!("needs more than one value per channel to compute batch statistics, got input {:?}", self.shape()),
             );
         }
-        let r =
-            self.storage()
-                .batch_norm_train(n, c, h * w, &weight.storage(), &bias.storage(), eps);
+        let r = self.storage().batch_norm_train(
+            n,
+            c,
+            h * w,
+            &weight.storage(),
+            &bias.storage(),
+            eps,
+            act,
+        );
         {
             let _g = crate::no_grad();
             let dev = self.device();
@@ -182,10 +206,15 @@ impl Tensor {
         Ok(record(
             r.y,
             self.shape().to_vec(),
-            "batch_norm2d",
+            if act.is_some() {
+                "batch_norm2d_act"
+            } else {
+                "batch_norm2d"
+            },
             vec![self.clone(), weight.clone(), bias.clone()],
             move |inp, _, dy| {
-                let (x, wt) = (&inp[0], &inp[1]);
+                let (x, wt, bs) = (&inp[0], &inp[1], &inp[2]);
+                let bias_storage = bs.storage();
                 let (dx, dw, db) = x.storage().batch_norm_train_backward(
                     &dy.storage(),
                     n,
@@ -194,6 +223,7 @@ impl Tensor {
                     &wt.storage(),
                     &mean,
                     &invstd,
+                    act.map(|op| (&*bias_storage, op)),
                 );
                 Ok(vec![
                     Some(Tensor::make(dx, x.shape().to_vec(), None)),
