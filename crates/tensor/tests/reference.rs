@@ -749,3 +749,45 @@ fn fused_batch_norm_activation_equals_the_composition() {
         }
     }
 }
+
+/// `conv2d_act` (activation in the conv epilogue) equals conv2d followed by the op, for GEMM,
+/// pointwise, grouped and depthwise convolutions; it refuses to run where a graph is needed.
+#[test]
+fn conv2d_act_equals_conv_then_activation() {
+    use yolo_tensor::UnaryOp;
+    let cases: [(usize, usize, usize, Conv2dParams); 4] = [
+        (16, 24, 3, Conv2dParams::new(1, 1)),
+        (16, 24, 1, Conv2dParams::new(1, 0)),
+        (12, 9, 3, Conv2dParams::new(2, 1).with_groups(3)),
+        (8, 8, 5, Conv2dParams::new(1, 2).with_groups(8)),
+    ];
+    for (ci, co, k, p) in cases {
+        let x = t(uniform(2 * ci * 19 * 23, -1.0, 1.0, 50), &[2, ci, 19, 23]);
+        let w = t(
+            uniform(co * (ci / p.groups) * k * k, -0.5, 0.5, 51),
+            &[co, ci / p.groups, k, k],
+        );
+        let b = t(uniform(co, -0.5, 0.5, 52), &[co]);
+        for act in [UnaryOp::Silu, UnaryOp::LeakyRelu(0.1), UnaryOp::Relu] {
+            let want = x.conv2d(&w, Some(&b), p).unwrap().unary(act).to_vec();
+            let got = x.conv2d_act(&w, Some(&b), p, act).unwrap().to_vec();
+            assert_close(
+                &format!("conv2d_act {ci}->{co} k{k} {p:?} {act:?}"),
+                &got,
+                &want,
+                1e-6,
+            );
+        }
+    }
+    let w = t(vec![0.1; 4 * 3 * 9], &[4, 3, 3, 3]).with_grad();
+    let x = t(vec![1.0; 3 * 25], &[1, 3, 5, 5]);
+    let e = x
+        .conv2d_act(&w, None, Conv2dParams::new(1, 1), UnaryOp::Silu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv2d_act") && e.contains("grad"), "{e}");
+    let _g = yolo_tensor::no_grad();
+    assert!(x
+        .conv2d_act(&w, None, Conv2dParams::new(1, 1), UnaryOp::Silu)
+        .is_ok());
+}
