@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's own automation.
 //!
-//! - `ci`: format check, clippy with warnings denied, every test of the workspace, then `e2e`.
+//! - `ci`: format check, clippy with warnings denied (also yolo-dist's `nccl` feature), every
+//!   test of the workspace, then `e2e`.
 //! - `e2e`: synthetic data → train → val → detect with the release CLI; asserts mAP@0.5.
 //! - `bench`: criterion benches of every crate plus model-level benchmarks → `target/bench/
 //!   report.md` and `report.json`; `--compare-torch` runs the PyTorch side in the same call.
@@ -38,6 +39,19 @@ fn ci(args: &[String]) -> Result<()> {
     util::cargo(&[
         "clippy",
         "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The NCCL communicator is behind a feature (cudarc loads NCCL at run time, so it builds
+    // without CUDA): lint it too, or it would rot unseen on GPU-less CI.
+    util::cargo(&[
+        "clippy",
+        "-p",
+        "yolo-dist",
+        "--features",
+        "nccl",
         "--all-targets",
         "--",
         "-D",
