@@ -32,7 +32,7 @@ enum Command {
     Detect(Box<detect_cmd::DetectArgs>),
     /// Print a model's layer table and summary (upstream `model.info()`).
     Info(inspect::InfoArgs),
-    /// Write fused inference weights.
+    /// Write the fused inference model: safetensors weights or an ONNX graph.
     Export(export_cmd::ExportArgs),
     /// Time a model's forward pass or training step on random input.
     Bench(inspect::BenchArgs),

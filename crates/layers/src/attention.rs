@@ -356,6 +356,14 @@ impl Module for SpaceToDepth {
         space_to_depth2(x)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(
+        &self,
+        g: &mut crate::onnx::GraphBuilder,
+        _prefix: &str,
+        x: &crate::onnx::Value,
+    ) -> Result<crate::onnx::Value> {
+        crate::onnx::export_space_to_depth2(g, x)
+    }
 }
 
 /// BiFPN weighted addition in the form of the YOLOv5 BiFPN forks' `BiFPN_Add2`/`BiFPN_Add3`:

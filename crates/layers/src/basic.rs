@@ -4,6 +4,7 @@
 use crate::common::{Act, BatchNorm2d, Conv, Conv2d, Ctx, MaxPool2d};
 use crate::error::{invalid, Result};
 use crate::module::{join, Layer, Module, Sequential, Visitor};
+use crate::onnx::{export_activation, export_space_to_depth2, GraphBuilder, Value};
 use yolo_activations::ActivationLayer;
 use yolo_tensor::{Pool2dParams, Tensor};
 
@@ -97,6 +98,11 @@ impl Module for Bottleneck {
     fn fuse(&mut self) -> Result<()> {
         self.cv1.fuse()?;
         self.cv2.fuse()
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let y = self.cv1.export_onnx(g, &join(prefix, "cv1"), x)?;
+        let y = self.cv2.export_onnx(g, &join(prefix, "cv2"), &y)?;
+        Ok(if self.add { g.add(x, &y)? } else { y })
     }
 }
 
@@ -203,6 +209,17 @@ impl Module for C3 {
         self.cv3.fuse()?;
         self.m.fuse()
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let a = self.cv1.export_onnx(g, &join(prefix, "cv1"), x)?;
+        let a = if self.m_is_single {
+            self.m.0[0].export_onnx(g, &join(prefix, "m"), &a)?
+        } else {
+            self.m.export_onnx(g, &join(prefix, "m"), &a)?
+        };
+        let b = self.cv2.export_onnx(g, &join(prefix, "cv2"), x)?;
+        let c = g.concat(&[&a, &b], 1)?;
+        self.cv3.export_onnx(g, &join(prefix, "cv3"), &c)
+    }
 }
 
 /// CSP bottleneck (Cross Stage Partial Networks), the YOLOv4/v5-v5.0 form.
@@ -284,6 +301,16 @@ impl Module for BottleneckCsp {
         self.cv4.fuse()?;
         self.m.fuse()
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let y1 = self.cv1.export_onnx(g, &join(prefix, "cv1"), x)?;
+        let y1 = self.m.export_onnx(g, &join(prefix, "m"), &y1)?;
+        let y1 = self.cv3.export_onnx(g, &join(prefix, "cv3"), &y1)?;
+        let y2 = self.cv2.export_onnx(g, &join(prefix, "cv2"), x)?;
+        let z = g.concat(&[&y1, &y2], 1)?;
+        let z = self.bn.export_onnx(g, &join(prefix, "bn"), &z)?;
+        let z = export_activation(g, self.act.as_ref(), &z)?;
+        self.cv4.export_onnx(g, &join(prefix, "cv4"), &z)
+    }
 }
 
 /// Spatial pyramid pooling: concat of x and max-pools of sizes `k` (stride 1, "same").
@@ -329,6 +356,16 @@ impl Module for Spp {
         self.cv1.fuse()?;
         self.cv2.fuse()
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let x = self.cv1.export_onnx(g, &join(prefix, "cv1"), x)?;
+        let mut parts = vec![x.clone()];
+        for m in &self.m {
+            parts.push(m.export_onnx(g, prefix, &x)?);
+        }
+        let refs: Vec<&Value> = parts.iter().collect();
+        let c = g.concat(&refs, 1)?;
+        self.cv2.export_onnx(g, &join(prefix, "cv2"), &c)
+    }
 }
 
 /// Fast SPP: three chained k×k pools, equal to SPP(k, 2k−1, 3k−2).
@@ -370,6 +407,14 @@ impl Module for Sppf {
     fn fuse(&mut self) -> Result<()> {
         self.cv1.fuse()?;
         self.cv2.fuse()
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let x = self.cv1.export_onnx(g, &join(prefix, "cv1"), x)?;
+        let y1 = self.m.export_onnx(g, prefix, &x)?;
+        let y2 = self.m.export_onnx(g, prefix, &y1)?;
+        let y3 = self.m.export_onnx(g, prefix, &y2)?;
+        let c = g.concat(&[&x, &y1, &y2, &y3], 1)?;
+        self.cv2.export_onnx(g, &join(prefix, "cv2"), &c)
     }
 }
 
@@ -425,6 +470,10 @@ impl Module for Focus {
     fn fuse(&mut self) -> Result<()> {
         self.conv.fuse()
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let y = export_space_to_depth2(g, x)?;
+        self.conv.export_onnx(g, &join(prefix, "conv"), &y)
+    }
 }
 
 /// Concatenation along an axis (several inputs).
@@ -437,6 +486,15 @@ impl Layer for Concat {
         Ok(Tensor::concat(&refs, self.0)?)
     }
     fn visit_layer(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx_layer(
+        &self,
+        g: &mut GraphBuilder,
+        _prefix: &str,
+        xs: &[Value],
+    ) -> Result<Value> {
+        let refs: Vec<&Value> = xs.iter().collect();
+        Ok(g.concat(&refs, self.0 as i64)?)
+    }
 }
 
 /// `nn.Upsample(None, scale, 'nearest')`.
@@ -448,6 +506,9 @@ impl Module for Upsample {
         Ok(x.upsample_nearest2d(self.0, self.0)?)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(&self, g: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
+        Ok(g.resize_nearest(x, self.0, self.0)?)
+    }
 }
 
 /// Contract width-height into channels: N×C×H×W → N×C·g²×H/g×W/g (upstream order).
@@ -470,6 +531,19 @@ impl Module for Contract {
         Ok(y.reshape(&[n, c * g * g, h / g, w / g])?)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(&self, gr: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
+        let s = x.shape().to_vec();
+        let g = self.0;
+        if s.len() != 4 || g == 0 || s[2] % g != 0 || s[3] % g != 0 {
+            return invalid(format!(
+                "Contract({g}) needs H and W divisible by {g}, got {s:?}"
+            ));
+        }
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let y = gr.reshape(x, &[n, c, h / g, g, w / g, g])?;
+        let y = gr.transpose(&y, &[0, 3, 5, 1, 2, 4])?;
+        Ok(gr.reshape(&y, &[n, c * g * g, h / g, w / g])?)
+    }
 }
 
 /// Expand channels into width-height: N×C×H×W → N×C/g²×H·g×W·g (upstream order).
@@ -493,6 +567,20 @@ impl Module for Expand {
         Ok(y.reshape(&[n, c / (g * g), h * g, w * g])?)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(&self, gr: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
+        let s = x.shape().to_vec();
+        let g = self.0;
+        if s.len() != 4 || g == 0 || s[1] % (g * g) != 0 {
+            return invalid(format!(
+                "Expand({g}) needs channels divisible by {}, got {s:?}",
+                g * g
+            ));
+        }
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let y = gr.reshape(x, &[n, g, g, c / (g * g), h, w])?;
+        let y = gr.transpose(&y, &[0, 3, 4, 1, 5, 2])?;
+        Ok(gr.reshape(&y, &[n, c / (g * g), h * g, w * g])?)
+    }
 }
 
 /// `nn.ZeroPad2d((left, right, top, bottom))`.
@@ -505,4 +593,7 @@ impl Module for ZeroPad2d {
         Ok(x.pad2d(l, r, t, b)?)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(&self, g: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
+        Ok(g.pad2d(x, self.0)?)
+    }
 }

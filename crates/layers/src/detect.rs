@@ -4,6 +4,7 @@
 use crate::common::{Conv2d, Ctx};
 use crate::error::{invalid, Result};
 use crate::module::{join, Kind, Layer, Module, Visitor};
+use crate::onnx::{GraphBuilder, Value};
 use yolo_tensor::{Device, Tensor};
 
 /// Output of [`Detect::forward_levels`].
@@ -186,6 +187,90 @@ impl Detect {
         })
     }
 
+    /// Appends the per-level output convs (`m.0`, `m.1`, …) to an ONNX graph.
+    pub fn export_convs(
+        &self,
+        g: &mut GraphBuilder,
+        prefix: &str,
+        xs: &[Value],
+    ) -> Result<Vec<Value>> {
+        if xs.len() != self.nl() {
+            return invalid(format!(
+                "Detect: {} inputs for {} levels",
+                xs.len(),
+                self.nl()
+            ));
+        }
+        xs.iter()
+            .zip(&self.m)
+            .enumerate()
+            .map(|(i, (x, conv))| conv.export_onnx(g, &join(prefix, &format!("m.{i}")), x))
+            .collect()
+    }
+
+    /// Appends the inference decoding of per-level conv outputs N×(na·no)×ny×nx to an ONNX
+    /// graph, as [`Detect::decode_levels`] computes it: sigmoid, `xy = (2σ + grid − 0.5)·stride`,
+    /// `wh = (2σ)²·anchor`, levels concatenated to N×(Σ na·ny·nx)×no. The grids (`grid.i`,
+    /// cell offsets minus 0.5) and pixel anchors (`anchor_grid.i`) become initializers.
+    pub fn export_decode(&self, g: &mut GraphBuilder, prefix: &str, ys: &[Value]) -> Result<Value> {
+        if ys.len() != self.nl() || self.stride.len() != self.nl() {
+            return invalid(format!(
+                "Detect: {} inputs and {} strides for {} levels",
+                ys.len(),
+                self.stride.len(),
+                self.nl()
+            ));
+        }
+        let (na, no) = (self.na, self.no);
+        let anchors = self.anchors.to_vec();
+        let mut z = Vec::with_capacity(ys.len());
+        for (i, y) in ys.iter().enumerate() {
+            let s = y.shape().to_vec();
+            if s.len() != 4 || s[1] != na * no {
+                return invalid(format!(
+                    "Detect: a level needs N×{}×H×W, got {s:?}",
+                    na * no
+                ));
+            }
+            let (bs, ny, nx) = (s[0], s[2], s[3]);
+            let st = self.stride[i];
+            let r = g.reshape(y, &[bs, na, no, ny, nx])?;
+            let r = g.transpose(&r, &[0, 1, 3, 4, 2])?;
+            let sig = g.unary("Sigmoid", &r, Vec::new())?;
+            let parts = g.split(&sig, 4, &[2, 2, no - 4])?;
+            let mut grid = Vec::with_capacity(ny * nx * 2);
+            for y in 0..ny {
+                for x in 0..nx {
+                    grid.extend([x as f32 - 0.5, y as f32 - 0.5]);
+                }
+            }
+            let grid = g.initializer(
+                &join(prefix, &format!("grid.{i}")),
+                &[1, 1, ny, nx, 2],
+                grid,
+            )?;
+            let ag: Vec<f32> = anchors[i * na * 2..(i + 1) * na * 2]
+                .iter()
+                .map(|a| a * st)
+                .collect();
+            let ag = g.initializer(
+                &join(prefix, &format!("anchor_grid.{i}")),
+                &[1, na, 1, 1, 2],
+                ag,
+            )?;
+            let xy = g.mul_scalar(&parts[0], 2.0)?;
+            let xy = g.add(&xy, &grid)?;
+            let xy = g.mul_scalar(&xy, st)?;
+            let wh = g.mul_scalar(&parts[1], 2.0)?;
+            let wh = g.mul(&wh, &wh)?;
+            let wh = g.mul(&wh, &ag)?;
+            let y = g.concat(&[&xy, &wh, &parts[2]], 4)?;
+            z.push(g.reshape(&y, &[bs, na * ny * nx, no])?);
+        }
+        let refs: Vec<&Value> = z.iter().collect();
+        Ok(g.concat(&refs, 1)?)
+    }
+
     /// A zero input batch of the right channel counts, for stride discovery.
     pub fn input_channels(&self) -> Vec<usize> {
         self.m.iter().map(|c| c.weight.shape()[1]).collect()
@@ -211,6 +296,10 @@ impl Layer for Detect {
         for (i, c) in self.m.iter().enumerate() {
             c.visit(&join(prefix, &format!("m.{i}")), f);
         }
+    }
+    fn export_onnx_layer(&self, g: &mut GraphBuilder, prefix: &str, xs: &[Value]) -> Result<Value> {
+        let ys = self.export_convs(g, prefix, xs)?;
+        self.export_decode(g, prefix, &ys)
     }
     fn as_detect(&self) -> Option<&Detect> {
         Some(self)

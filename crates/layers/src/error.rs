@@ -12,6 +12,12 @@ pub enum LayerError {
     /// Bad constructor arguments or inputs.
     #[error("{0}")]
     Invalid(String),
+    /// Building the ONNX graph failed (shapes that do not fit, a name used twice).
+    #[error(transparent)]
+    Onnx(#[from] yolo_onnx::OnnxError),
+    /// A block or activation (named here) that has no ONNX export yet.
+    #[error("{0}: ONNX export does not support it yet")]
+    Unsupported(String),
 }
 
 /// Result alias of this crate.

@@ -4,6 +4,7 @@ use crate::basic::dw_conv;
 use crate::common::{Act, Conv, Ctx};
 use crate::error::Result;
 use crate::module::{join, Module, Visitor};
+use crate::onnx::{GraphBuilder, Value};
 use yolo_tensor::Tensor;
 
 /// Ghost convolution: half the channels from a conv, half from a cheap 5×5 depth-wise conv.
@@ -47,6 +48,11 @@ impl Module for GhostConv {
     fn fuse(&mut self) -> Result<()> {
         self.cv1.fuse()?;
         self.cv2.fuse()
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let y = self.cv1.export_onnx(g, &join(prefix, "cv1"), x)?;
+        let z = self.cv2.export_onnx(g, &join(prefix, "cv2"), &y)?;
+        Ok(g.concat(&[&y, &z], 1)?)
     }
 }
 
@@ -126,5 +132,20 @@ impl Module for GhostBottleneck {
             b.fuse()?;
         }
         Ok(())
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let mut y = self.pw.export_onnx(g, &join(prefix, "conv.0"), x)?;
+        if let Some(dw) = &self.dw {
+            y = dw.export_onnx(g, &join(prefix, "conv.1"), &y)?;
+        }
+        let y = self.pwl.export_onnx(g, &join(prefix, "conv.2"), &y)?;
+        let s = match &self.shortcut {
+            Some((a, b)) => {
+                let s = a.export_onnx(g, &join(prefix, "shortcut.0"), x)?;
+                b.export_onnx(g, &join(prefix, "shortcut.1"), &s)?
+            }
+            None => x.clone(),
+        };
+        Ok(g.add(&y, &s)?)
     }
 }

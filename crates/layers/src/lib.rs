@@ -14,6 +14,7 @@ pub mod flops;
 mod ghost;
 mod init;
 mod module;
+pub mod onnx;
 mod transformer;
 mod yolov7;
 

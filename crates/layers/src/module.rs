@@ -1,6 +1,7 @@
 //! The traits every block implements.
 
 use crate::error::{invalid, Result};
+use crate::onnx::{unsupported, GraphBuilder, Value};
 use std::fmt;
 use yolo_tensor::Tensor;
 
@@ -35,6 +36,13 @@ pub trait Module: fmt::Debug + Send + Sync {
     fn fuse(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Appends this block's inference graph to `g`, from `x` to the returned value, with its
+    /// tensors as initializers named under `prefix` (the names [`Module::visit`] reports).
+    /// Blocks without an export return [`crate::LayerError::Unsupported`].
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let _ = (g, prefix, x);
+        Err(unsupported::<Self>())
+    }
 }
 
 /// A node of the model graph built from one YAML row: one or more inputs, one output.
@@ -49,6 +57,12 @@ pub trait Layer: fmt::Debug + Send + Sync {
     /// Folds inference-time structure.
     fn fuse_layer(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Appends this node's inference graph to `g` (see [`Module::export_onnx`]); a detection
+    /// head appends its decoded predictions, as [`Layer::run`] returns them.
+    fn export_onnx_layer(&self, g: &mut GraphBuilder, prefix: &str, xs: &[Value]) -> Result<Value> {
+        let _ = (g, prefix, xs);
+        Err(unsupported::<Self>())
     }
     /// The detection head, if this node is one.
     fn as_detect(&self) -> Option<&crate::Detect> {
@@ -83,6 +97,12 @@ impl<M: Module> Layer for M {
     fn fuse_layer(&mut self) -> Result<()> {
         Module::fuse(self)
     }
+    fn export_onnx_layer(&self, g: &mut GraphBuilder, prefix: &str, xs: &[Value]) -> Result<Value> {
+        match xs {
+            [x] => Module::export_onnx(self, g, prefix, x),
+            _ => invalid(format!("{self:?} takes one input, got {}", xs.len())),
+        }
+    }
 }
 
 /// `nn.Sequential` of single-input blocks: children named `0`, `1`, ….
@@ -105,6 +125,13 @@ impl Module for Sequential {
     fn fuse(&mut self) -> Result<()> {
         self.0.iter_mut().try_for_each(|m| m.fuse())
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let mut y = x.clone();
+        for (i, m) in self.0.iter().enumerate() {
+            y = m.export_onnx(g, &join(prefix, &i.to_string()), &y)?;
+        }
+        Ok(y)
+    }
 }
 
 /// `nn.Identity`.
@@ -116,6 +143,9 @@ impl Module for Identity {
         Ok(x.clone())
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(&self, _g: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
+        Ok(x.clone())
+    }
 }
 
 /// Counts learnable parameters of a layer.

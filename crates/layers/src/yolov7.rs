@@ -8,6 +8,7 @@ use crate::detect::{Detect, DetectOutput};
 use crate::error::{invalid, Result};
 use crate::init::Init;
 use crate::module::{join, Kind, Layer, Module, Visitor};
+use crate::onnx::{export_activation, export_space_to_depth2, GraphBuilder, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yolo_activations::ActivationLayer;
@@ -34,6 +35,9 @@ impl Module for ReOrg {
         space_to_depth2(x)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx(&self, g: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
+        export_space_to_depth2(g, x)
+    }
 }
 
 /// `Shortcut`: the sum of the first two inputs (upstream ignores any others).
@@ -48,6 +52,17 @@ impl Layer for Shortcut {
         }
     }
     fn visit_layer(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
+    fn export_onnx_layer(
+        &self,
+        g: &mut GraphBuilder,
+        _prefix: &str,
+        xs: &[Value],
+    ) -> Result<Value> {
+        match xs {
+            [a, b, ..] => Ok(g.add(a, b)?),
+            _ => invalid(format!("Shortcut needs two inputs, got {}", xs.len())),
+        }
+    }
 }
 
 /// `DownC(c1, c2, n, k)`: a strided 3×3 conv branch and a max-pool + 1×1 conv branch, each
@@ -94,6 +109,13 @@ impl Module for DownC {
         self.cv1.fuse()?;
         self.cv2.fuse()?;
         self.cv3.fuse()
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let a = self.cv1.export_onnx(g, &join(prefix, "cv1"), x)?;
+        let a = self.cv2.export_onnx(g, &join(prefix, "cv2"), &a)?;
+        let b = self.mp.export_onnx(g, prefix, x)?;
+        let b = self.cv3.export_onnx(g, &join(prefix, "cv3"), &b)?;
+        Ok(g.concat(&[&a, &b], 1)?)
     }
 }
 
@@ -184,6 +206,25 @@ impl Module for Sppcspc {
         }
         Ok(())
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let cv = |g: &mut GraphBuilder, c: &Conv, name: &str, x: &Value| {
+            c.export_onnx(g, &join(prefix, name), x)
+        };
+        let x1 = cv(g, &self.cv1, "cv1", x)?;
+        let x1 = cv(g, &self.cv3, "cv3", &x1)?;
+        let x1 = cv(g, &self.cv4, "cv4", &x1)?;
+        let mut parts = vec![x1.clone()];
+        for m in &self.m {
+            parts.push(m.export_onnx(g, prefix, &x1)?);
+        }
+        let refs: Vec<&Value> = parts.iter().collect();
+        let c = g.concat(&refs, 1)?;
+        let y1 = cv(g, &self.cv5, "cv5", &c)?;
+        let y1 = cv(g, &self.cv6, "cv6", &y1)?;
+        let y2 = cv(g, &self.cv2, "cv2", x)?;
+        let c = g.concat(&[&y1, &y2], 1)?;
+        cv(g, &self.cv7, "cv7", &c)
+    }
 }
 
 /// A conv followed by a batch norm (`nn.Sequential(Conv2d, BatchNorm2d)`: names `0`, `1`).
@@ -203,6 +244,10 @@ impl Module for ConvBn {
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.conv.visit(&join(prefix, "0"), f);
         self.bn.visit(&join(prefix, "1"), f);
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let y = self.conv.export_onnx(g, &join(prefix, "0"), x)?;
+        self.bn.export_onnx(g, &join(prefix, "1"), &y)
     }
 }
 
@@ -358,6 +403,23 @@ impl Module for RepConv {
         self.rbr_identity = None;
         Ok(())
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let y = match (&self.rbr_reparam, &self.rbr_dense, &self.rbr_1x1) {
+            (Some(c), _, _) => c.export_onnx(g, &join(prefix, "rbr_reparam"), x)?,
+            (None, Some(dense), Some(one)) => {
+                let a = dense.export_onnx(g, &join(prefix, "rbr_dense"), x)?;
+                let b = one.export_onnx(g, &join(prefix, "rbr_1x1"), x)?;
+                let mut y = g.add(&a, &b)?;
+                if let Some(bn) = &self.rbr_identity {
+                    let c = bn.export_onnx(g, &join(prefix, "rbr_identity"), x)?;
+                    y = g.add(&y, &c)?;
+                }
+                y
+            }
+            _ => return invalid("RepConv: neither branches nor a fused conv"),
+        };
+        export_activation(g, self.act.as_ref(), &y)
+    }
 }
 
 /// Normal(mean, std) values of `shape` as a parameter, from a sub-generator of `init`.
@@ -403,6 +465,10 @@ impl Module for ImplicitA {
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         f(&join(prefix, "implicit"), &self.implicit, Kind::Param);
     }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let a = crate::onnx::tensor_initializer(g, &join(prefix, "implicit"), &self.implicit)?;
+        Ok(g.add(x, &a)?)
+    }
 }
 
 /// `ImplicitM(c)`: multiplies by a learned per-channel vector `implicit` (1×c×1×1, init
@@ -432,6 +498,10 @@ impl Module for ImplicitM {
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         f(&join(prefix, "implicit"), &self.implicit, Kind::Param);
+    }
+    fn export_onnx(&self, g: &mut GraphBuilder, prefix: &str, x: &Value) -> Result<Value> {
+        let m = crate::onnx::tensor_initializer(g, &join(prefix, "implicit"), &self.implicit)?;
+        Ok(g.mul(x, &m)?)
     }
 }
 
@@ -526,6 +596,33 @@ impl Implicit {
         Ok(ys)
     }
 
+    /// [`Implicit::levels`] as ONNX nodes.
+    fn export_levels(
+        &self,
+        d: &Detect,
+        g: &mut GraphBuilder,
+        prefix: &str,
+        xs: &[Value],
+    ) -> Result<Vec<Value>> {
+        if self.fused {
+            return d.export_convs(g, prefix, xs);
+        }
+        if xs.len() != d.nl() {
+            return invalid(format!(
+                "implicit head: {} inputs for {} levels",
+                xs.len(),
+                d.nl()
+            ));
+        }
+        let mut ys = Vec::with_capacity(xs.len());
+        for (i, (x, conv)) in xs.iter().zip(&d.m).enumerate() {
+            let y = self.ia[i].export_onnx(g, &join(prefix, &format!("ia.{i}")), x)?;
+            let y = conv.export_onnx(g, &join(prefix, &format!("m.{i}")), &y)?;
+            ys.push(self.im[i].export_onnx(g, &join(prefix, &format!("im.{i}")), &y)?);
+        }
+        Ok(ys)
+    }
+
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         for (i, a) in self.ia.iter().enumerate() {
             a.visit(&join(prefix, &format!("ia.{i}")), f);
@@ -605,6 +702,10 @@ impl Layer for IDetect {
     }
     fn fuse_layer(&mut self) -> Result<()> {
         self.implicit.fuse(&mut self.det)
+    }
+    fn export_onnx_layer(&self, g: &mut GraphBuilder, prefix: &str, xs: &[Value]) -> Result<Value> {
+        let ys = self.implicit.export_levels(&self.det, g, prefix, xs)?;
+        self.det.export_decode(g, prefix, &ys)
     }
     fn as_detect(&self) -> Option<&Detect> {
         Some(&self.det)
@@ -722,6 +823,20 @@ impl Layer for IAuxDetect {
     }
     fn fuse_layer(&mut self) -> Result<()> {
         self.implicit.fuse(&mut self.det)
+    }
+    /// The main levels' decoded predictions (the auxiliary convs are training-only).
+    fn export_onnx_layer(&self, g: &mut GraphBuilder, prefix: &str, xs: &[Value]) -> Result<Value> {
+        let nl = self.det.nl();
+        if xs.len() != 2 * nl && !(self.implicit.fused && xs.len() == nl) {
+            return invalid(format!(
+                "IAuxDetect: {} inputs for {nl} main + {nl} auxiliary levels",
+                xs.len()
+            ));
+        }
+        let ys = self
+            .implicit
+            .export_levels(&self.det, g, prefix, &xs[..nl])?;
+        self.det.export_decode(g, prefix, &ys)
     }
     fn as_detect(&self) -> Option<&Detect> {
         Some(&self.det)

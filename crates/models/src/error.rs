@@ -54,6 +54,15 @@ pub enum ModelError {
     /// Weights that do not fit the model.
     #[error("{0}")]
     Weights(String),
+    /// The model cannot be exported as asked (ONNX input size, graph building).
+    #[error("ONNX export: {0}")]
+    Export(String),
+}
+
+impl From<yolo_onnx::OnnxError> for ModelError {
+    fn from(e: yolo_onnx::OnnxError) -> ModelError {
+        ModelError::Export(e.to_string())
+    }
 }
 
 /// Result alias of this crate.

@@ -16,11 +16,13 @@ mod builtins_v7;
 pub mod config;
 mod error;
 mod model;
+mod onnx;
 mod registry;
 pub mod weights;
 
 pub use config::{Anchors, Arg, ModelConfig, Row};
 pub use error::{ModelError, Result};
 pub use model::{LayerRow, Model, ModelInfo, Node};
+pub use onnx::{ONNX_INPUT, ONNX_OUTPUT};
 pub use registry::{make_divisible, BuildFn, Built, Registry, RowInput};
 pub use weights::LoadReport;

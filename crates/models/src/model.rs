@@ -28,6 +28,25 @@ impl Layer for Repeat {
     fn fuse_layer(&mut self) -> yolo_layers::Result<()> {
         self.0.iter_mut().try_for_each(|l| l.fuse_layer())
     }
+    fn export_onnx_layer(
+        &self,
+        g: &mut yolo_onnx::GraphBuilder,
+        prefix: &str,
+        xs: &[yolo_onnx::Value],
+    ) -> yolo_layers::Result<yolo_onnx::Value> {
+        let Some((first, _)) = self.0.split_first() else {
+            return Err(yolo_layers::LayerError::Invalid("an empty repeat".into()));
+        };
+        let mut y = first.export_onnx_layer(g, &yolo_layers::join(prefix, "0"), xs)?;
+        for (i, l) in self.0.iter().enumerate().skip(1) {
+            y = l.export_onnx_layer(
+                g,
+                &yolo_layers::join(prefix, &i.to_string()),
+                std::slice::from_ref(&y),
+            )?;
+        }
+        Ok(y)
+    }
 }
 
 /// One node of the graph.

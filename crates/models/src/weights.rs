@@ -154,6 +154,28 @@ pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> 
     Ok(m.metadata().clone().unwrap_or_default())
 }
 
+/// Writes `bytes` to `path` through `path` with extension `tmp_ext`, flushed to disk before
+/// the rename: after a crash the file is the old one or the complete new one, never a
+/// truncated mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], tmp_ext: &str) -> Result<()> {
+    let tmp = path.with_extension(tmp_ext);
+    let io = |e| ModelError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let written = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    Ok(())
+}
+
 impl Model {
     /// Writes every parameter and buffer (f32, upstream names) plus the YAML and class names.
     /// The file is written next to `path` and renamed into place, so a crash never leaves a
@@ -194,24 +216,7 @@ impl Model {
         }
         let bytes = safetensors::tensor::serialize(views, Some(md))
             .map_err(|e| ModelError::Weights(e.to_string()))?;
-        let tmp = path.with_extension("safetensors.partial");
-        let io = |e| ModelError::Io {
-            path: path.display().to_string(),
-            source: e,
-        };
-        // Flushed to disk before the rename: after a crash the file is the old one or the
-        // complete new one, never a truncated mix.
-        let written = (|| {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        Ok(())
+        write_atomic(path, &bytes, "safetensors.partial")
     }
 
     /// Loads tensors by name. With `strict`, any missing, unexpected or wrongly shaped tensor is
