@@ -72,19 +72,6 @@ impl Conv2d {
     }
 }
 
-impl Conv2d {
-    /// Inference (grad mode off): `act(conv(x))` with the activation in the convolution's
-    /// epilogue ([`Tensor::conv2d_act`]).
-    pub fn forward_act(&self, x: &Tensor, act: yolo_tensor::UnaryOp) -> Result<Tensor> {
-        let y = x.conv2d_act(&self.weight, self.bias.as_ref(), self.params, act)?;
-        if flops::counting() {
-            let w = self.weight.shape();
-            flops::add((y.numel() * w[1] * w[2] * w[3]) as f64);
-        }
-        Ok(y)
-    }
-}
-
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let y = x.conv2d(&self.weight, self.bias.as_ref(), self.params)?;
@@ -387,14 +374,6 @@ pub fn fold_bn(conv: &mut Conv2d, bn: &BatchNorm2d) -> Result<()> {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if let (None, Some(op), false) = (
-            &self.bn,
-            self.act.unary_op(),
-            yolo_tensor::is_grad_enabled(),
-        ) {
-            // Fused model at inference: the activation runs in the conv's epilogue.
-            return self.conv.forward_act(x, op);
-        }
         let y = Module::forward(&self.conv, x, train)?;
         if let (true, Some(bn), Some(op)) = (train, &self.bn, self.act.unary_op()) {
             // BN + activation in one pass (no normalised intermediate kept for backward).

@@ -213,19 +213,13 @@ impl Storage {
         }
     }
 
-    pub fn conv2d(
-        &self,
-        w: &Storage,
-        bias: Option<&Storage>,
-        g: &ConvGeom,
-        act: Option<UnaryOp>,
-    ) -> Storage {
+    pub fn conv2d(&self, w: &Storage, bias: Option<&Storage>, g: &ConvGeom) -> Storage {
         match (self, w) {
             (Storage::Cpu(x), Storage::Cpu(w)) => {
                 let b = bias.map(|b| match b {
                     Storage::Cpu(b) => &b[..],
                 });
-                Storage::Cpu(cpu::conv::forward_act(x, w, b, g, act.map(|o| o.code())).into())
+                Storage::Cpu(cpu::conv::forward(x, w, b, g).into())
             }
         }
     }

@@ -256,24 +256,8 @@ fn min_tasks() -> usize {
 
 /// Forward convolution: `x` is N×C×H×W, `w` is Cout×(C/groups)×kh×kw.
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
-    forward_act(x, w, bias, g, None)
-}
-
-/// [`forward`] followed by the unary op `act` (`UnaryOp::code` form), applied to each task's
-/// output tile right after its GEMM, while the tile is still in cache.
-pub(crate) fn forward_act(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    g: &ConvGeom,
-    act: Option<(u8, f32, f32)>,
-) -> Vec<f32> {
     if is_depthwise(g) {
-        let mut out = depthwise_forward(x, w, bias, g);
-        if let Some((c, a, b)) = act {
-            super::par_chunks_inplace(&mut out, |d| super::simd::unary_inplace(c, a, b, d));
-        }
-        return out;
+        return depthwise_forward(x, w, bias, g);
     }
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
@@ -335,13 +319,6 @@ pub(crate) fn forward_act(
                         )
                     };
                 });
-            }
-            if let Some((code, a, b)) = act {
-                for o in 0..cout_g {
-                    // SAFETY: the tile this task just wrote (see above).
-                    let row = unsafe { std::slice::from_raw_parts_mut(c.add(o * ohw), t) };
-                    super::simd::unary_inplace(code, a, b, row);
-                }
             }
         })
     });

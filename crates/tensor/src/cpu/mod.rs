@@ -39,15 +39,6 @@ pub(crate) fn unary_backward(op: UnaryOp, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dx
 }
 
-/// Runs `f` over `CHUNK`-sized pieces of `y`, in parallel when there are several.
-pub(crate) fn par_chunks_inplace(y: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
-    if y.len() <= CHUNK {
-        f(y);
-    } else {
-        crate::threads::install(|| y.par_chunks_mut(CHUNK).for_each(f))
-    }
-}
-
 fn par_chunks1(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
     if x.len() <= CHUNK {
         f(x, y);

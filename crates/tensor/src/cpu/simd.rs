@@ -141,16 +141,6 @@ macro_rules! unary_kernels {
 
 unary_kernels!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
 
-/// `d = op(d)` in place (through an L1-sized stack copy), for epilogues of other kernels.
-pub(crate) fn unary_inplace(c: u8, a: f32, b: f32, d: &mut [f32]) {
-    let mut tmp = [0.0f32; 1024];
-    for chunk in d.chunks_mut(1024) {
-        let t = &mut tmp[..chunk.len()];
-        t.copy_from_slice(chunk);
-        unary(c, a, b, t, chunk);
-    }
-}
-
 /// Sum with 16 independent lanes (a strict left-to-right float sum cannot vectorise).
 #[inline(always)]
 fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {

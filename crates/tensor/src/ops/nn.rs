@@ -84,8 +84,7 @@ impl Tensor {
         let g = conv_geom(self, weight, bias, &p)?;
         let out = {
             let b = bias.map(|b| b.storage());
-            self.storage()
-                .conv2d(&weight.storage(), b.as_deref(), &g, None)
+            self.storage().conv2d(&weight.storage(), b.as_deref(), &g)
         };
         let mut inputs = vec![self.clone(), weight.clone()];
         if let Some(b) = bias {
@@ -119,35 +118,6 @@ impl Tensor {
                 Ok(grads)
             },
         ))
-    }
-
-    /// Inference-only `act(conv2d(x))` with the activation applied to each output tile right
-    /// after it is computed (no second pass over the output). Records no graph: an error when
-    /// grad mode is on and an input requires grad (use [`Tensor::conv2d`] + [`Tensor::unary`]).
-    pub fn conv2d_act(
-        &self,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        p: Conv2dParams,
-        act: UnaryOp,
-    ) -> Result<Tensor> {
-        let needs_grad = crate::is_grad_enabled()
-            && (self.requires_grad()
-                || weight.requires_grad()
-                || bias.is_some_and(|b| b.requires_grad()));
-        if needs_grad {
-            return arg_err(
-                "conv2d_act",
-                "inference only: an input requires grad (use conv2d followed by unary)",
-            );
-        }
-        let g = conv_geom(self, weight, bias, &p)?;
-        let out = {
-            let b = bias.map(|b| b.storage());
-            self.storage()
-                .conv2d(&weight.storage(), b.as_deref(), &g, Some(act))
-        };
-        Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None))
     }
 
     /// Training-mode 2-D batch norm: normalises with batch statistics over N, H, W and updates
