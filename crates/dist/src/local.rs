@@ -59,6 +59,36 @@ impl Shared {
 pub struct LocalGroup;
 
 impl LocalGroup {
+    /// Runs `f(comm)` on one thread per rank and returns the results in rank order (a rank
+    /// that panics is reported as an error, after the others have finished).
+    pub fn run<T: Send + 'static>(
+        world: usize,
+        f: impl Fn(LocalComm) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>> {
+        let f = Arc::new(f);
+        let handles: Vec<_> = LocalGroup::new(world)?
+            .into_iter()
+            .map(|c| {
+                let f = f.clone();
+                std::thread::spawn(move || f(c))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(world);
+        let mut panicked = None;
+        for (rank, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(v) => out.push(v),
+                Err(_) => {
+                    panicked.get_or_insert(rank);
+                }
+            }
+        }
+        match panicked {
+            Some(rank) => arg_err("LocalGroup::run", format!("rank {rank} panicked")),
+            None => Ok(out),
+        }
+    }
+
     /// One communicator per rank, `0..world` (give each to its own thread). Errors on `world == 0`.
     #[allow(clippy::new_ret_no_self)]
     pub fn new(world: usize) -> Result<Vec<LocalComm>> {
@@ -227,23 +257,13 @@ impl Communicator for LocalComm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::thread;
 
     /// Runs `f(comm)` on one thread per rank and returns the results by rank.
     fn run<T: Send + 'static>(
         world: usize,
         f: impl Fn(LocalComm) -> T + Send + Sync + 'static,
     ) -> Vec<T> {
-        let f = Arc::new(f);
-        let handles: Vec<_> = LocalGroup::new(world)
-            .unwrap()
-            .into_iter()
-            .map(|c| {
-                let f = f.clone();
-                thread::spawn(move || f(c))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        LocalGroup::run(world, f).unwrap()
     }
 
     #[test]

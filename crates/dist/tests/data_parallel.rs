@@ -3,7 +3,6 @@
 //! concatenated batch's.
 
 use std::sync::Arc;
-use std::thread;
 use yolo_dist::{
     broadcast_parameters, sync_batch_stats, ChannelStats, Communicator, DistError, GradBuckets,
     LocalComm, LocalGroup, SingleProcess,
@@ -90,16 +89,7 @@ fn on_ranks<T: Send + 'static>(
     world: usize,
     f: impl Fn(LocalComm) -> T + Send + Sync + 'static,
 ) -> Vec<T> {
-    let f = Arc::new(f);
-    let handles: Vec<_> = LocalGroup::new(world)
-        .unwrap()
-        .into_iter()
-        .map(|c| {
-            let f = f.clone();
-            thread::spawn(move || f(c))
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
+    LocalGroup::run(world, f).unwrap()
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {

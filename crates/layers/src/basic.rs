@@ -515,9 +515,9 @@ impl Module for Upsample {
 #[derive(Debug, Clone, Copy)]
 pub struct Contract(pub usize);
 
-impl Module for Contract {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let s = x.shape().to_vec();
+impl Contract {
+    /// The reshape → transpose → reshape that moves g×g pixel blocks into channels.
+    fn plan(&self, s: &[usize]) -> Result<ReshufflePlan> {
         let g = self.0;
         if s.len() != 4 || g == 0 || s[2] % g != 0 || s[3] % g != 0 {
             return invalid(format!(
@@ -525,24 +525,41 @@ impl Module for Contract {
             ));
         }
         let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-        let y = x
-            .reshape(&[n, c, h / g, g, w / g, g])?
-            .permute(&[0, 3, 5, 1, 2, 4])?;
-        Ok(y.reshape(&[n, c * g * g, h / g, w / g])?)
+        Ok((
+            [n, c, h / g, g, w / g, g],
+            [0, 3, 5, 1, 2, 4],
+            [n, c * g * g, h / g, w / g],
+        ))
+    }
+}
+
+/// A space/channel reshuffle as (split shape, permutation, final shape).
+type ReshufflePlan = ([usize; 6], [usize; 6], [usize; 4]);
+
+/// Runs a [`ReshufflePlan`] on a tensor.
+fn reshuffle(x: &Tensor, (split, perm, fin): ReshufflePlan) -> Result<Tensor> {
+    Ok(x.reshape(&split)?.permute(&perm)?.reshape(&fin)?)
+}
+
+/// Writes a [`ReshufflePlan`] into an ONNX graph.
+fn reshuffle_onnx(
+    gr: &mut GraphBuilder,
+    x: &Value,
+    (split, perm, fin): ReshufflePlan,
+) -> Result<Value> {
+    let y = gr.reshape(x, &split)?;
+    let y = gr.transpose(&y, &perm)?;
+    Ok(gr.reshape(&y, &fin)?)
+}
+
+impl Module for Contract {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        reshuffle(x, self.plan(x.shape())?)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
     fn export_onnx(&self, gr: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
-        let s = x.shape().to_vec();
-        let g = self.0;
-        if s.len() != 4 || g == 0 || s[2] % g != 0 || s[3] % g != 0 {
-            return invalid(format!(
-                "Contract({g}) needs H and W divisible by {g}, got {s:?}"
-            ));
-        }
-        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-        let y = gr.reshape(x, &[n, c, h / g, g, w / g, g])?;
-        let y = gr.transpose(&y, &[0, 3, 5, 1, 2, 4])?;
-        Ok(gr.reshape(&y, &[n, c * g * g, h / g, w / g])?)
+        let plan = self.plan(x.shape())?;
+        reshuffle_onnx(gr, x, plan)
     }
 }
 
@@ -550,9 +567,9 @@ impl Module for Contract {
 #[derive(Debug, Clone, Copy)]
 pub struct Expand(pub usize);
 
-impl Module for Expand {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let s = x.shape().to_vec();
+impl Expand {
+    /// The reshape → transpose → reshape that moves channels into g×g pixel blocks.
+    fn plan(&self, s: &[usize]) -> Result<ReshufflePlan> {
         let g = self.0;
         if s.len() != 4 || g == 0 || s[1] % (g * g) != 0 {
             return invalid(format!(
@@ -561,25 +578,22 @@ impl Module for Expand {
             ));
         }
         let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-        let y = x
-            .reshape(&[n, g, g, c / (g * g), h, w])?
-            .permute(&[0, 3, 4, 1, 5, 2])?;
-        Ok(y.reshape(&[n, c / (g * g), h * g, w * g])?)
+        Ok((
+            [n, g, g, c / (g * g), h, w],
+            [0, 3, 4, 1, 5, 2],
+            [n, c / (g * g), h * g, w * g],
+        ))
+    }
+}
+
+impl Module for Expand {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        reshuffle(x, self.plan(x.shape())?)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
     fn export_onnx(&self, gr: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
-        let s = x.shape().to_vec();
-        let g = self.0;
-        if s.len() != 4 || g == 0 || s[1] % (g * g) != 0 {
-            return invalid(format!(
-                "Expand({g}) needs channels divisible by {}, got {s:?}",
-                g * g
-            ));
-        }
-        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-        let y = gr.reshape(x, &[n, g, g, c / (g * g), h, w])?;
-        let y = gr.transpose(&y, &[0, 3, 4, 1, 5, 2])?;
-        Ok(gr.reshape(&y, &[n, c / (g * g), h * g, w * g])?)
+        let plan = self.plan(x.shape())?;
+        reshuffle_onnx(gr, x, plan)
     }
 }
 
@@ -595,5 +609,36 @@ impl Module for ZeroPad2d {
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
     fn export_onnx(&self, g: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {
         Ok(g.pad2d(x, self.0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yolo_tensor::Device;
+
+    /// Upstream's channel order (view + permute(0, 3, 5, 1, 2, 4)): a 2×2 block of one channel
+    /// becomes channels [top-left, top-right, bottom-left, bottom-right]; Expand undoes it.
+    #[test]
+    fn contract_order_and_expand_inverse() {
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2], Device::Cpu).unwrap();
+        let y = Contract(2).forward(&x, false).unwrap();
+        assert_eq!(y.shape(), &[1, 4, 1, 1]);
+        assert_eq!(y.to_vec(), vec![1.0, 2.0, 3.0, 4.0]);
+        let data: Vec<f32> = (0..2 * 8 * 6 * 4).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(data.clone(), &[2, 8, 6, 4], Device::Cpu).unwrap();
+        let c = Contract(2).forward(&x, false).unwrap();
+        assert_eq!(c.shape(), &[2, 32, 3, 2]);
+        let back = Expand(2).forward(&c, false).unwrap();
+        assert_eq!(back.shape(), x.shape());
+        assert_eq!(back.to_vec(), data);
+        assert!(
+            Contract(4).forward(&x, false).is_err(),
+            "W 4 is fine but H 6 is not / 4"
+        );
+        assert!(
+            Expand(3).forward(&x, false).is_err(),
+            "8 channels not divisible by 9"
+        );
     }
 }
