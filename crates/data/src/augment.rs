@@ -265,20 +265,7 @@ pub fn augment_hsv<R: Rng + ?Sized>(
         uniform(rng, -1.0, 1.0) * sgain as f64 + 1.0,
         uniform(rng, -1.0, 1.0) * vgain as f64 + 1.0,
     ];
-    // Hue LUT folded into (sector, fraction) pairs; S and V LUTs as upstream.
-    let mut hue = [(0usize, 0u32); 180];
-    let mut lut_s = [0u32; 256];
-    let mut lut_v = [0u32; 256];
-    for (x, e) in hue.iter_mut().enumerate() {
-        let h2 = ((x as f64 * gains[0]).rem_euclid(180.0) as u32).min(179);
-        *e = ((h2 / 30) as usize, h2 % 30);
-    }
-    for x in 0..256 {
-        let xf = x as f64;
-        lut_s[x] = (xf * gains[1]).clamp(0.0, 255.0) as u32;
-        lut_v[x] = (xf * gains[2]).clamp(0.0, 255.0) as u32;
-    }
-    let luts = HsvLuts { hue, lut_s, lut_v };
+    let luts = HsvLuts::new(gains);
     let done = hsv_simd::apply(&luts, &mut im.data);
     hsv_apply_scalar(&luts, &mut im.data[done..]);
 }
@@ -288,6 +275,23 @@ struct HsvLuts {
     hue: [(usize, u32); 180],
     lut_s: [u32; 256],
     lut_v: [u32; 256],
+}
+
+impl HsvLuts {
+    /// The tables for hue, saturation and value `gains` (multipliers): the hue LUT folded into
+    /// (sector, fraction) pairs, S and V LUTs as upstream.
+    fn new(gains: [f64; 3]) -> HsvLuts {
+        let mut hue = [(0usize, 0u32); 180];
+        for (x, e) in hue.iter_mut().enumerate() {
+            let h2 = ((x as f64 * gains[0]).rem_euclid(180.0) as u32).min(179);
+            *e = ((h2 / 30) as usize, h2 % 30);
+        }
+        HsvLuts {
+            hue,
+            lut_s: std::array::from_fn(|x| (x as f64 * gains[1]).clamp(0.0, 255.0) as u32),
+            lut_v: std::array::from_fn(|x| (x as f64 * gains[2]).clamp(0.0, 255.0) as u32),
+        }
+    }
 }
 
 /// One pixel of [`augment_hsv`] (the reference the vector path must equal exactly).
@@ -519,16 +523,7 @@ mod tests {
             [0.52, 1.66, 0.2],
             [0.0, 0.0, 0.0],
         ] {
-            let mut hue = [(0usize, 0u32); 180];
-            for (x, e) in hue.iter_mut().enumerate() {
-                let h2 = ((x as f64 * gains[0]).rem_euclid(180.0) as u32).min(179);
-                *e = ((h2 / 30) as usize, h2 % 30);
-            }
-            let l = HsvLuts {
-                hue,
-                lut_s: std::array::from_fn(|x| (x as f64 * gains[1]).clamp(0.0, 255.0) as u32),
-                lut_v: std::array::from_fn(|x| (x as f64 * gains[2]).clamp(0.0, 255.0) as u32),
-            };
+            let l = HsvLuts::new(gains);
             let (mut a, mut b) = (all.clone(), reference.clone());
             let done = hsv_simd::apply(&l, &mut a);
             if done == 0 {

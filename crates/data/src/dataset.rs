@@ -296,7 +296,7 @@ impl Dataset {
         let failure: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
         self.records.par_iter().for_each(|rec| {
             if failure.lock().map(|f| f.is_some()).unwrap_or(true)
-                || crate::diskcache::read(&rec.path).is_some()
+                || crate::diskcache::is_fresh(&rec.path)
             {
                 return;
             }

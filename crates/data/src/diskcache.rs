@@ -32,20 +32,42 @@ fn source_stamp(image: &Path) -> std::io::Result<(u64, i64)> {
     Ok((m.len(), mtime))
 }
 
+/// The (width, height) a cache header describes, if it is ours, matches `stamp` (the
+/// source's length and mtime) and promises exactly `file_len` bytes.
+fn check_header(header: &[u8], stamp: (u64, i64), file_len: u64) -> Option<(usize, usize)> {
+    if header.len() < HEADER || &header[..8] != MAGIC {
+        return None;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap()) as usize;
+    let (w, h) = (u32_at(8), u32_at(12));
+    let len = u64::from_le_bytes(header[16..24].try_into().ok()?);
+    let mtime = i64::from_le_bytes(header[24..32].try_into().ok()?);
+    let ok = (len, mtime) == stamp && file_len == (HEADER + w * h * 3) as u64 && w > 0 && h > 0;
+    ok.then_some((w, h))
+}
+
+/// Whether `image` has a cache file that matches it, reading only the header (the start-up
+/// check of every image: the pixels are read when the image is used).
+pub fn is_fresh(image: &Path) -> bool {
+    use std::io::Read;
+    let Ok(stamp) = source_stamp(image) else {
+        return false;
+    };
+    let Ok(mut f) = std::fs::File::open(cache_path(image)) else {
+        return false;
+    };
+    let Ok(file_len) = f.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut header = [0u8; HEADER];
+    f.read_exact(&mut header).is_ok() && check_header(&header, stamp, file_len).is_some()
+}
+
 /// The cached pixels of `image`, if a cache file exists and matches the source.
 pub fn read(image: &Path) -> Option<RgbBuf> {
     let stamp = source_stamp(image).ok()?;
     let bytes = std::fs::read(cache_path(image)).ok()?;
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return None;
-    }
-    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
-    let (w, h) = (u32_at(8), u32_at(12));
-    let len = u64::from_le_bytes(bytes[16..24].try_into().ok()?);
-    let mtime = i64::from_le_bytes(bytes[24..32].try_into().ok()?);
-    if (len, mtime) != stamp || bytes.len() != HEADER + w * h * 3 || w == 0 || h == 0 {
-        return None;
-    }
+    let (w, h) = check_header(&bytes, stamp, bytes.len() as u64)?;
     let mut data = bytes;
     data.drain(..HEADER);
     RgbBuf::from_raw(w, h, data)
@@ -86,20 +108,24 @@ mod tests {
         let src = dir.path().join("a.jpg");
         std::fs::write(&src, b"pretend jpeg bytes").unwrap();
         assert!(read(&src).is_none(), "no cache yet");
+        assert!(!is_fresh(&src));
         let im = RgbBuf::from_raw(3, 2, (0..18).collect()).unwrap();
         write(&src, &im).unwrap();
         assert_eq!(cache_path(&src), dir.path().join("a.jpg.yfraw"));
+        assert!(is_fresh(&src));
         let back = read(&src).expect("cache read back");
         assert_eq!((back.width, back.height, &back.data), (3, 2, &im.data));
         // a changed source (other length) invalidates the cache
         std::fs::write(&src, b"another, longer pretend jpeg").unwrap();
         assert!(read(&src).is_none(), "stale cache must be ignored");
+        assert!(!is_fresh(&src));
         // a truncated cache file is ignored
         write(&src, &im).unwrap();
         let p = cache_path(&src);
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         assert!(read(&src).is_none(), "truncated cache must be ignored");
+        assert!(!is_fresh(&src));
         // no temporary files left behind
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

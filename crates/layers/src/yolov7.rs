@@ -560,6 +560,17 @@ struct Implicit {
     fused: bool,
 }
 
+/// An implicit head gets one input per detection level.
+fn check_levels(d: &Detect, inputs: usize) -> Result<()> {
+    if inputs != d.nl() {
+        return invalid(format!(
+            "implicit head: {inputs} inputs for {} levels",
+            d.nl()
+        ));
+    }
+    Ok(())
+}
+
 impl Implicit {
     fn new(ch: &[usize], c_out: usize, init: &Init) -> Result<Implicit> {
         Ok(Implicit {
@@ -577,13 +588,7 @@ impl Implicit {
 
     /// Per-level conv outputs `im(conv(ia(x)))` (just `conv(x)` once fused).
     fn levels(&self, d: &Detect, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
-        if xs.len() != d.nl() {
-            return invalid(format!(
-                "implicit head: {} inputs for {} levels",
-                xs.len(),
-                d.nl()
-            ));
-        }
+        check_levels(d, xs.len())?;
         let mut ys = Vec::with_capacity(xs.len());
         for (i, (x, conv)) in xs.iter().zip(&d.m).enumerate() {
             ys.push(if self.fused {
@@ -607,13 +612,7 @@ impl Implicit {
         if self.fused {
             return d.export_convs(g, prefix, xs);
         }
-        if xs.len() != d.nl() {
-            return invalid(format!(
-                "implicit head: {} inputs for {} levels",
-                xs.len(),
-                d.nl()
-            ));
-        }
+        check_levels(d, xs.len())?;
         let mut ys = Vec::with_capacity(xs.len());
         for (i, (x, conv)) in xs.iter().zip(&d.m).enumerate() {
             let y = self.ia[i].export_onnx(g, &join(prefix, &format!("ia.{i}")), x)?;
