@@ -179,7 +179,8 @@ impl Tensor {
                 }
             }
         }
-        Ok(())
+        // A failed GPU op during the pass surfaces here (see `cuda::backend`).
+        self.storage().check()
     }
 }
 

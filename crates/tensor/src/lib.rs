@@ -37,7 +37,10 @@ pub use autograd::{
     is_grad_enabled, no_grad, set_backward_profiling, set_grad_enabled, take_backward_profile,
     GradModeGuard,
 };
-pub use cuda::{cuda_device_count, cuda_status};
+pub use cuda::{
+    cuda_device_count, cuda_memory_stats, cuda_status, mixed_precision, reset_cuda_peak_memory,
+    set_mixed_precision, synchronize, CudaMemoryStats,
+};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use op::{BinaryOp, Conv2dParams, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};

@@ -149,7 +149,9 @@ impl Tensor {
                 ),
             );
         }
-        Ok(self.to_vec()[0])
+        let v = self.to_vec();
+        self.storage().check()?;
+        Ok(v[0])
     }
 
     /// A copy on `device` (no copy if already there). Gradients flow back to the source.
@@ -157,7 +159,9 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let data = Storage::from_vec(self.to_vec(), device)?;
+        let host = self.to_vec();
+        self.storage().check()?;
+        let data = Storage::from_vec(host, device)?;
         Ok(crate::autograd::record(
             data,
             self.shape().to_vec(),
@@ -271,20 +275,13 @@ impl Tensor {
         Ok(())
     }
 
-    /// Runs `f` on this tensor's host data in place, outside the graph and without allocating
-    /// (CPU only; other devices error): optimisers and EMA update parameters this way.
+    /// Runs `f` on this tensor's host data in place, outside the graph: optimisers and EMA
+    /// update parameters this way. On the CPU it does not allocate; on a GPU the data makes a
+    /// round trip through host memory.
     pub fn update_data(&self, f: impl FnOnce(&mut [f32])) -> Result<()> {
-        if !self.device().is_cpu() {
-            return Err(Error::DeviceUnavailable {
-                device: self.device(),
-                reason: "update_data works on host (CPU) data only".into(),
-            });
-        }
         let mut guard = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
-        match &mut *guard {
-            Storage::Cpu(buf) => f(buf),
-        }
-        Ok(())
+        guard.check()?;
+        guard.update_host(f)
     }
 
     /// Whether two tensors share the same data buffer.

@@ -58,14 +58,23 @@ fn cuda_presence_check_matches_the_machine() {
 }
 
 #[test]
-fn ops_on_cuda_still_error_clearly() {
-    // the CUDA op backend does not exist yet: allocation on a CUDA device is refused
+fn cuda_tensors_need_a_gpu_and_say_why() {
     let r = Tensor::zeros(&[2], Device::Cuda(0));
-    match r {
-        Err(Error::DeviceUnavailable { reason, .. }) => {
-            assert!(reason.contains("not implemented"), "{reason}")
+    if cuda_device_count() == 0 {
+        // no GPU: allocation is refused with the probe's reason, never a panic
+        match r {
+            Err(Error::DeviceUnavailable { reason, .. }) => {
+                assert_eq!(
+                    format!("CUDA: not available: {reason}"),
+                    cuda_status().replace("driver present but unusable", "not available")
+                );
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
+    } else {
+        let t = r.expect("zeros on cuda:0");
+        assert_eq!(t.device(), Device::Cuda(0));
+        assert_eq!(t.to_vec(), vec![0.0, 0.0]);
     }
 }
 

@@ -65,7 +65,7 @@ fn par_map2<F: Fn(f32, f32) -> f32 + Sync + Send>(a: &[f32], b: &[f32], y: &mut 
 
 /// Merges adjacent axes that every operand walks the same way, so inner loops run long.
 /// `strides[j]` are the strides of operand j over `shape` (0 on broadcast axes).
-fn coalesce(shape: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+pub(crate) fn coalesce(shape: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
     let mut out_shape: Vec<usize> = Vec::new();
     let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
     for (i, &d) in shape.iter().enumerate() {

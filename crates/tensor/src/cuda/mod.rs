@@ -1,4 +1,6 @@
-//! CUDA presence check through cudarc.
+//! CUDA through cudarc: the presence check (this file), the device state and caching allocator
+//! (`backend`), the kernels (`kernels.cu`, compiled by NVRTC at run time) and the storage ops
+//! (`ops`).
 //!
 //! cudarc loads `libcuda` at run time, so every build compiles this code and a machine without
 //! an NVIDIA driver simply reports that it has none. cudarc panics when a library it needs is
@@ -157,3 +159,58 @@ pub fn cuda_status() -> String {
         }
     }
 }
+
+/// Device-memory counters of one GPU's caching allocator, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CudaMemoryStats {
+    /// Bytes held by live tensors now.
+    pub in_use: usize,
+    /// Highest `in_use` since the process started or [`reset_cuda_peak_memory`].
+    pub peak: usize,
+    /// Bytes kept in the allocator's free lists for reuse (allocated from the driver, idle).
+    pub cached: usize,
+    /// Calls to the driver's allocator so far (constant once a training loop is warm).
+    pub driver_allocs: usize,
+}
+
+/// The caching allocator's counters for `cuda:ordinal`, or `None` when that device was never
+/// used by this process (or there is no GPU).
+pub fn cuda_memory_stats(ordinal: usize) -> Option<CudaMemoryStats> {
+    backend::existing(ordinal).map(|g| g.stats())
+}
+
+/// Sets the peak counter of `cuda:ordinal` to its current use.
+pub fn reset_cuda_peak_memory(ordinal: usize) {
+    if let Some(g) = backend::existing(ordinal) {
+        g.reset_peak();
+    }
+}
+
+static MIXED_PRECISION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches mixed precision for CUDA convolutions and matrix products (upstream's `--amp`):
+/// inputs rounded to bf16, products accumulated in f32, outputs stored in f32. CPU kernels
+/// always run in f32 and ignore it. Process-wide; off by default.
+pub fn set_mixed_precision(on: bool) {
+    MIXED_PRECISION.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether mixed precision is on (see [`set_mixed_precision`]).
+pub fn mixed_precision() -> bool {
+    MIXED_PRECISION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits until every kernel queued on `device` has finished (no-op on the CPU); for timing.
+pub fn synchronize(device: crate::Device) -> crate::Result<()> {
+    match device {
+        crate::Device::Cpu => Ok(()),
+        crate::Device::Cuda(n) => {
+            let g = backend::gpu(n)?;
+            g.synchronize()?;
+            g.take_error()
+        }
+    }
+}
+
+pub(crate) mod backend;
+pub(crate) mod ops;
