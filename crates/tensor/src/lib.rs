@@ -38,8 +38,8 @@ pub use autograd::{
     GradModeGuard,
 };
 pub use cuda::{
-    cuda_device_count, cuda_memory_stats, cuda_status, mixed_precision, reset_cuda_peak_memory,
-    set_mixed_precision, synchronize, CudaMemoryStats,
+    cuda_conv_backend, cuda_device_count, cuda_memory_stats, cuda_status, mixed_precision,
+    reset_cuda_peak_memory, set_mixed_precision, synchronize, CudaMemoryStats,
 };
 pub use device::Device;
 pub use error::{Error, Result};

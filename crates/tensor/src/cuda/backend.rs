@@ -110,6 +110,8 @@ pub(crate) struct Gpu {
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
     blas: Mutex<Blas>,
+    /// cuDNN, or why it is not used (then convolutions run on im2col + cuBLAS).
+    pub dnn: std::result::Result<Mutex<super::cudnn::Dnn>, String>,
     pool: Mutex<Pool>,
     sticky: Mutex<Option<String>>,
 }
@@ -193,12 +195,14 @@ impl Gpu {
         // SAFETY: a valid handle and this context's stream.
         unsafe { cudarc::cublas::result::set_stream(handle, stream.cu_stream() as _) }
             .map_err(|x| e("binding cuBLAS to the stream", &x))?;
+        let dnn = super::cudnn::open(stream.cu_stream());
         Ok(Gpu {
             ordinal,
             ctx,
             stream,
             funcs,
             blas: Mutex::new(Blas(handle)),
+            dnn,
             pool: Mutex::new(Pool::default()),
             sticky: Mutex::new(None),
         })
@@ -240,6 +244,11 @@ impl Gpu {
         self.ctx
             .bind_to_thread()
             .map_err(|e| self.err(format!("binding the context: {e:?}")))
+    }
+
+    /// Makes this GPU's context current on the calling thread.
+    pub fn bind_pub(&self) -> Result<()> {
+        self.bind()
     }
 
     pub fn synchronize(&self) -> Result<()> {

@@ -213,4 +213,14 @@ pub fn synchronize(device: crate::Device) -> crate::Result<()> {
 }
 
 pub(crate) mod backend;
+pub(crate) mod cudnn;
 pub(crate) mod ops;
+
+/// How `cuda:ordinal` runs convolutions ("cuDNN" or "im2col + cuBLAS (reason)"), once this
+/// process has used that device; `None` before.
+pub fn cuda_conv_backend(ordinal: usize) -> Option<String> {
+    backend::existing(ordinal).map(|g| match &g.dnn {
+        Ok(_) => "cuDNN".to_string(),
+        Err(why) => format!("im2col + cuBLAS ({why})"),
+    })
+}

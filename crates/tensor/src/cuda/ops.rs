@@ -790,6 +790,11 @@ pub(crate) fn conv2d_backward_input(dy: &CudaBuf, w: &CudaBuf, g: &ConvGeom) -> 
     let gpu = &dy.gpu;
     let p = g.oh * g.ow;
     let n_in = g.n * g.c_in * g.h * g.w;
+    if let Ok(dnn) = &gpu.dnn {
+        let dx = gpu.alloc(n_in)?;
+        super::cudnn::run(gpu, dnn, g, 1, w.ptr, dy.ptr, &dx)?;
+        return Ok(dx);
+    }
     let q = geom_ints(g);
     if g.p.groups > 1 {
         let dx = gpu.alloc(n_in)?;
@@ -898,6 +903,11 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
     let p = g.oh * g.ow;
     let k = g.k();
     let nw = g.c_out * k;
+    if let Ok(dnn) = &gpu.dnn {
+        let dw = gpu.alloc(nw)?;
+        super::cudnn::run(gpu, dnn, g, 2, x.ptr, dy.ptr, &dw)?;
+        return Ok(dw);
+    }
     let q = geom_ints(g);
     if g.p.groups > 1 {
         let dw = gpu.alloc(nw)?;
