@@ -1,11 +1,18 @@
 //! The CUDA device state: one context, one stream, the NVRTC-compiled kernel module, a cuBLAS
-//! handle and a caching allocator per GPU; [`CudaBuf`], the device memory behind a tensor.
+//! handle, cuDNN when it loads, and a caching allocator per GPU; [`CudaBuf`], the device memory
+//! behind a tensor.
 //!
 //! Errors: the tensor API's pointwise and shape ops are infallible, so a failing CUDA call
 //! (out of memory, a driver error) is recorded as the device's *sticky error*, the op returns a
 //! null buffer and later ops on that device do nothing; the error surfaces, with its text, at
 //! the next fallible call (`item`, `backward`, `to_device`, `synchronize`, …), as CUDA's own
 //! sticky errors do.
+//!
+//! The emulator (`YOLO_CUDA_EMULATE=1`, see [`super::emulated`]) is a `Gpu` without driver
+//! state: the same kernels compiled as C for the CPU (`build.rs`, one block of one thread),
+//! host memory as device memory and a reference column-major GEMM in place of cuBLAS. It runs
+//! this backend's own logic — launches, argument packing, GEMM operand mapping, im2col/col2im,
+//! allocator — so the op tests can check it against the CPU kernels without a GPU.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -100,16 +107,21 @@ struct Pool {
 
 /// A cuBLAS handle (used under the GPU's mutex only).
 struct Blas(blas_sys::cublasHandle_t);
-// SAFETY: the handle is only used while holding `Gpu::blas`'s lock.
+// SAFETY: the handle is only used while holding `Real::blas`'s lock.
 unsafe impl Send for Blas {}
 
-/// Everything one GPU needs.
-pub(crate) struct Gpu {
-    pub ordinal: usize,
+/// The driver-side state of a real GPU.
+struct Real {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
     blas: Mutex<Blas>,
+}
+
+/// Everything one GPU needs; `real: None` is the emulator.
+pub(crate) struct Gpu {
+    pub ordinal: usize,
+    real: Option<Real>,
     /// cuDNN, or why it is not used (then convolutions run on im2col + cuBLAS).
     pub dnn: std::result::Result<Mutex<super::cudnn::Dnn>, String>,
     pool: Mutex<Pool>,
@@ -134,31 +146,37 @@ fn registry() -> &'static Mutex<HashMap<usize, Arc<Gpu>>> {
     R.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The GPU `ordinal`, initialised on first use (context, kernels, cuBLAS).
+/// The GPU `ordinal`, initialised on first use (context, kernels, cuBLAS, cuDNN).
 pub(crate) fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
-    if let Some(g) = registry()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&ordinal)
-    {
-        return Ok(g.clone());
+    if let Some(g) = existing(ordinal) {
+        return Ok(g);
     }
     if let Some(reason) = super::unavailable_reason(ordinal) {
         return Err(cuda_err(ordinal, reason));
     }
-    let g = catch_unwind(AssertUnwindSafe(|| Gpu::init(ordinal))).unwrap_or_else(|p| {
-        Err(cuda_err(
+    let g = if super::emulated() {
+        Gpu {
             ordinal,
-            format!("CUDA misbehaved: {}", panic_text(p)),
-        ))
-    })?;
+            real: None,
+            dnn: Err("the CUDA emulator has no cuDNN".into()),
+            pool: Mutex::new(Pool::default()),
+            sticky: Mutex::new(None),
+        }
+    } else {
+        catch_unwind(AssertUnwindSafe(|| Gpu::init(ordinal))).unwrap_or_else(|p| {
+            Err(cuda_err(
+                ordinal,
+                format!("CUDA misbehaved: {}", panic_text(p)),
+            ))
+        })?
+    };
     let g = Arc::new(g);
-    registry()
+    Ok(registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(ordinal)
-        .or_insert(g.clone());
-    Ok(g)
+        .or_insert(g)
+        .clone())
 }
 
 /// The GPU if this process already initialised it.
@@ -198,10 +216,12 @@ impl Gpu {
         let dnn = super::cudnn::open(stream.cu_stream());
         Ok(Gpu {
             ordinal,
-            ctx,
-            stream,
-            funcs,
-            blas: Mutex::new(Blas(handle)),
+            real: Some(Real {
+                ctx,
+                stream,
+                funcs,
+                blas: Mutex::new(Blas(handle)),
+            }),
             dnn,
             pool: Mutex::new(Pool::default()),
             sticky: Mutex::new(None),
@@ -240,20 +260,22 @@ impl Gpu {
         }
     }
 
-    fn bind(&self) -> Result<()> {
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| self.err(format!("binding the context: {e:?}")))
-    }
-
     /// Makes this GPU's context current on the calling thread.
-    pub fn bind_pub(&self) -> Result<()> {
-        self.bind()
+    pub fn bind(&self) -> Result<()> {
+        match &self.real {
+            None => Ok(()),
+            Some(r) => r
+                .ctx
+                .bind_to_thread()
+                .map_err(|e| self.err(format!("binding the context: {e:?}"))),
+        }
     }
 
+    /// Waits for every queued kernel and copy.
     pub fn synchronize(&self) -> Result<()> {
+        let Some(r) = &self.real else { return Ok(()) };
         self.bind()?;
-        self.stream
+        r.stream
             .synchronize()
             .map_err(|e| self.err(format!("synchronize: {e:?}")))
     }
@@ -284,17 +306,14 @@ impl Gpu {
             }
             None => {
                 self.bind()?;
-                // SAFETY: plain device allocation in this context.
-                let first = unsafe { result::malloc_sync(bytes) };
-                let ptr = match first {
+                let ptr = match self.raw_alloc(bytes) {
                     Ok(ptr) => ptr,
                     Err(_) => {
                         // Out of memory: give the cached blocks back and try once more.
                         self.release_cached(&mut p);
-                        // SAFETY: as above.
-                        unsafe { result::malloc_sync(bytes) }.map_err(|e| {
+                        self.raw_alloc(bytes).map_err(|e| {
                             self.err(format!(
-                                "out of device memory allocating {:.1} MiB ({e:?}); {:.1} MiB in use",
+                                "out of device memory allocating {:.1} MiB ({e}); {:.1} MiB in use",
                                 bytes as f64 / 1048576.0,
                                 p.in_use as f64 / 1048576.0
                             ))
@@ -310,12 +329,42 @@ impl Gpu {
         Ok((ptr, bytes))
     }
 
+    /// A fresh block from the driver (emulator: from the host allocator, 256-byte aligned).
+    fn raw_alloc(&self, bytes: usize) -> std::result::Result<sys::CUdeviceptr, String> {
+        match &self.real {
+            // SAFETY: plain allocation in the bound context.
+            Some(_) => unsafe { result::malloc_sync(bytes) }.map_err(|e| format!("{e:?}")),
+            None => {
+                let layout =
+                    std::alloc::Layout::from_size_align(bytes, 256).map_err(|e| e.to_string())?;
+                // SAFETY: non-zero size (callers skip empty buffers).
+                let p = unsafe { std::alloc::alloc(layout) };
+                if p.is_null() {
+                    Err("host allocation failed".into())
+                } else {
+                    Ok(p as u64)
+                }
+            }
+        }
+    }
+
     fn release_cached(&self, p: &mut Pool) {
-        let _ = self.stream.synchronize();
-        for (_, ptrs) in p.free.drain() {
+        let _ = self.synchronize();
+        for (bytes, ptrs) in p.free.drain() {
             for ptr in ptrs {
-                // SAFETY: cached blocks belong to no buffer and the stream is idle.
-                let _ = unsafe { result::free_sync(ptr) };
+                // SAFETY: cached blocks belong to no buffer and the stream is idle; emulated
+                // blocks were allocated with exactly this size and alignment.
+                unsafe {
+                    match &self.real {
+                        Some(_) => {
+                            let _ = result::free_sync(ptr);
+                        }
+                        None => std::alloc::dealloc(
+                            ptr as *mut u8,
+                            std::alloc::Layout::from_size_align_unchecked(bytes, 256),
+                        ),
+                    }
+                }
             }
         }
         p.cached = 0;
@@ -327,7 +376,7 @@ impl Gpu {
             return;
         }
         let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        p.in_use -= bytes;
+        p.in_use = p.in_use.saturating_sub(bytes);
         p.cached += bytes;
         p.free.entry(bytes).or_default().push(ptr);
     }
@@ -347,33 +396,45 @@ impl Gpu {
         p.peak = p.in_use;
     }
 
-    pub fn func(&self, name: &str) -> Result<&CudaFunction> {
-        self.funcs
+    /// Launches kernel `name` with CUDA's kernel-parameter array (pointers to each value).
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters in number and type, and every device pointer
+    /// among them must cover what the kernel reads and writes.
+    pub unsafe fn launch_raw(
+        &self,
+        name: &str,
+        cfg: LaunchConfig,
+        args: &mut [*mut std::ffi::c_void],
+    ) -> Result<()> {
+        let Some(r) = &self.real else {
+            let cname = std::ffi::CString::new(name).map_err(|e| self.err(e))?;
+            return match super::emu::yf_emu_launch(cname.as_ptr(), args.as_mut_ptr()) {
+                0 => Ok(()),
+                _ => Err(self.err(format!("the emulator has no kernel {name}"))),
+            };
+        };
+        let f = r
+            .funcs
             .get(name)
-            .ok_or_else(|| self.err(format!("kernel {name} is not loaded")))
-    }
-
-    /// Starts a launch of kernel `name` on this GPU's stream.
-    pub fn launcher<'a>(&'a self, f: &'a CudaFunction) -> cudarc::driver::LaunchArgs<'a> {
-        self.stream.launch_builder(f)
-    }
-
-    pub fn launch_err(&self, name: &str, e: impl std::fmt::Debug) -> Error {
-        self.err(format!("launching {name}: {e:?}"))
+            .ok_or_else(|| self.err(format!("kernel {name} is not loaded")))?;
+        self.bind()?;
+        result::launch_kernel(
+            f.cu_function(),
+            cfg.grid_dim,
+            cfg.block_dim,
+            cfg.shared_mem_bytes,
+            r.stream.cu_stream(),
+            args,
+        )
+        .map_err(|e| self.err(format!("launching {name}: {e:?}")))
     }
 
     /// Host → device copy into a new buffer.
     pub fn upload(self: &Arc<Self>, data: &[f32]) -> Result<CudaBuf> {
         let buf = self.alloc(data.len())?;
-        if !data.is_empty() {
-            self.bind()?;
-            // SAFETY: `buf` holds `data.len()` floats; the copy completes before return.
-            unsafe {
-                result::memcpy_htod_async(buf.ptr, data, self.stream.cu_stream())
-                    .map_err(|e| self.err(format!("host→device copy: {e:?}")))?;
-            }
-            self.synchronize()?;
-        }
+        // SAFETY: `buf` holds `data.len()` floats; the copy completes before return.
+        unsafe { self.htod(buf.ptr, data.as_ptr() as *const u8, data.len() * 4)? };
         Ok(buf)
     }
 
@@ -386,15 +447,8 @@ impl Gpu {
             ptr,
             bytes,
         };
-        if !v.is_empty() {
-            self.bind()?;
-            // SAFETY: `ptr` holds `v.len()` i64s; synchronised before `v` is dropped.
-            unsafe {
-                result::memcpy_htod_async(ptr, &v[..], self.stream.cu_stream())
-                    .map_err(|e| self.err(format!("host→device copy: {e:?}")))?;
-            }
-            self.synchronize()?;
-        }
+        // SAFETY: `ptr` holds `v.len()` i64s; the copy completes before return.
+        unsafe { self.htod(ptr, v.as_ptr() as *const u8, v.len() * 8)? };
         Ok(out)
     }
 
@@ -402,15 +456,8 @@ impl Gpu {
     pub fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
         self.check()?;
         let mut v = vec![0.0f32; buf.len];
-        if buf.len > 0 {
-            self.bind()?;
-            // SAFETY: `v` has room for the buffer; synchronised before `v` is read.
-            unsafe {
-                result::memcpy_dtoh_async(&mut v[..], buf.ptr, self.stream.cu_stream())
-                    .map_err(|e| self.err(format!("device→host copy: {e:?}")))?;
-            }
-            self.synchronize()?;
-        }
+        // SAFETY: `v` has room for the buffer; the copy completes before return.
+        unsafe { self.dtoh(v.as_mut_ptr() as *mut u8, buf.ptr, buf.len * 4)? };
         Ok(v)
     }
 
@@ -419,17 +466,76 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
-        self.bind()?;
         // SAFETY: callers pass buffers of at least `n` floats.
-        unsafe { result::memcpy_dtod_async(dst, src, n * 4, self.stream.cu_stream()) }
-            .map_err(|e| self.err(format!("device→device copy: {e:?}")))
+        unsafe {
+            match &self.real {
+                None => {
+                    std::ptr::copy(src as *const u8, dst as *mut u8, n * 4);
+                    Ok(())
+                }
+                Some(r) => {
+                    self.bind()?;
+                    result::memcpy_dtod_async(dst, src, n * 4, r.stream.cu_stream())
+                        .map_err(|e| self.err(format!("device→device copy: {e:?}")))
+                }
+            }
+        }
     }
 
-    /// Runs `f` with the cuBLAS handle.
-    pub fn with_blas<R>(&self, f: impl FnOnce(blas_sys::cublasHandle_t) -> R) -> Result<R> {
+    /// Blocking host → device copy of `bytes` bytes.
+    ///
+    /// # Safety
+    /// `dst` must hold `bytes` bytes of this GPU; `src` must be readable for `bytes`.
+    unsafe fn htod(&self, dst: u64, src: *const u8, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        match &self.real {
+            None => {
+                std::ptr::copy_nonoverlapping(src, dst as *mut u8, bytes);
+                Ok(())
+            }
+            Some(r) => {
+                self.bind()?;
+                let host = std::slice::from_raw_parts(src, bytes);
+                result::memcpy_htod_async(dst, host, r.stream.cu_stream())
+                    .map_err(|e| self.err(format!("host→device copy: {e:?}")))?;
+                self.synchronize()
+            }
+        }
+    }
+
+    /// Blocking device → host copy of `bytes` bytes.
+    ///
+    /// # Safety
+    /// `src` must hold `bytes` bytes of this GPU; `dst` must be writable for `bytes`.
+    unsafe fn dtoh(&self, dst: *mut u8, src: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        match &self.real {
+            None => {
+                std::ptr::copy_nonoverlapping(src as *const u8, dst, bytes);
+                Ok(())
+            }
+            Some(r) => {
+                self.bind()?;
+                let host = std::slice::from_raw_parts_mut(dst, bytes);
+                result::memcpy_dtoh_async(host, src, r.stream.cu_stream())
+                    .map_err(|e| self.err(format!("device→host copy: {e:?}")))?;
+                self.synchronize()
+            }
+        }
+    }
+
+    /// Runs `f` with the cuBLAS handle (`None` on the emulator).
+    pub fn with_blas<R>(&self, f: impl FnOnce(Option<blas_sys::cublasHandle_t>) -> R) -> Result<R> {
+        let Some(r) = &self.real else {
+            return Ok(f(None));
+        };
         self.bind()?;
-        let h = self.blas.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(h.0))
+        let h = r.blas.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(Some(h.0)))
     }
 }
 
@@ -453,16 +559,16 @@ pub(crate) fn cfg_blocks(items: usize) -> LaunchConfig {
 }
 
 /// Launches a kernel: `launch!(gpu, "name", cfg, arg, arg, …)`. Each argument is bound to a
-/// local (kept alive until the launch returns) and passed by reference, as cudarc requires.
+/// local that lives through the launch and passed by pointer (CUDA's kernelParams).
 macro_rules! launch {
     (@go $gpu:expr, $name:expr, $cfg:expr; [$($bound:ident)*];) => {{
         let gpu: &crate::cuda::backend::Gpu = &$gpu;
-        let f = gpu.func($name)?;
-        let mut b = gpu.launcher(f);
-        $( b.arg(&$bound); )*
-        // SAFETY: argument types match the kernel's signature in kernels.cu (checked by the
-        // op-by-op GPU tests); pointers are live device buffers of the sizes the kernel reads.
-        unsafe { b.launch($cfg) }.map_err(|e| gpu.launch_err($name, e))?;
+        let mut args: Vec<*mut std::ffi::c_void> =
+            vec![$( &$bound as *const _ as *mut std::ffi::c_void ),*];
+        // SAFETY: argument types match the kernel's signature in kernels.cu (counts checked by
+        // a unit test, values by the emulated and the GPU op tests); pointers are live device
+        // buffers of the sizes the kernel reads.
+        unsafe { gpu.launch_raw($name, $cfg, &mut args) }?;
     }};
     (@go $gpu:expr, $name:expr, $cfg:expr; [$($bound:ident)*]; $head:expr $(, $tail:expr)*) => {{
         let arg = $head;
@@ -520,7 +626,7 @@ impl Clone for CudaBuf {
     }
 }
 
-/// Device copy of an index list (freed to the pool on drop).
+/// Device copy of an index list (back to the pool on drop).
 pub(crate) struct IndexBuf {
     gpu: Arc<Gpu>,
     pub ptr: sys::CUdeviceptr,

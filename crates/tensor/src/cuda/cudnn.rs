@@ -305,7 +305,7 @@ pub(crate) fn run(
     let (alpha, beta) = (1.0f32, 0.0f32);
     let h = dnn_.handle;
     let p = |v: u64| v as *const std::ffi::c_void;
-    let res = gpu.bind_pub().and_then(|_| {
+    let res = gpu.bind().and_then(|_| {
         // SAFETY: device buffers of the sizes the descriptors describe; workspace of the size
         // cuDNN asked for; the algorithm ids come from cuDNN's own list for this pass.
         unsafe {

@@ -3,7 +3,9 @@
 // crates/tensor/src/cpu (same op codes as `UnaryOp::code` and `BinaryOp` order).
 
 #define MAXD 8
+#ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
+#endif
 struct Dims { long long d[MAXD]; };
 
 #define GRID_LOOP(i, n) \
@@ -161,12 +163,12 @@ extern "C" __global__ void copy_nd(const float* x, float* y, long long n, int ra
 __device__ __forceinline__ float pick_max(float m, float v) { return (v > m || v != v) ? v : m; }
 __device__ __forceinline__ float pick_min(float m, float v) { return (v < m || v != v) ? v : m; }
 
-__device__ __forceinline__ long long nd_offset(long long i, int rank, const Dims& shape, const Dims& st) {
+__device__ __forceinline__ long long nd_offset(long long i, int rank, const Dims* shape, const Dims* st) {
     long long rem = i, off = 0;
     for (int ax = rank - 1; ax >= 0; --ax) {
-        long long k = rem % shape.d[ax];
-        rem /= shape.d[ax];
-        off += k * st.d[ax];
+        long long k = rem % shape->d[ax];
+        rem /= shape->d[ax];
+        off += k * st->d[ax];
     }
     return off;
 }
@@ -177,15 +179,15 @@ extern "C" __global__ void reduce_thread(int op, const float* x, float* y, long 
                                          Dims oshape, Dims ost, long long rlen, int rrank, Dims rshape,
                                          Dims rst) {
     GRID_LOOP(o, nout) {
-        long long base = nd_offset(o, orank, oshape, ost);
+        long long base = nd_offset(o, orank, &oshape, &ost);
         if (op == 0) {
             double s = 0.0;
-            for (long long r = 0; r < rlen; ++r) s += (double)x[base + nd_offset(r, rrank, rshape, rst)];
+            for (long long r = 0; r < rlen; ++r) s += (double)x[base + nd_offset(r, rrank, &rshape, &rst)];
             y[o] = (float)s;
         } else {
             float m = op == 1 ? -INFINITY : INFINITY;
             for (long long r = 0; r < rlen; ++r) {
-                float v = x[base + nd_offset(r, rrank, rshape, rst)];
+                float v = x[base + nd_offset(r, rrank, &rshape, &rst)];
                 m = op == 1 ? pick_max(m, v) : pick_min(m, v);
             }
             y[o] = m;
@@ -200,11 +202,11 @@ extern "C" __global__ void reduce_block(int op, const float* x, float* y, long l
     __shared__ double ssum[256];
     __shared__ float sext[256];
     for (long long o = blockIdx.x; o < nout; o += gridDim.x) {
-        long long base = nd_offset(o, orank, oshape, ost);
+        long long base = nd_offset(o, orank, &oshape, &ost);
         double s = 0.0;
         float m = op == 1 ? -INFINITY : INFINITY;
         for (long long r = threadIdx.x; r < rlen; r += blockDim.x) {
-            float v = x[base + nd_offset(r, rrank, rshape, rst)];
+            float v = x[base + nd_offset(r, rrank, &rshape, &rst)];
             if (op == 0) s += (double)v;
             else m = op == 1 ? pick_max(m, v) : pick_min(m, v);
         }
@@ -243,26 +245,26 @@ extern "C" __global__ void index_add(const float* x, float* y, long long outer, 
     }
 }
 
-__device__ __forceinline__ long long gather_off(long long flat, int rank, const Dims& ishape,
-                                                const Dims& st, int axis, long long along) {
+__device__ __forceinline__ long long gather_off(long long flat, int rank, const Dims* ishape,
+                                                const Dims* st, int axis, long long along) {
     long long rem = flat, off = 0;
     for (int ax = rank - 1; ax >= 0; --ax) {
-        long long k = rem % ishape.d[ax];
-        rem /= ishape.d[ax];
-        off += (ax == axis ? along : k) * st.d[ax];
+        long long k = rem % ishape->d[ax];
+        rem /= ishape->d[ax];
+        off += (ax == axis ? along : k) * st->d[ax];
     }
     return off;
 }
 
 extern "C" __global__ void gather(const float* x, float* y, const long long* index, long long n, int rank,
                                   Dims ishape, Dims st, int axis) {
-    GRID_LOOP(i, n) y[i] = x[gather_off(i, rank, ishape, st, axis, index[i])];
+    GRID_LOOP(i, n) y[i] = x[gather_off(i, rank, &ishape, &st, axis, index[i])];
 }
 
 // y holds a copy of the base tensor.
 extern "C" __global__ void scatter_add(const float* src, float* y, const long long* index, long long n,
                                        int rank, Dims ishape, Dims st, int axis) {
-    GRID_LOOP(i, n) atomicAdd(&y[gather_off(i, rank, ishape, st, axis, index[i])], src[i]);
+    GRID_LOOP(i, n) atomicAdd(&y[gather_off(i, rank, &ishape, &st, axis, index[i])], src[i]);
 }
 
 // col[((i·K + k)·P + p)] for images [i0, i0+nb) of one group: k = (c·kh + ki)·kw + kj.

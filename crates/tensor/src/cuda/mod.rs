@@ -66,6 +66,16 @@ fn lib_names() -> String {
 }
 
 fn probe_now() -> Probe {
+    if emulated() {
+        return Probe::Ready {
+            driver_version: 0,
+            gpus: vec![GpuInfo {
+                name: "yolo-forge CUDA emulator (CUDA kernels compiled for the CPU; YOLO_CUDA_EMULATE=1)"
+                    .into(),
+                total_mem: 0,
+            }],
+        };
+    }
     // SAFETY: only tries to open the library with libloading; it is dropped right away.
     if !unsafe { sys::is_culib_present() } {
         return Probe::NoDriver(format!(
@@ -214,7 +224,16 @@ pub fn synchronize(device: crate::Device) -> crate::Result<()> {
 
 pub(crate) mod backend;
 pub(crate) mod cudnn;
+pub(crate) mod emu;
 pub(crate) mod ops;
+
+/// Whether this process runs the CUDA emulator (`YOLO_CUDA_EMULATE=1`): one device, `cuda:0`,
+/// whose kernels are the CUDA sources compiled for the CPU. For testing the backend on
+/// machines without a GPU; it is slow and has no cuDNN or NCCL.
+pub(crate) fn emulated() -> bool {
+    static E: OnceLock<bool> = OnceLock::new();
+    *E.get_or_init(|| std::env::var("YOLO_CUDA_EMULATE").is_ok_and(|v| v == "1"))
+}
 
 /// How `cuda:ordinal` runs convolutions ("cuDNN" or "im2col + cuBLAS (reason)"), once this
 /// process has used that device; `None` before.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
-use cudarc::driver::PushKernelArg;
 
 use super::backend::{cfg, cfg_blocks, launch, CudaBuf, Gpu};
 use crate::cpu::coalesce;
@@ -409,64 +408,116 @@ pub(crate) fn gemm(
         let res = (|| {
             launch!(gpu, "to_bf16", cfg(na), a, pa, na as i64);
             launch!(gpu, "to_bf16", cfg(nb), b, pb, nb as i64);
-            let status = gpu.with_blas(|h| unsafe {
+            let status = gpu.with_blas(|h| match h {
                 // SAFETY: device pointers sized above; host scalars outlive the call.
-                cudarc::cublas::result::gemm_strided_batched_ex(
-                    h,
-                    op(tb),
-                    op(ta),
-                    n as i32,
-                    m as i32,
-                    k as i32,
-                    &alpha as *const f32 as *const _,
-                    pb as *const _,
-                    cudaDataType::CUDA_R_16BF,
-                    ldb as i32,
-                    sb as i64,
-                    pa as *const _,
-                    cudaDataType::CUDA_R_16BF,
-                    lda as i32,
-                    sa as i64,
-                    &beta as *const f32 as *const _,
-                    c as *mut _,
-                    cudaDataType::CUDA_R_32F,
-                    n as i32,
-                    sc as i64,
-                    batch as i32,
-                    cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
+                Some(h) => unsafe {
+                    cudarc::cublas::result::gemm_strided_batched_ex(
+                        h,
+                        op(tb),
+                        op(ta),
+                        n as i32,
+                        m as i32,
+                        k as i32,
+                        &alpha as *const f32 as *const _,
+                        pb as *const _,
+                        cudaDataType::CUDA_R_16BF,
+                        ldb as i32,
+                        sb as i64,
+                        pa as *const _,
+                        cudaDataType::CUDA_R_16BF,
+                        lda as i32,
+                        sa as i64,
+                        &beta as *const f32 as *const _,
+                        c as *mut _,
+                        cudaDataType::CUDA_R_32F,
+                        n as i32,
+                        sc as i64,
+                        batch as i32,
+                        cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                        cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    )
+                    .map_err(|e| format!("{e:?}"))
+                },
+                // SAFETY: the same operands, read as cuBLAS would.
+                None => unsafe {
+                    super::emu::gemm_strided_batched(
+                        tb,
+                        ta,
+                        n,
+                        m,
+                        k,
+                        alpha,
+                        pb as *const u16,
+                        ldb,
+                        sb,
+                        pa as *const u16,
+                        lda,
+                        sa,
+                        beta,
+                        c as *mut f32,
+                        n,
+                        sc,
+                        batch,
+                    );
+                    Ok(())
+                },
             })?;
-            status.map_err(|e| gpu_err(gpu, format!("cuBLAS bf16 GEMM: {e:?}")))
+            status.map_err(|e| gpu_err(gpu, format!("cuBLAS bf16 GEMM: {e}")))
         })();
         gpu.release(pa, ba);
         gpu.release(pb, bb);
         return res;
     }
-    let status = gpu.with_blas(|h| unsafe {
+    let status = gpu.with_blas(|h| match h {
         // SAFETY: device pointers of the sizes the strides and shapes describe.
-        cudarc::cublas::result::sgemm_strided_batched(
-            h,
-            op(tb),
-            op(ta),
-            n as i32,
-            m as i32,
-            k as i32,
-            &alpha,
-            b as *const f32,
-            ldb as i32,
-            sb as i64,
-            a as *const f32,
-            lda as i32,
-            sa as i64,
-            &beta,
-            c as *mut f32,
-            n as i32,
-            sc as i64,
-            batch as i32,
-        )
+        Some(h) => unsafe {
+            cudarc::cublas::result::sgemm_strided_batched(
+                h,
+                op(tb),
+                op(ta),
+                n as i32,
+                m as i32,
+                k as i32,
+                &alpha,
+                b as *const f32,
+                ldb as i32,
+                sb as i64,
+                a as *const f32,
+                lda as i32,
+                sa as i64,
+                &beta,
+                c as *mut f32,
+                n as i32,
+                sc as i64,
+                batch as i32,
+            )
+            .map_err(|e| format!("{e:?}"))
+        },
+        // SAFETY: the same operands, read as cuBLAS would.
+        None => unsafe {
+            super::emu::gemm_strided_batched(
+                tb,
+                ta,
+                n,
+                m,
+                k,
+                alpha,
+                b as *const f32,
+                ldb,
+                sb,
+                a as *const f32,
+                lda,
+                sa,
+                beta,
+                c as *mut f32,
+                n,
+                sc,
+                batch,
+            );
+            Ok(())
+        },
     })?;
-    status.map_err(|e| gpu_err(gpu, format!("cuBLAS SGEMM: {e:?}")))
+    status.map_err(|e| gpu_err(gpu, format!("cuBLAS SGEMM: {e}")))
 }
 
 fn gpu_err(gpu: &Gpu, what: String) -> Error {
