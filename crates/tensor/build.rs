@@ -28,9 +28,7 @@ static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f
 static inline void atomicAdd(float* p, float v) { *p += v; }
 typedef struct Dims Dims;
 "#;
-    let body = src
-        .replace("extern \"C\" ", "")
-        .replace("struct Dims {", "struct Dims {");
+    let body = src.replace("extern \"C\" ", "");
     let mut out = String::from(prelude);
     out.push_str(&body);
     // One trampoline per kernel: `yf_emu_launch(name, args)` calls it with CUDA's kernelParams
