@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::sys as blas_sys;
@@ -103,6 +104,20 @@ struct Pool {
     peak: usize,
     cached: usize,
     driver_allocs: usize,
+}
+
+/// Bytes the emulator holds from the host allocator.
+static EMU_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The emulated device's size: `YOLO_CUDA_EMULATE_MEM_MB`, default unlimited.
+fn emu_capacity() -> usize {
+    static CAP: OnceLock<usize> = OnceLock::new();
+    *CAP.get_or_init(|| {
+        std::env::var("YOLO_CUDA_EMULATE_MEM_MB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(usize::MAX / 2, |mb| mb << 20)
+    })
 }
 
 /// A cuBLAS handle (used under the GPU's mutex only).
@@ -335,6 +350,15 @@ impl Gpu {
             // SAFETY: plain allocation in the bound context.
             Some(_) => unsafe { result::malloc_sync(bytes) }.map_err(|e| format!("{e:?}")),
             None => {
+                // The emulator's "device" can be given a size (YOLO_CUDA_EMULATE_MEM_MB) so
+                // that out-of-memory handling can be tested.
+                let held = EMU_BYTES.load(Ordering::Relaxed);
+                if held + bytes > emu_capacity() {
+                    return Err(format!(
+                        "CUDA_ERROR_OUT_OF_MEMORY (emulated device of {} MiB)",
+                        emu_capacity() >> 20
+                    ));
+                }
                 let layout =
                     std::alloc::Layout::from_size_align(bytes, 256).map_err(|e| e.to_string())?;
                 // SAFETY: non-zero size (callers skip empty buffers).
@@ -342,6 +366,7 @@ impl Gpu {
                 if p.is_null() {
                     Err("host allocation failed".into())
                 } else {
+                    EMU_BYTES.fetch_add(bytes, Ordering::Relaxed);
                     Ok(p as u64)
                 }
             }
@@ -359,10 +384,13 @@ impl Gpu {
                         Some(_) => {
                             let _ = result::free_sync(ptr);
                         }
-                        None => std::alloc::dealloc(
-                            ptr as *mut u8,
-                            std::alloc::Layout::from_size_align_unchecked(bytes, 256),
-                        ),
+                        None => {
+                            std::alloc::dealloc(
+                                ptr as *mut u8,
+                                std::alloc::Layout::from_size_align_unchecked(bytes, 256),
+                            );
+                            EMU_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+                        }
                     }
                 }
             }
