@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use yolo_models::{Model, ModelConfig};
+use yolo_tensor::Device;
 
 /// Model YAML files compiled into the binary, usable by name from any folder
 /// (`--cfg yolov5n.yaml`), as upstream resolves names inside its repository.
@@ -138,11 +139,13 @@ pub fn parse_device(device: &str) -> Result<DeviceRequest> {
     Ok(DeviceRequest::Cuda(ordinals))
 }
 
-/// `--device`: accepts the CPU; a CUDA request is an error that says what the CUDA driver
-/// reports here and that the CUDA op backend is not implemented yet.
-pub fn check_device(device: &str) -> Result<()> {
+/// `--device`, checked: `[Device::Cpu]`, or every listed CUDA device after making sure the
+/// driver reports it and it can hold a tensor (so a machine without a GPU, or a build whose
+/// CUDA backend cannot run, fails here before anything is loaded). The error says what cudarc
+/// found on this machine.
+pub fn select_devices(device: &str) -> Result<Vec<Device>> {
     let ordinals = match parse_device(device)? {
-        DeviceRequest::Cpu => return Ok(()),
+        DeviceRequest::Cpu => return Ok(vec![Device::Cpu]),
         DeviceRequest::Cuda(o) => o,
     };
     let status = yolo_tensor::cuda_status()
@@ -150,17 +153,29 @@ pub fn check_device(device: &str) -> Result<()> {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join("; ");
-    // per-device findings the driver summary does not already say (missing ordinals)
-    let extra: Vec<String> = ordinals
+    let mut unusable = Vec::new();
+    for &n in &ordinals {
+        let why = match Device::cuda(n) {
+            Err(yolo_tensor::Error::DeviceUnavailable { reason, .. }) => Some(reason),
+            Err(e) => Some(e.to_string()),
+            Ok(d) => yolo_tensor::Tensor::zeros(&[1], d)
+                .err()
+                .map(|e| e.to_string()),
+        };
+        if let Some(why) = why {
+            unusable.push((n, why));
+        }
+    }
+    if unusable.is_empty() {
+        return Ok(ordinals.into_iter().map(Device::Cuda).collect());
+    }
+    let which: Vec<String> = unusable.iter().map(|(n, _)| format!("cuda:{n}")).collect();
+    // per-device findings the driver summary does not already say (missing ordinals, a
+    // backend that cannot allocate)
+    let extra: Vec<String> = unusable
         .iter()
-        .filter_map(|&n| match yolo_tensor::Device::cuda(n) {
-            Err(yolo_tensor::Error::DeviceUnavailable { reason, .. })
-                if !status.contains(&reason) =>
-            {
-                Some(format!("cuda:{n}: {reason}"))
-            }
-            _ => None,
-        })
+        .filter(|(_, why)| !status.contains(why.as_str()))
+        .map(|(n, why)| format!("cuda:{n}: {why}"))
         .collect();
     let extra = if extra.is_empty() {
         String::new()
@@ -168,8 +183,53 @@ pub fn check_device(device: &str) -> Result<()> {
         format!(" ({})", extra.join("; "))
     };
     bail!(
-        "--device {device}: CUDA requested, but the CUDA op backend of yolo-forge is not implemented yet, so every model runs on the CPU; use --device cpu. What cudarc found on this machine: {status}{extra}."
+        "--device {device}: CUDA requested, but {} not available here; use --device cpu. What cudarc found on this machine: {status}{extra}.",
+        if which.len() == 1 {
+            format!("{} is", which[0])
+        } else {
+            format!("{} are", which.join(", "))
+        }
     )
+}
+
+/// `--device` for a command that runs on one device: the CPU or the first listed CUDA device
+/// (checked as [`select_devices`] does; further ones are ignored with a warning).
+pub fn select_device(device: &str) -> Result<Device> {
+    let devices = select_devices(device)?;
+    if devices.len() > 1 {
+        tracing::warn!(
+            "--device {device}: this command runs on one device; using {}",
+            devices[0]
+        );
+    }
+    Ok(devices[0])
+}
+
+/// The device `train` runs on: the CPU, or under torchrun (`local_rank` given) with CUDA
+/// devices, `cuda:LOCAL_RANK` as upstream (one process per GPU; it must be listed), else the
+/// first listed CUDA device (several without torchrun: the others are ignored with a warning,
+/// as data-parallel training needs one process per GPU).
+pub fn train_device(device: &str, local_rank: Option<usize>) -> Result<Device> {
+    let devices = select_devices(device)?;
+    match (devices[0], local_rank) {
+        (Device::Cpu, _) => Ok(Device::Cpu),
+        (_, Some(k)) => {
+            if !devices.contains(&Device::Cuda(k)) {
+                bail!(
+                    "--device {device}: under torchrun the process with LOCAL_RANK={k} trains on cuda:{k}, which the list does not name"
+                );
+            }
+            Ok(Device::Cuda(k))
+        }
+        (first, None) => {
+            if devices.len() > 1 {
+                tracing::warn!(
+                    "--device {device}: several GPUs in one process; training on {first} only (start one process per GPU with torchrun for data-parallel training)"
+                );
+            }
+            Ok(first)
+        }
+    }
 }
 
 /// Sets the tensor kernels' thread count when given.
@@ -314,19 +374,26 @@ mod tests {
 
     #[test]
     fn cpu_is_accepted_and_cuda_explains_itself() {
-        check_device("cpu").unwrap();
-        check_device("").unwrap();
-        let e = check_device("0").unwrap_err().to_string();
-        assert!(
-            e.contains("--device 0") && e.contains("CUDA op backend"),
-            "{e}"
-        );
-        assert!(
-            e.contains(yolo_tensor::cuda_status().lines().next().unwrap()),
-            "{e}"
-        );
+        select_devices("cpu").unwrap();
+        assert_eq!(select_devices("").unwrap(), vec![Device::Cpu]);
+        assert_eq!(select_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(train_device("cpu", Some(3)).unwrap(), Device::Cpu);
+        if yolo_tensor::cuda_device_count() == 0 {
+            let e = select_devices("0").unwrap_err().to_string();
+            assert!(
+                e.contains("--device 0") && e.contains("cuda:0 is not available"),
+                "{e}"
+            );
+            assert!(
+                e.contains(yolo_tensor::cuda_status().lines().next().unwrap()),
+                "{e}"
+            );
+            let e = select_device("0,1").unwrap_err().to_string();
+            assert!(e.contains("cuda:0, cuda:1 are not available"), "{e}");
+            assert!(train_device("0", None).is_err());
+        }
         if yolo_tensor::cuda_device_count() < 8 {
-            let e = check_device("7").unwrap_err().to_string();
+            let e = select_devices("7").unwrap_err().to_string();
             if yolo_tensor::cuda_device_count() > 0 {
                 assert!(e.contains("device 7 requested"), "{e}");
             }

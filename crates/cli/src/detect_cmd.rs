@@ -1,6 +1,6 @@
 //! `yolo-forge detect`: images or a folder → annotated images and optional YOLO txt labels.
 
-use crate::common::{check_device, max_stride};
+use crate::common::{max_stride, select_device};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ pub struct DetectArgs {
     /// Augmented inference (TTA: scales 1, 0.83 flipped, 0.67).
     #[arg(long)]
     pub augment: bool,
-    /// Device: cpu.
+    /// Device: cpu or a CUDA ordinal (0); of a list, the first.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Save results as YOLO txt (`labels/<stem>.txt`: class cx cy w h, normalised).
@@ -94,7 +94,7 @@ pub fn image_tensor(im: &RgbBuf) -> Result<Tensor> {
 
 /// `yolo-forge detect`.
 pub fn detect(a: DetectArgs) -> Result<()> {
-    check_device(&a.device)?;
+    let device = select_device(&a.device)?;
     crate::common::set_threads(a.threads);
     if !a.weights.exists() {
         bail!("weights file {} does not exist", a.weights.display());
@@ -102,8 +102,9 @@ pub fn detect(a: DetectArgs) -> Result<()> {
     if !a.source.exists() {
         bail!("source {} does not exist", a.source.display());
     }
-    let model = Model::from_safetensors(&a.weights)
+    let mut model = Model::from_safetensors(&a.weights)
         .with_context(|| format!("loading {}", a.weights.display()))?;
+    model.to_device(device)?;
     let gs = max_stride(&model);
     let imgsz = check_img_size(a.imgsz, gs);
     let list = list_images(std::slice::from_ref(&a.source))?;
@@ -136,13 +137,15 @@ pub fn detect(a: DetectArgs) -> Result<()> {
         };
         let t = std::time::Instant::now();
         let (im, lb) = letterbox(&im0, (imgsz, imgsz), true, false, true, gs);
-        let x = image_tensor(&im)?;
+        let x = image_tensor(&im)?.to_device(device)?;
         let pred = if a.augment {
             yolo_train::forward_augment(&model, &x, gs)?
         } else {
             let out = model.forward(&x, false)?;
             out.pred.context("the model gave no inference output")?
         };
+        // NMS runs on the host
+        let pred = pred.to_device(Device::Cpu)?;
         let dets = non_max_suppression(&pred, &cfg)?.remove(0);
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let (w0, h0) = (im0.width as f32, im0.height as f32);

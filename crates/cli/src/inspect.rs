@@ -1,6 +1,6 @@
 //! `info` and `bench`: inspect and time a model.
 
-use crate::common::{group, load_model, ModelArgs};
+use crate::common::{group, load_model, select_device, ModelArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::time::Instant;
@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// CPU threads (0 = all cores; default from YOLO_THREADS or all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Device: cpu or a CUDA ordinal (0); of a list, the first. On CUDA the peak device
+    /// memory is reported too.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Timed runs (after 2 warm-up runs).
     #[arg(long, default_value_t = 10)]
     runs: usize,
@@ -106,13 +110,15 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.runs == 0 || a.batch == 0 || a.imgsz == 0 {
         bail!("--runs, --batch and --imgsz must be positive");
     }
+    let device = select_device(&a.device)?;
     if a.train {
-        return bench_train(&a);
+        return bench_train(&a, device);
     }
     let mut model = load_model(&a.model)?;
     if !a.no_fuse {
         model.fuse()?;
     }
+    model.to_device(device)?;
     let stride = model.stride.iter().cloned().fold(32.0f32, f32::max) as usize;
     let imgsz = a.imgsz.div_ceil(stride) * stride;
     if imgsz != a.imgsz {
@@ -121,17 +127,15 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             a.imgsz
         );
     }
-    let n = a.batch * model.config.ch * imgsz * imgsz;
-    let x = Tensor::from_vec(
-        (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
-        &[a.batch, model.config.ch, imgsz, imgsz],
-        Device::Cpu,
-    )?;
+    let x = bench_input(a.batch, model.config.ch, imgsz, device)?;
     let _g = yolo_tensor::no_grad();
     let mut times = Vec::with_capacity(a.runs);
+    reset_peak(device);
     for i in 0..a.runs + 2 {
         let t = Instant::now();
         let out = model.forward(&x, false)?;
+        // kernels run asynchronously on a GPU: the clock is read once they are done
+        yolo_tensor::synchronize(device)?;
         std::hint::black_box(out);
         if i >= 2 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -141,15 +145,59 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let median = times[times.len() / 2];
     let min = times[0];
     let threads = yolo_tensor::num_threads();
+    let peak_dev = peak_device_mib(device);
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"imgsz": imgsz, "batch": a.batch, "threads": threads, "fused": !a.no_fuse, "runs": a.runs, "median_ms": median, "min_ms": min})
+            serde_json::json!({"imgsz": imgsz, "batch": a.batch, "threads": threads, "fused": !a.no_fuse, "runs": a.runs, "median_ms": median, "min_ms": min, "device": device.to_string(), "peak_device_mib": peak_dev})
         );
     } else {
-        println!("forward {imgsz}×{imgsz} batch {} on {threads} thread(s){}: median {median:.1} ms, min {min:.1} ms over {} runs", a.batch, if a.no_fuse { "" } else { ", fused" }, a.runs);
+        println!("forward {imgsz}×{imgsz} batch {} on {}{}: median {median:.1} ms, min {min:.1} ms over {} runs{}", a.batch, where_text(device, threads), if a.no_fuse { "" } else { ", fused" }, a.runs, peak_text(peak_dev));
     }
     Ok(())
+}
+
+/// The benchmark input: a deterministic N×C×S×S pattern in 0..1 on `device`.
+fn bench_input(batch: usize, ch: usize, imgsz: usize, device: Device) -> Result<Tensor> {
+    let n = batch * ch * imgsz * imgsz;
+    Ok(Tensor::from_vec(
+        (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
+        &[batch, ch, imgsz, imgsz],
+        Device::Cpu,
+    )?
+    .to_device(device)?)
+}
+
+/// Starts the device-memory peak afresh (CUDA; nothing on the CPU).
+fn reset_peak(device: Device) {
+    if let Device::Cuda(n) = device {
+        yolo_tensor::reset_cuda_peak_memory(n);
+    }
+}
+
+/// Peak device memory in MiB since [`reset_peak`] (CUDA only; `None` on the CPU or when the
+/// backend keeps no counters).
+fn peak_device_mib(device: Device) -> Option<f64> {
+    match device {
+        Device::Cuda(n) => {
+            yolo_tensor::cuda_memory_stats(n).map(|s| s.peak as f64 / (1u64 << 20) as f64)
+        }
+        Device::Cpu => None,
+    }
+}
+
+/// "4 thread(s)" on the CPU, "cuda:0" on a GPU.
+fn where_text(device: Device, threads: usize) -> String {
+    match device {
+        Device::Cpu => format!("{threads} thread(s)"),
+        d => d.to_string(),
+    }
+}
+
+/// ", peak device memory N MiB" when known.
+fn peak_text(peak: Option<f64>) -> String {
+    peak.map(|p| format!(", peak device memory {p:.0} MiB"))
+        .unwrap_or_default()
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`; 0 elsewhere).
@@ -187,9 +235,11 @@ fn bench_targets(batch: usize, per_image: usize, nc: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(rows, &[n, 6], Device::Cpu)?)
 }
 
-fn bench_train(a: &BenchArgs) -> Result<()> {
+fn bench_train(a: &BenchArgs, device: Device) -> Result<()> {
     use yolo_train::optim::{Optimizer, OptimizerKind, ParamGroups};
-    let model = load_model(&a.model)?;
+    let mut model = load_model(&a.model)?;
+    // moved before the optimiser takes its parameter handles
+    model.to_device(device)?;
     let stride = crate::common::max_stride(&model);
     let imgsz = a.imgsz.div_ceil(stride) * stride;
     let hyp = yolo_train::Hyp::default();
@@ -201,13 +251,12 @@ fn bench_train(a: &BenchArgs) -> Result<()> {
         hyp.momentum as f64,
         hyp.weight_decay as f64,
     );
-    let n = a.batch * model.config.ch * imgsz * imgsz;
-    let x = Tensor::from_vec(
-        (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
-        &[a.batch, model.config.ch, imgsz, imgsz],
-        Device::Cpu,
-    )?;
+    let x = bench_input(a.batch, model.config.ch, imgsz, device)?;
+    // targets stay on the host: the loss builds its target tensors from them on the
+    // predictions' device
     let targets = bench_targets(a.batch, 4, model.config.nc)?;
+    let sync = || yolo_tensor::synchronize(device);
+    reset_peak(device);
     let mut times = Vec::with_capacity(a.runs);
     // Per phase: forward, loss, backward, optimiser step + zero_grad (ms).
     let mut phases: [Vec<f64>; 4] = Default::default();
@@ -219,14 +268,18 @@ fn bench_train(a: &BenchArgs) -> Result<()> {
         }
         let t = Instant::now();
         let out = model.forward(&x, true)?;
+        sync()?;
         let t1 = Instant::now();
         let loss = criterion.loss(&out, &targets, [imgsz, imgsz])?;
+        sync()?;
         let t2 = Instant::now();
         loss.total.backward()?;
         drop(out);
+        sync()?;
         let t3 = Instant::now();
         opt.step()?;
         opt.zero_grad();
+        sync()?;
         let t4 = Instant::now();
         last_loss = loss.total.item()?;
         if i >= 2 {
@@ -263,13 +316,14 @@ fn bench_train(a: &BenchArgs) -> Result<()> {
     let min = times[0];
     let threads = yolo_tensor::num_threads();
     let peak = peak_rss_mib();
+    let peak_dev = peak_device_mib(device);
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"mode": "train_step", "imgsz": imgsz, "batch": a.batch, "threads": threads, "runs": a.runs, "median_ms": median, "min_ms": min, "peak_rss_mib": peak, "loss": last_loss})
+            serde_json::json!({"mode": "train_step", "imgsz": imgsz, "batch": a.batch, "threads": threads, "runs": a.runs, "median_ms": median, "min_ms": min, "peak_rss_mib": peak, "loss": last_loss, "device": device.to_string(), "peak_device_mib": peak_dev})
         );
     } else {
-        println!("train step {imgsz}×{imgsz} batch {} on {threads} thread(s): median {median:.1} ms, min {min:.1} ms over {} runs, peak RSS {peak:.0} MiB (loss {last_loss:.3})", a.batch, a.runs);
+        println!("train step {imgsz}×{imgsz} batch {} on {}: median {median:.1} ms, min {min:.1} ms over {} runs, peak RSS {peak:.0} MiB{} (loss {last_loss:.3})", a.batch, where_text(device, threads), a.runs, peak_text(peak_dev));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ mod common;
 mod dataset_cmd;
 mod detect_cmd;
 mod devices_cmd;
+mod dist_setup;
 mod export_cmd;
 mod inspect;
 mod train_cmd;
@@ -46,7 +47,11 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // under torchrun, ranks other than 0 report only warnings and errors
+                let quiet = std::env::var("RANK").is_ok_and(|r| r.trim() != "0");
+                (if quiet { "warn" } else { "info" }).into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,7 +1,7 @@
 //! `yolo-forge train`: upstream train.py's flags; with no `--data`, a built-in synthetic
 //! dataset generated into a cache folder.
 
-use crate::common::{check_device, print_val_table, resolve_config, BUILTIN_HYPS, BUILTIN_MODELS};
+use crate::common::{print_val_table, resolve_config, train_device, BUILTIN_HYPS, BUILTIN_MODELS};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -35,9 +35,14 @@ pub struct TrainArgs {
     /// Train and val image size in pixels (default 640; 256 on the built-in dataset).
     #[arg(long, visible_aliases = ["img", "img-size"])]
     pub imgsz: Option<usize>,
-    /// Device: cpu (CUDA devices arrive with the CUDA backend).
+    /// Device: cpu, a CUDA ordinal (0), or a list (0,1,2,3: one process per GPU under
+    /// torchrun; without it the first is used).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Mixed precision on CUDA (upstream's AMP: bf16 convolution and matrix-product inputs,
+    /// f32 accumulation, a dynamic loss scaler). Off by default; the CPU trains in f32.
+    #[arg(long)]
+    pub amp: bool,
     /// Data loader worker threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -166,9 +171,13 @@ fn latest_last(root: &Path) -> Option<PathBuf> {
     best.map(|(_, p)| p)
 }
 
-/// `yolo-forge train`.
+/// `yolo-forge train`. Under torchrun (WORLD_SIZE > 1) every process runs this as one rank of a
+/// data-parallel job: `--batch-size` is the total, and only rank 0 writes the run.
 pub fn train(a: TrainArgs) -> Result<()> {
-    check_device(&a.device)?;
+    let env = yolo_dist::DistEnv::from_env()?;
+    let comm = crate::dist_setup::communicator(&env, &a.device)?;
+    let main = comm.rank() == 0;
+    let device = train_device(&a.device, env.is_distributed().then_some(env.local_rank))?;
     // Ctrl-C: finish the current batch, keep the checkpoints, exit 130
     let _ = ctrlc::set_handler(|| {
         yolo_train::trainer::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -192,13 +201,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         if !ck.exists() {
             bail!("--resume: checkpoint {} does not exist", ck.display());
         }
+        // the run's own options come from the checkpoint (--amp included); the device is
+        // this command's
         let opts = TrainOptions {
             threads: a.threads.unwrap_or(0),
             progress: true,
+            device,
             ..TrainOptions::default()
         };
-        let s = yolo_train::train(&opts, Some(&ck))?;
-        return report(&s);
+        let s = yolo_train::train_distributed(&opts, Some(&ck), comm.as_ref())?;
+        return report(&s, main);
     }
     let builtin = a.data.is_none();
     let imgsz = a.imgsz.unwrap_or(if builtin { 256 } else { 640 });
@@ -217,13 +229,33 @@ pub fn train(a: TrainArgs) -> Result<()> {
             }
             d.clone()
         }
-        None => builtin_dataset(a.synth_train, a.synth_val, 256, 0)?,
+        // rank 0 generates it, the others then find it complete
+        None if main => {
+            let d = builtin_dataset(a.synth_train, a.synth_val, 256, 0);
+            comm.barrier()?;
+            d?
+        }
+        None => {
+            comm.barrier()?;
+            builtin_dataset(a.synth_train, a.synth_val, 256, 0)?
+        }
     };
     let save_dir = increment_path(&a.project.join(&a.name), a.exist_ok);
-    std::fs::create_dir_all(&save_dir)
-        .with_context(|| format!("creating {}", save_dir.display()))?;
-    let cfg = resolve_config(&a.cfg, BUILTIN_MODELS, &save_dir, "model")?;
-    let hyp_path = resolve_config(&hyp_file, BUILTIN_HYPS, &save_dir, "hyp")?;
+    // built-in configs are written into the run folder; other ranks write nothing there and
+    // read private copies instead
+    let spill_dir = if main {
+        std::fs::create_dir_all(&save_dir)
+            .with_context(|| format!("creating {}", save_dir.display()))?;
+        save_dir.clone()
+    } else {
+        std::env::temp_dir().join(format!(
+            "yolo-forge-rank{}-{}",
+            comm.rank(),
+            std::process::id()
+        ))
+    };
+    let cfg = resolve_config(&a.cfg, BUILTIN_MODELS, &spill_dir, "model")?;
+    let hyp_path = resolve_config(&hyp_file, BUILTIN_HYPS, &spill_dir, "hyp")?;
     let mut hyp = Hyp::load(&hyp_path)?;
     if let Some(ls) = a.label_smoothing {
         hyp.label_smoothing = ls;
@@ -260,12 +292,18 @@ pub fn train(a: TrainArgs) -> Result<()> {
         progress: true,
         multi_scale: a.multi_scale,
         plots: !a.noplots,
+        device,
+        amp: a.amp,
     };
-    let s = yolo_train::train(&opts, None)?;
-    report(&s)
+    let s = yolo_train::train_distributed(&opts, None, comm.as_ref());
+    if !main {
+        let _ = std::fs::remove_dir_all(&spill_dir);
+    }
+    report(&s?, main)
 }
 
-fn report(s: &yolo_train::TrainSummary) -> Result<()> {
+/// Prints the run's summary (rank 0 only: other ranks of a data-parallel job stay quiet).
+fn report(s: &yolo_train::TrainSummary, main: bool) -> Result<()> {
     if s.interrupted {
         eprintln!(
             "interrupted: {} holds the last completed epoch; continue with `yolo-forge train --resume {}`",
@@ -273,6 +311,9 @@ fn report(s: &yolo_train::TrainSummary) -> Result<()> {
             s.last.display()
         );
         std::process::exit(130);
+    }
+    if !main {
+        return Ok(());
     }
     if let Some(r) = &s.final_val {
         println!("Validating {}...", s.best.display());

@@ -1,7 +1,7 @@
 //! `yolo-forge val`: a model's metrics on a dataset split (val.py), or a folder of prediction
 //! files scored without a model (`--pred DIR`).
 
-use crate::common::{check_device, max_stride, print_val_table};
+use crate::common::{max_stride, print_val_table, select_device};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ pub struct ValArgs {
     /// Augmented inference (TTA: scales 1, 0.83 flipped, 0.67).
     #[arg(long)]
     pub augment: bool,
-    /// Device: cpu.
+    /// Device: cpu or a CUDA ordinal (0); of a list, the first.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Loader worker threads.
@@ -98,7 +98,7 @@ fn split(dc: &DatasetConfig, task: &str) -> Result<Vec<PathBuf>> {
 
 /// `yolo-forge val`.
 pub fn val(a: ValArgs) -> Result<()> {
-    check_device(&a.device)?;
+    let device = select_device(&a.device)?;
     crate::common::set_threads(a.threads);
     if !a.data.exists() {
         bail!("dataset file {} does not exist", a.data.display());
@@ -124,7 +124,10 @@ pub fn val(a: ValArgs) -> Result<()> {
     if !w.exists() {
         bail!("weights file {} does not exist", w.display());
     }
-    let model = Model::from_safetensors(w).with_context(|| format!("loading {}", w.display()))?;
+    let mut model =
+        Model::from_safetensors(w).with_context(|| format!("loading {}", w.display()))?;
+    // each batch follows the model there; predictions come back to the host for NMS
+    model.to_device(device)?;
     if model.config.nc != names.len() && !a.single_cls {
         bail!(
             "{} has {} classes, the dataset {} ({})",

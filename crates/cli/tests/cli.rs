@@ -106,4 +106,42 @@ fn bench_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(v["imgsz"], 64);
+    assert_eq!(v["device"], "cpu");
+    assert!(
+        v["peak_device_mib"].is_null(),
+        "no device memory on the CPU"
+    );
+}
+
+#[test]
+fn bench_train_step_json_on_the_chosen_device() {
+    let out = bin()
+        .args([
+            "bench",
+            "--model",
+            "configs/models/yolov5n.yaml",
+            "--imgsz",
+            "64",
+            "--batch",
+            "2",
+            "--runs",
+            "1",
+            "--train",
+            "--device",
+            "cpu",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "train_step");
+    assert_eq!(v["batch"], 2);
+    assert_eq!(v["device"], "cpu");
+    assert!(v["peak_device_mib"].is_null());
+    assert!(v["loss"].as_f64().unwrap() > 0.0);
 }

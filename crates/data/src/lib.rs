@@ -39,5 +39,5 @@ pub use error::{DataError, Result};
 pub use hyp::AugParams;
 pub use imgbuf::RgbBuf;
 pub use labels::{Issue, IssueKind, LabelCache, ScanReport};
-pub use loader::{collate, Batch, Loader};
+pub use loader::{collate, Batch, Loader, Sampler};
 pub use synth::{generate, SynthConfig};

@@ -109,6 +109,46 @@ pub fn collate(samples: Vec<Sample>) -> Result<Batch> {
     })
 }
 
+/// The image order of every epoch, chosen by the caller instead of the loader's own shuffle:
+/// e.g. one rank's shard of a distributed sampler.
+#[derive(Clone)]
+pub struct Sampler {
+    len: usize,
+    order: Arc<dyn Fn(u64) -> Vec<usize> + Send + Sync>,
+}
+
+impl Sampler {
+    /// A sampler that gives `len` image indices per epoch, `order(epoch)`. Indices out of the
+    /// dataset's range make that batch an error; a different length changes the batch count.
+    pub fn new(len: usize, order: impl Fn(u64) -> Vec<usize> + Send + Sync + 'static) -> Sampler {
+        Sampler {
+            len,
+            order: Arc::new(order),
+        }
+    }
+
+    /// Indices per epoch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether an epoch has no index.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The indices of `epoch`, in order.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        (self.order)(epoch)
+    }
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sampler {{ len: {} }}", self.len)
+    }
+}
+
 /// Iterates a dataset in batches, prefetched by worker threads.
 #[derive(Clone, Debug)]
 pub struct Loader {
@@ -118,6 +158,7 @@ pub struct Loader {
     seed: u64,
     workers: usize,
     prefetch: usize,
+    sampler: Option<Sampler>,
 }
 
 impl Loader {
@@ -153,7 +194,15 @@ impl Loader {
             seed,
             workers,
             prefetch: 2 * workers.max(1),
+            sampler: None,
         }
+    }
+
+    /// Takes each epoch's image order from `sampler` instead of the loader's own (shuffled or
+    /// not) order. Augmentation randomness still comes from (seed, epoch, image index).
+    pub fn with_sampler(mut self, sampler: Sampler) -> Loader {
+        self.sampler = Some(sampler);
+        self
     }
 
     /// How many batches each worker may build ahead of the consumer in total (default 2 × workers).
@@ -164,12 +213,19 @@ impl Loader {
 
     /// Batches per epoch (the last may be smaller).
     pub fn len(&self) -> usize {
-        self.dataset.len().div_ceil(self.batch_size)
+        self.images_per_epoch().div_ceil(self.batch_size)
     }
 
     /// Whether an epoch has no batch.
     pub fn is_empty(&self) -> bool {
-        self.dataset.is_empty()
+        self.images_per_epoch() == 0
+    }
+
+    fn images_per_epoch(&self) -> usize {
+        match &self.sampler {
+            Some(s) => s.len(),
+            None => self.dataset.len(),
+        }
     }
 
     /// The batch size.
@@ -182,8 +238,11 @@ impl Loader {
         &self.dataset
     }
 
-    /// The image order of an epoch (a seeded permutation when shuffling).
+    /// The image order of an epoch (the sampler's, else a seeded permutation when shuffling).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
+        if let Some(s) = &self.sampler {
+            return s.order(epoch);
+        }
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.shuffle {
             order.shuffle(&mut epoch_rng(self.seed, epoch));
@@ -200,7 +259,8 @@ impl Loader {
             seed: self.seed,
             epoch,
         });
-        let n = self.len();
+        // batches of the order actually drawn (a sampler may not give its declared length)
+        let n = job.order.len().div_ceil(self.batch_size);
         let mut it = EpochIter {
             job: job.clone(),
             n,

@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use yolo_data::{collate, AugParams, Dataset, DatasetOptions, Loader};
+use yolo_data::{collate, AugParams, Dataset, DatasetOptions, Loader, Sampler};
 
 fn shapes_dataset(augment: bool, rect: bool) -> (tempfile::TempDir, Arc<Dataset>) {
     let (tmp, shapes) = common::sample_copy("shapes");
@@ -218,4 +218,40 @@ fn disk_cache_gives_identical_samples_and_is_reused() {
         .get(i, &mut yolo_data::rng::sample_rng(1, 2, i as u64))
         .unwrap();
     assert!(s.image != orig.image, "the cached pixels were not used");
+}
+
+#[test]
+fn a_sampler_sets_the_order_and_bad_indices_are_errors() {
+    let (_tmp, ds) = shapes_dataset(false, false);
+    let paths = |l: &Loader, epoch| -> Vec<std::path::PathBuf> {
+        l.epoch(epoch).flat_map(|b| b.unwrap().paths).collect()
+    };
+    let all = paths(&Loader::new(ds.clone(), 3, false, 1, 0), 0);
+    // every other image, reversed in odd epochs; 4 images in batches of 3 = 2 batches
+    let s = Sampler::new(4, |e| {
+        let v = vec![0, 2, 4, 6];
+        if e % 2 == 1 {
+            v.into_iter().rev().collect()
+        } else {
+            v
+        }
+    });
+    for workers in [0, 2] {
+        let l = Loader::new(ds.clone(), 3, true, 1, workers).with_sampler(s.clone());
+        assert_eq!((l.len(), l.order(1)), (2, vec![6, 4, 2, 0]));
+        let want: Vec<_> = [0, 2, 4, 6].iter().map(|&i| all[i].clone()).collect();
+        assert_eq!(paths(&l, 0), want);
+        assert_eq!(paths(&l, 1), want.into_iter().rev().collect::<Vec<_>>());
+    }
+    // an index past the dataset is that batch's error, not a panic
+    let bad =
+        Loader::new(ds.clone(), 2, false, 1, 0).with_sampler(Sampler::new(3, |_| vec![0, 99, 1]));
+    let r: Vec<_> = bad.epoch(0).collect();
+    assert_eq!(r.len(), 2);
+    assert!(r[0]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("out of range"));
+    assert_eq!(r[1].as_ref().unwrap().len(), 1);
 }

@@ -261,7 +261,7 @@ impl BottleneckCsp {
         let cv3 = Conv2d::new(c_, c_, (1, 1), (1, 1), (0, 0), 1, 1, false, init)?;
         let cv4 = Conv::new(2 * c_, c2, 1, 1, None, 1, 1, Act::Default, ctx)?;
         let bn = BatchNorm2d::new(2 * c_, init)?;
-        let act = yolo_activations::Activation::Silu.build(2 * c_, 0)?;
+        let act = yolo_activations::Activation::Silu.build_on(2 * c_, 0, init.device)?;
         for _ in 0..n {
             m.push(Box::new(Bottleneck::new(c_, c_, shortcut, g, 1.0, ctx)?));
         }

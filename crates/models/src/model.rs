@@ -112,6 +112,8 @@ pub struct Model {
     pub names: Vec<String>,
     keep: Vec<bool>,
     fused: bool,
+    /// The modules it was built with: [`Model::to_device`] rebuilds the graph from them.
+    registry: Registry,
 }
 
 fn round_half_even(x: f64) -> f64 {
@@ -131,13 +133,26 @@ impl Model {
 
     /// Builds a model with `registry` (built-ins plus a user's modules).
     pub fn with_registry(config: ModelConfig, registry: &Registry, seed: u64) -> Result<Model> {
+        let mut model = Model::assemble(config, registry, seed, Device::Cpu)?;
+        model.init_strides()?;
+        Ok(model)
+    }
+
+    /// The layer graph of `config` with fresh parameters on `device`; strides not yet known.
+    fn assemble(
+        config: ModelConfig,
+        registry: &Registry,
+        seed: u64,
+        device: Device,
+    ) -> Result<Model> {
         let default_act = match &config.activation {
             Some(a) => a
                 .parse::<Activation>()
                 .map_err(|e| ModelError::schema(format!("activation: {e}")))?,
             None => Activation::Silu,
         };
-        let ctx = Ctx::new(seed, default_act);
+        let mut ctx = Ctx::new(seed, default_act);
+        ctx.init.device = device;
         let na = config.anchors.per_level();
         let no = na * (config.nc + 5);
         let mut nodes: Vec<Node> = Vec::with_capacity(config.rows.len());
@@ -224,16 +239,76 @@ impl Model {
             }
         }
         let names = (0..config.nc).map(|c| c.to_string()).collect();
-        let mut model = Model {
+        Ok(Model {
             config,
             nodes,
             stride: Vec::new(),
             names,
             keep,
             fused: false,
+            registry: registry.clone(),
+        })
+    }
+
+    /// The device of the model's tensors (that of the detection head's anchors; every
+    /// parameter and buffer lives there after [`Model::to_device`]).
+    pub fn device(&self) -> Device {
+        self.detect().device()
+    }
+
+    /// Moves every parameter and buffer to `device` (a no-op when already there); see
+    /// [`Model::copy_to_device`] for how. Tensor handles taken before the move (optimisers,
+    /// EMA sources) refer to the old copies: move first, then build those.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        if self.device() != device {
+            *self = self.copy_to_device(device)?;
+        }
+        Ok(())
+    }
+
+    /// A deep copy of this model with every parameter and buffer on `device` (a copy even when
+    /// `device` is the model's own).
+    ///
+    /// Tensors cannot change device in place, so the layer graph is rebuilt on `device` from
+    /// the model's config and registry (and fused when this model is fused), then every named
+    /// tensor is copied over by name with its `requires_grad` flag; strides and class names
+    /// are carried over. Tensors a layer creates at construction outside its named tensors land
+    /// on `device` too, since every layer builds through the same [`Ctx`].
+    pub fn copy_to_device(&self, device: Device) -> Result<Model> {
+        let _g = yolo_tensor::no_grad();
+        let mut moved = Model::assemble(self.config.clone(), &self.registry, 0, device)?;
+        moved
+            .nodes
+            .last_mut()
+            .and_then(|n| n.layer.set_head_strides(self.stride.clone(), false))
+            .expect("checked at construction")?;
+        moved.stride = self.stride.clone();
+        if self.fused {
+            moved.fuse()?;
+        }
+        let src = self.named_tensors();
+        let dst = moved.named_tensors();
+        let mismatch = |detail: String| {
+            Err(ModelError::Weights(format!(
+                "copying the model to {device}: the rebuilt graph differs: {detail}"
+            )))
         };
-        model.init_strides()?;
-        Ok(model)
+        if src.len() != dst.len() {
+            return mismatch(format!("{} tensors, rebuilt {}", src.len(), dst.len()));
+        }
+        for ((sn, st, sk), (dn, dt, dk)) in src.iter().zip(&dst) {
+            if sn != dn || st.shape() != dt.shape() || sk != dk {
+                return mismatch(format!(
+                    "`{sn}` {:?} where the rebuilt graph has `{dn}` {:?}",
+                    st.shape(),
+                    dt.shape()
+                ));
+            }
+            dt.assign(&st.detach().to_device(device)?)?;
+            dt.set_requires_grad(st.requires_grad())?;
+        }
+        moved.names = self.names.clone();
+        Ok(moved)
     }
 
     /// Upstream's construction-time pass: one training-mode forward of zeros at 256×256 finds
@@ -241,7 +316,7 @@ impl Model {
     /// converted to grid units and the head's biases get their priors.
     fn init_strides(&mut self) -> Result<()> {
         let s = 256usize;
-        let x = Tensor::zeros(&[1, self.config.ch, s, s], Device::Cpu)?;
+        let x = Tensor::zeros(&[1, self.config.ch, s, s], self.device())?;
         let out = {
             let _g = yolo_tensor::no_grad();
             self.forward(&x, true)?
@@ -368,7 +443,7 @@ impl Model {
             .map(Tensor::numel)
             .sum();
         let s = (self.stride.iter().cloned().fold(0.0f32, f32::max) as usize).max(32);
-        let x = Tensor::zeros(&[1, self.config.ch, s, s], Device::Cpu)?;
+        let x = Tensor::zeros(&[1, self.config.ch, s, s], self.device())?;
         // Profile in eval mode so the running statistics are left untouched; the count is the
         // same as in training mode (only BN's statistics source differs).
         let (r, macs) = flops::count(|| {

@@ -151,6 +151,12 @@ pub struct Registry {
     map: BTreeMap<String, Arc<BuildFn>>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.map.keys()).finish()
+    }
+}
+
 impl Registry {
     /// An empty registry.
     pub fn empty() -> Registry {

@@ -157,8 +157,9 @@ impl Checkpoint {
     }
 }
 
-/// Copies `tensors` by name into a model's `named` tensors; every model tensor must be present
-/// with its shape (errors name the first mismatch).
+/// Copies `tensors` by name into a model's `named` tensors (on whatever device each model
+/// tensor lives); every model tensor must be present with its shape (errors name the first
+/// mismatch).
 pub fn assign_named(
     named: &[(String, Tensor, yolo_layers::Kind)],
     tensors: &[(String, Tensor)],
@@ -182,7 +183,7 @@ pub fn assign_named(
                 ),
             });
         }
-        t.assign(src)?;
+        t.assign(&src.detach().to_device(t.device())?)?;
     }
     Ok(())
 }

@@ -39,6 +39,9 @@ pub enum TrainError {
     /// A loss setting was rejected.
     #[error(transparent)]
     Loss(#[from] yolo_losses::LossError),
+    /// A data-parallel collective or setting failed.
+    #[error(transparent)]
+    Dist(#[from] yolo_dist::DistError),
 }
 
 /// Result alias of the training tools.

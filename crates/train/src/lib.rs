@@ -8,13 +8,16 @@
 //!   mAP@0.5, mAP@0.5:0.95, `fitness`, the confusion matrix and COCO JSON export.
 //! - [`scale`]: bilinear batch resizing (PyTorch semantics), `scale_img`, multi-scale sizes.
 //! - [`tta`]: test-time augmentation (upstream `_forward_augment`).
+//! - [`amp`]: the dynamic loss scaler of mixed-precision training (upstream `GradScaler`).
 //!
 //! Boxes are `[x1, y1, x2, y2]` in pixels and detections `[x1, y1, x2, y2, conf, class]`
 //! unless a function says otherwise.
 
+pub mod amp;
 pub mod autoanchor;
 pub mod checkpoint;
 pub mod criterion;
+pub mod ddp;
 pub mod ema;
 mod error;
 pub mod hyp;
@@ -29,6 +32,7 @@ pub mod trainer;
 pub mod tta;
 pub mod validate;
 
+pub use amp::{GradScaler, MixedPrecisionGuard, ScaledStep, ScalerState};
 pub use autoanchor::{
     anchor_fitness, anchor_metric, apply_anchors, check_anchor_order, check_anchors,
     evolve_anchors, kmean_anchors, label_wh, AnchorCheck, AnchorMetric, AutoAnchorConfig,
@@ -36,6 +40,7 @@ pub use autoanchor::{
 };
 pub use checkpoint::Checkpoint;
 pub use criterion::{detect_spec, Criterion};
+pub use ddp::DataParallel;
 pub use ema::ModelEma;
 pub use error::{Result, TrainError};
 pub use hyp::Hyp;
@@ -67,6 +72,6 @@ pub use schedule::{
     nominal_accumulate, warmup_iters, warmup_state, LrSchedule, WarmupHyp, WarmupState,
     NOMINAL_BATCH_SIZE,
 };
-pub use trainer::{train, EpochResult, TrainOptions, TrainSummary};
+pub use trainer::{train, train_distributed, EpochResult, TrainOptions, TrainSummary};
 pub use tta::{clip_augmented, descale_pred, forward_augment, forward_augment_with, max_stride};
 pub use validate::{ImageResult, ValBatch, ValReport, ValSettings, Validator};

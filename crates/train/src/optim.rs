@@ -303,14 +303,27 @@ impl Optimizer {
 
     /// Global L2 norm of all gradients (parameters without a gradient are skipped).
     pub fn grad_norm(&self) -> f64 {
+        self.grad_norm_unscaled(1.0)
+    }
+
+    /// Global L2 norm of all gradients each multiplied by `inv_scale` first (f32, as the step
+    /// applies it): the norm of a loss scaler's gradients after unscaling. Not finite when a
+    /// gradient holds an inf or a NaN.
+    pub fn grad_norm_unscaled(&self, inv_scale: f32) -> f64 {
         let mut sq = 0.0f64;
         for s in &self.slots {
             if let Some(g) = s.tensor.grad() {
-                sq += g
-                    .to_vec()
-                    .iter()
-                    .map(|&x| (x as f64) * (x as f64))
-                    .sum::<f64>();
+                let v = g.to_vec();
+                sq += if inv_scale == 1.0 {
+                    v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()
+                } else {
+                    v.iter()
+                        .map(|&x| {
+                            let x = (x * inv_scale) as f64;
+                            x * x
+                        })
+                        .sum::<f64>()
+                };
             }
         }
         sq.sqrt()
@@ -319,7 +332,7 @@ impl Optimizer {
     /// One update with each parameter's current gradient; parameters without one are skipped
     /// (their state does not advance), as torch does.
     pub fn step(&mut self) -> Result<()> {
-        self.step_scaled(1.0)
+        self.step_scaled(1.0, 1.0)
     }
 
     /// `clip_grad_norm_(params, max_norm)` then [`Optimizer::step`]: gradients are multiplied by
@@ -328,11 +341,29 @@ impl Optimizer {
     pub fn step_clipped(&mut self, max_norm: f64) -> Result<f64> {
         let norm = self.grad_norm();
         let coef = (max_norm / (norm + 1e-6)).min(1.0);
-        self.step_scaled(coef as f32)?;
+        self.step_scaled(1.0, coef as f32)?;
         Ok(norm)
     }
 
-    fn step_scaled(&mut self, grad_scale: f32) -> Result<()> {
+    /// [`Optimizer::step_clipped`] for gradients of a loss multiplied by a loss scaler's scale:
+    /// every gradient is multiplied by `inv_scale` (upstream `scaler.unscale_`), then clipped
+    /// to `max_norm` by the unscaled norm, then stepped. When the unscaled norm is not finite
+    /// (an inf or NaN gradient) nothing is updated. Returns the unscaled norm and whether the
+    /// step ran. Gradients are never modified in place (they may be shared between
+    /// parameters); the factors are applied inside the step.
+    pub fn step_unscaled_clipped(&mut self, inv_scale: f32, max_norm: f64) -> Result<(f64, bool)> {
+        let norm = self.grad_norm_unscaled(inv_scale);
+        if !norm.is_finite() {
+            return Ok((norm, false));
+        }
+        let coef = (max_norm / (norm + 1e-6)).min(1.0);
+        self.step_scaled(inv_scale, coef as f32)?;
+        Ok((norm, true))
+    }
+
+    /// One update with every gradient multiplied by `unscale`, then by `grad_scale` (two f32
+    /// products, so an exact power-of-two unscale leaves the rest of the arithmetic unchanged).
+    fn step_scaled(&mut self, unscale: f32, grad_scale: f32) -> Result<()> {
         let kind = self.kind;
         for s in &mut self.slots {
             let Some(gt) = s.tensor.grad() else { continue };
@@ -348,6 +379,9 @@ impl Optimizer {
                 );
             }
             let mut g = gt.to_vec();
+            if unscale != 1.0 {
+                g.iter_mut().for_each(|x| *x *= unscale);
+            }
             if grad_scale != 1.0 {
                 g.iter_mut().for_each(|x| *x *= grad_scale);
             }

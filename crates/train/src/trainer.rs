@@ -1,11 +1,16 @@
 //! The training loop as upstream `train.py`: data, model, AutoAnchor, SGD/Adam/AdamW in three
 //! groups with nominal batch 64 (gradient accumulation, weight-decay scaling), warmup, linear or
 //! cosine LR, ModelEMA, gradient-norm clipping, validation of the EMA each epoch, fitness,
-//! `last`/`best` checkpoints written atomically, early stopping and `--resume`.
+//! `last`/`best` checkpoints written atomically, early stopping and `--resume`; and its DDP mode,
+//! one replica per rank of a data-parallel job ([`train_distributed`]). The model trains on
+//! `TrainOptions::device` (batches are moved there; NMS and metrics run on the host), with
+//! mixed precision and a dynamic loss scaler under `--amp` on CUDA.
 
+use crate::amp::{GradScaler, MixedPrecisionGuard, ScalerState};
 use crate::autoanchor::{apply_anchors, check_anchors, AutoAnchorConfig};
 use crate::checkpoint::{assign_named, Checkpoint};
 use crate::criterion::Criterion;
+use crate::ddp::DataParallel;
 use crate::ema::ModelEma;
 use crate::error::{Result, TrainError};
 use crate::hyp::Hyp;
@@ -20,7 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use yolo_data::{Batch, Dataset, DatasetConfig, DatasetOptions, Loader};
+use yolo_dist::{Communicator, SingleProcess};
 use yolo_models::{Model, ModelConfig};
+use yolo_tensor::{Device, Tensor};
 
 /// Gradient-norm clipping bound (upstream `clip_grad_norm_(…, max_norm=10.0)`).
 pub const MAX_GRAD_NORM: f64 = 10.0;
@@ -100,6 +107,12 @@ pub struct TrainOptions {
     /// Write plots (labels.jpg, train_batch*.jpg, results.png, val_batch*, confusion matrix,
     /// PR/F1/P/R curves).
     pub plots: bool,
+    /// Device to train on (`--device`). Not saved: a resumed run trains where it is told to.
+    #[serde(skip)]
+    pub device: Device,
+    /// Mixed precision (`--amp`): bf16 convolution and matrix-product inputs with a dynamic
+    /// loss scaler on a CUDA device; the CPU trains in f32 whatever this says.
+    pub amp: bool,
 }
 
 impl Default for TrainOptions {
@@ -131,6 +144,8 @@ impl Default for TrainOptions {
             progress: true,
             multi_scale: false,
             plots: true,
+            device: Device::Cpu,
+            amp: false,
         }
     }
 }
@@ -175,6 +190,8 @@ pub struct TrainSummary {
     pub names: Vec<String>,
     /// Whether [`STOP`] (Ctrl-C) ended the run.
     pub interrupted: bool,
+    /// The training model's final tensors (parameters and buffers) by state-dict name.
+    pub weights: Vec<(String, Tensor)>,
 }
 
 /// Progress and resume bookkeeping stored in checkpoints.
@@ -185,6 +202,9 @@ struct TrainState {
     ema_updates: u64,
     last_opt_step: i64,
     opt: TrainOptions,
+    /// The loss scaler of an `--amp` run on CUDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scaler: Option<ScalerState>,
 }
 
 /// Set by a Ctrl-C handler: the loop stops after the current batch (checkpoints stay valid).
@@ -247,6 +267,18 @@ pub fn build_data(
     stride: usize,
     imgsz: usize,
 ) -> Result<RunData> {
+    build_run_data(opts, dc, stride, imgsz, true)
+}
+
+/// [`build_data`], with or without the validation loader (data-parallel ranks other than 0
+/// never validate).
+fn build_run_data(
+    opts: &TrainOptions,
+    dc: &DatasetConfig,
+    stride: usize,
+    imgsz: usize,
+    with_val: bool,
+) -> Result<RunData> {
     let names = run_names(dc, opts.single_cls);
     let nc = dc.nc();
     let aug = opts.hyp.aug();
@@ -278,7 +310,7 @@ pub fn build_data(
         opts.seed,
         opts.workers,
     );
-    let val = if dc.val.is_empty() {
+    let val = if dc.val.is_empty() || !with_val {
         None
     } else {
         let vb = opts.batch_size * 2;
@@ -571,6 +603,24 @@ fn progress_bar(n: usize, on: bool) -> indicatif::ProgressBar {
 /// Trains as `train.py` does and returns the run's summary. With `resume`, the options are
 /// those stored in the checkpoint and training continues after its epoch.
 pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary> {
+    train_distributed(opts, resume, &SingleProcess)
+}
+
+/// [`train`] as one replica of a data-parallel job over `comm` (upstream's DDP mode): every
+/// rank calls it with the same options. `opts.batch_size` is the total over all ranks; each
+/// rank reads its shard of the training set in batches of `batch_size / world`; parameters
+/// and buffers start as rank 0's; the loss is scaled by the world size (as upstream) and the
+/// gradients averaged over ranks after every backward; buffers follow rank 0's before every
+/// forward. Rank 0 alone keeps the EMA, validates, plots and writes the run folder; other
+/// ranks write nothing, and report zero metrics. Early stopping and Ctrl-C stop all ranks at
+/// the same step.
+pub fn train_distributed(
+    opts: &TrainOptions,
+    resume: Option<&Path>,
+    comm: &dyn Communicator,
+) -> Result<TrainSummary> {
+    let dp = DataParallel::new(comm);
+    let main = dp.is_main();
     let t_start = Instant::now();
     let resume_ck = match resume {
         Some(p) => {
@@ -600,6 +650,7 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         (Some(s), Some(p)) => TrainOptions {
             progress: opts.progress,
             threads: opts.threads,
+            device: opts.device,
             save_dir: p
                 .parent()
                 .and_then(|w| w.parent())
@@ -618,18 +669,22 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             "--epochs and --batch-size must be positive",
         ));
     }
+    // images per batch on this rank (the total in a single process)
+    let rank_batch = dp.per_rank_batch(opts.batch_size)?;
     let hyp = &opts.hyp;
     let save_dir = opts.save_dir.clone();
     let wdir = save_dir.join("weights");
-    std::fs::create_dir_all(&wdir).map_err(|e| TrainError::File {
-        path: wdir.display().to_string(),
-        detail: format!("cannot create: {e}"),
-    })?;
     let last = wdir.join("last.safetensors");
     let best = wdir.join("best.safetensors");
-    write_file_atomic(save_dir.join("hyp.yaml"), hyp.to_yaml().as_bytes())?;
-    let opt_yaml = serde_yaml_ng::to_string(&opts).unwrap_or_default();
-    write_file_atomic(save_dir.join("opt.yaml"), opt_yaml.as_bytes())?;
+    if main {
+        std::fs::create_dir_all(&wdir).map_err(|e| TrainError::File {
+            path: wdir.display().to_string(),
+            detail: format!("cannot create: {e}"),
+        })?;
+        write_file_atomic(save_dir.join("hyp.yaml"), hyp.to_yaml().as_bytes())?;
+        let opt_yaml = serde_yaml_ng::to_string(&opts).unwrap_or_default();
+        write_file_atomic(save_dir.join("opt.yaml"), opt_yaml.as_bytes())?;
+    }
 
     // names first (nc decides the head), then the model, then the data at the model's stride
     let dc = DatasetConfig::load(&opts.data)?;
@@ -638,7 +693,26 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
     let model = build_model(&opts, nc, &names)?;
     let gs = (model.stride.iter().cloned().fold(32.0f32, f32::max)) as usize;
     let imgsz = check_img_size(opts.imgsz, gs);
-    let data = build_data(&opts, &dc, gs, imgsz)?;
+    let data = if dp.is_distributed() {
+        // rank 0 first (it writes the label cache), then the others read it, as upstream's
+        // torch_distributed_zero_first; only rank 0 validates
+        let rank_opts = TrainOptions {
+            batch_size: rank_batch,
+            ..opts.clone()
+        };
+        let mut data = if main {
+            let d = build_run_data(&rank_opts, &dc, gs, imgsz, true);
+            dp.barrier()?;
+            d?
+        } else {
+            dp.barrier()?;
+            build_run_data(&rank_opts, &dc, gs, imgsz, false)?
+        };
+        data.train = dp.shard_loader(data.train, opts.seed)?;
+        data
+    } else {
+        build_data(&opts, &dc, gs, imgsz)?
+    };
     let nb_full = data.train.len();
     if nb_full == 0 {
         return Err(cfg_err("dataset", "the training split has no batch"));
@@ -650,7 +724,7 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
     };
     let aux = model.nodes.last().is_some_and(|n| n.module == "IAuxDetect");
 
-    if opts.plots && state.is_none() {
+    if main && opts.plots && state.is_none() {
         let all: Vec<[f32; 5]> = data
             .train_set
             .records()
@@ -662,8 +736,9 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         }
     }
 
-    // AutoAnchor (before the optimiser sees the parameters; anchors are buffers)
-    if state.is_none() && !opts.noautoanchor {
+    // AutoAnchor (before the optimiser sees the parameters; anchors are buffers); on rank 0
+    // alone, the others get its anchors with the other tensors below
+    if main && state.is_none() && !opts.noautoanchor {
         let recs = data.train_set.records();
         let shapes: Vec<[f32; 2]> = recs
             .iter()
@@ -712,6 +787,22 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         }
     }
 
+    // the model moves to its device once built and its anchors checked: the optimiser, the
+    // EMA and every batch follow it there
+    if let Device::Cuda(n) = opts.device {
+        Device::cuda(n)?;
+    }
+    let mut model = model;
+    model.to_device(opts.device)?;
+    let amp = opts.amp && !opts.device.is_cpu();
+    if opts.amp && !amp {
+        tracing::warn!(
+            "--amp: mixed precision is CUDA-only; training on the CPU in f32 (upstream also disables AMP on the CPU)"
+        );
+    }
+    let _mixed_precision = amp.then(MixedPrecisionGuard::enable);
+    let mut scaler = GradScaler::new(amp);
+
     // optimiser: nominal batch 64 by accumulation, weight decay scaled
     let kind = optimizer_kind(&opts.optimizer)?;
     let accumulate0 = nominal_accumulate(hyp.nbs, opts.batch_size);
@@ -725,7 +816,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
     );
     let schedule = LrSchedule::new(opts.cos_lr, opts.epochs, hyp.lrf as f64);
     let mut ema = ModelEma::new(&model.named_tensors())?;
-    let ema_model = Model::new(model.config.clone(), opts.seed)?;
+    let mut ema_model = Model::new(model.config.clone(), opts.seed)?;
+    ema_model.to_device(opts.device)?;
     let mut start_epoch = 0;
     let mut best_fitness = 0.0f64;
     let mut last_opt_step: i64 = -1;
@@ -734,6 +826,9 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         assign_named(&model.named_tensors(), &ck.model, "training weights")?;
         ema = ModelEma::from_tensors(&ck.ema, s.ema_updates)?;
         optimizer.load_state_tensors(&ck.optimizer)?;
+        if let Some(sc) = &s.scaler {
+            scaler.load_state(sc)?;
+        }
         start_epoch = s.epoch + 1;
         best_fitness = s.best_fitness;
         last_opt_step = s.last_opt_step;
@@ -754,6 +849,13 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             opts.epochs
         );
     }
+    // replicas start as rank 0's model (parameters and buffers, anchors included)
+    let named_tensors = model.named_tensors();
+    if dp.is_distributed() {
+        let all: Vec<Tensor> = named_tensors.iter().map(|(_, t, _)| t.clone()).collect();
+        dp.broadcast_from_main(&all)?;
+    }
+    let params = model.parameters();
     // the obj gain is scaled by the nominal imgsz once, as upstream (also with --multi-scale);
     // everything else the losses need comes from each batch's own prediction and image shapes
     let criterion = Criterion::new(&model, hyp, imgsz, aux)?;
@@ -776,6 +878,13 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         save_dir.display(),
         opts.epochs
     );
+    if dp.is_distributed() {
+        tracing::info!(
+            "Data-parallel rank {} of {}: {nb} batches of {rank_batch} images per epoch",
+            dp.rank(),
+            dp.world()
+        );
+    }
 
     if opts.multi_scale {
         tracing::info!(
@@ -796,14 +905,16 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         let t_epoch = Instant::now();
         // scheduler: lr = initial_lr · lf(epoch) (warmup overrides it during the first nw)
         optimizer.apply_lr_factor(schedule.factor(epoch as f64));
-        let pb = progress_bar(nb, opts.progress);
+        let pb = progress_bar(nb, opts.progress && main);
         pb.set_prefix(format!("{epoch}/{}", opts.epochs - 1));
         let mut mloss = [0.0f64; 3];
         let mut accumulate = accumulate0;
         let mut seen_batches = 0usize;
         let mut sizes = (usize::MAX, 0usize);
+        // a stop agreed by all ranks (data-parallel: Ctrl-C seen by any rank)
+        let mut stop_all = false;
         for (i, batch) in data.train.epoch(epoch as u64).enumerate() {
-            if i >= nb || STOP.load(Ordering::Relaxed) {
+            if i >= nb || (!dp.is_distributed() && STOP.load(Ordering::Relaxed)) {
                 break;
             }
             let mut batch = batch?;
@@ -826,7 +937,7 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
                 let m = s[2].max(s[3]);
                 sizes = (sizes.0.min(m), sizes.1.max(m));
             }
-            if opts.plots && ni < 3 {
+            if main && opts.plots && ni < 3 {
                 let s = batch.images.shape();
                 let boxes = target_boxes(&batch.targets, s[0], s[2], s[3]);
                 let p = save_dir.join(format!("train_batch{ni}.jpg"));
@@ -840,21 +951,53 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             }
             let s = batch.images.shape();
             let hw = [s[2], s[3]];
-            let out = model.forward(&batch.images, true)?;
+            dp.broadcast_buffers(&named_tensors)?;
+            // targets stay on the host: the loss builds them there and creates its tensors
+            // on the predictions' device
+            let images = batch.images.to_device(opts.device)?;
+            let out = model.forward(&images, true)?;
             let loss = criterion.loss(&out, &batch.targets, hw)?;
             let v = loss.total.item()?;
-            if !v.is_finite() {
+            let bad = if dp.is_distributed() {
+                // every rank leaves at the same step, or the collectives would wait forever
+                let f = dp.any(&[STOP.load(Ordering::Relaxed), !v.is_finite()])?;
+                stop_all = f[0];
+                f[1]
+            } else {
+                !v.is_finite()
+            };
+            if bad {
+                let on = if dp.is_distributed() {
+                    format!(" on rank {} or another", dp.rank())
+                } else {
+                    String::new()
+                };
                 return Err(cfg_err(
                     "training",
-                    format!("the loss became {v} at epoch {epoch}, batch {i}; lower lr0 or check the labels"),
+                    format!("the loss became {v} at epoch {epoch}, batch {i}{on}; lower lr0 or check the labels"),
                 ));
             }
-            loss.total.backward()?;
+            if stop_all {
+                break;
+            }
+            if dp.is_distributed() {
+                // DDP averages gradients over ranks: scaling by the world size makes the
+                // step that of the whole batch, as upstream's `loss *= WORLD_SIZE`
+                scaler
+                    .scale_loss(&loss.total.mul_scalar(dp.world() as f32))
+                    .backward()?;
+                dp.average_gradients(&params)?;
+            } else {
+                scaler.scale_loss(&loss.total).backward()?;
+            }
             drop(out);
             if ni - last_opt_step >= accumulate as i64 {
-                optimizer.step_clipped(MAX_GRAD_NORM)?;
+                // unscale, clip, step (skipped on an inf/NaN gradient under --amp), as upstream
+                scaler.step_clipped(&mut optimizer, MAX_GRAD_NORM)?;
                 optimizer.zero_grad();
-                ema.update(&model.named_tensors())?;
+                if main {
+                    ema.update(&model.named_tensors())?;
+                }
                 last_opt_step = ni;
             }
             let items = [loss.lbox as f64, loss.lobj as f64, loss.lcls as f64];
@@ -873,7 +1016,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             pb.inc(1);
         }
         pb.finish_and_clear();
-        if STOP.load(Ordering::Relaxed) {
+        // data-parallel ranks only act on the agreed flag: a local one may be one rank's alone
+        if stop_all || (!dp.is_distributed() && STOP.load(Ordering::Relaxed)) {
             tracing::warn!(
                 "interrupted during epoch {epoch}; {} is intact",
                 last.display()
@@ -889,7 +1033,9 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             [g[0].lr, g[1].lr, g[2].lr]
         };
         let final_epoch = epoch + 1 == opts.epochs;
-        ema.copy_to(&ema_model.named_tensors())?;
+        if main {
+            ema.copy_to(&ema_model.named_tensors())?;
+        }
         let (metrics, val_loss) = match (&data.val, !opts.noval || final_epoch) {
             (Some(vl), true) => {
                 let (r, _) = validate_loader(
@@ -922,7 +1068,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         } else {
             String::new()
         };
-        tracing::info!(
+        if main {
+            tracing::info!(
             "epoch {epoch}/{}: box {:.4} obj {:.4} cls {:.4} | P {:.3} R {:.3} mAP50 {:.3} mAP50-95 {:.3} | {:.1}s{size_note}",
             opts.epochs - 1,
             mloss[0],
@@ -934,21 +1081,25 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             metrics[3],
             row.seconds
         );
+        }
         rows.push(row.clone());
         epochs_run.push(row);
-        write_results_csv(&save_dir.join("results.csv"), &rows)?;
+        if main {
+            write_results_csv(&save_dir.join("results.csv"), &rows)?;
+        }
         let improved = fi > best_fitness;
         if improved {
             best_fitness = fi;
             best_epoch = epoch;
         }
-        if !opts.nosave || final_epoch {
+        if main && (!opts.nosave || final_epoch) {
             let ts = TrainState {
                 epoch,
                 best_fitness,
                 ema_updates: ema.updates,
                 last_opt_step,
                 opt: opts.clone(),
+                scaler: scaler.state(),
             };
             let ck = Checkpoint {
                 yaml: model.config.yaml.clone(),
@@ -977,7 +1128,8 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
                 .save(&best)?;
             }
         }
-        if opts.patience > 0 && epoch >= best_epoch + opts.patience {
+        // rank 0's decision (the only rank that validates) stops every rank
+        if dp.from_main(opts.patience > 0 && epoch >= best_epoch + opts.patience)? {
             tracing::info!(
                 "Stopping training early as no improvement observed in last {} epochs; best results at epoch {best_epoch}",
                 opts.patience
@@ -986,15 +1138,18 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
             break;
         }
     }
+    // replicas end identical, buffers included (each rank's last forward moved its own)
+    dp.broadcast_buffers(&named_tensors)?;
     tracing::info!(
         "{} epochs completed in {:.3} hours.",
         epochs_run.len(),
         t_start.elapsed().as_secs_f64() / 3600.0
     );
     // final validation of the best weights, per class
-    let final_val = match (&data.val, best.exists() && !interrupted) {
+    let final_val = match (&data.val, main && best.exists() && !interrupted) {
         (Some(vl), true) => {
-            let bm = Model::from_safetensors(&best)?;
+            let mut bm = Model::from_safetensors(&best)?;
+            bm.to_device(opts.device)?;
             let mut plot_errs = Vec::new();
             let (r, cm) = validate_loader(
                 &bm,
@@ -1052,5 +1207,6 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
         stopped_early,
         names,
         interrupted,
+        weights: named_tensors.into_iter().map(|(n, t, _)| (n, t)).collect(),
     })
 }

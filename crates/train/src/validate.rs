@@ -13,7 +13,7 @@ use crate::metrics::{ConfusionMatrix, DetectionMetrics, MetricsAccumulator};
 use crate::postprocess::{non_max_suppression, Detection, NmsConfig};
 use std::time::Instant;
 use yolo_models::Model;
-use yolo_tensor::Tensor;
+use yolo_tensor::{Device, Tensor};
 
 /// Settings of a validation run (val.py's defaults).
 #[derive(Clone, Debug)]
@@ -120,11 +120,13 @@ impl Validator {
         let s = batch.images.shape().to_vec();
         let (bs, h, w) = (s[0], s[2], s[3]);
         let t0 = Instant::now();
+        // the batch goes to the model's device; predictions come back to the host for NMS
+        let images = batch.images.to_device(model.device())?;
         let (pred, out) = if self.settings.augment && criterion.is_none() {
             let gs = crate::tta::max_stride(model);
-            (crate::tta::forward_augment(model, batch.images, gs)?, None)
+            (crate::tta::forward_augment(model, &images, gs)?, None)
         } else {
-            let out = model.forward(batch.images, false)?;
+            let out = model.forward(&images, false)?;
             let pred = out
                 .pred
                 .clone()
@@ -134,6 +136,8 @@ impl Validator {
                 })?;
             (pred, Some(out))
         };
+        let pred = pred.to_device(Device::Cpu)?;
+        yolo_tensor::synchronize(model.device())?;
         self.times[0] += t0.elapsed().as_secs_f64();
         if let (Some(c), Some(out)) = (criterion, &out) {
             let l = c.loss(out, batch.targets, [h, w])?;
