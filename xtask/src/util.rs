@@ -4,8 +4,18 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The workspace root (xtask's parent).
+/// The workspace root: the nearest folder above the working directory holding
+/// `xtask/Cargo.toml` (so a copied xtask binary works in another checkout, as
+/// `gpu-check --prebuilt` needs), else xtask's parent at build time.
 pub fn root() -> PathBuf {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(r) = cwd
+            .ancestors()
+            .find(|d| d.join("xtask/Cargo.toml").is_file() && d.join("Cargo.toml").is_file())
+        {
+            return r.to_path_buf();
+        }
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits in the workspace")
@@ -14,10 +24,17 @@ pub fn root() -> PathBuf {
 
 /// Runs `cargo args…` in the workspace root, failing on a non-zero exit.
 pub fn cargo(args: &[&str]) -> Result<()> {
+    cargo_env(&[], args)
+}
+
+/// [`cargo`] with extra environment variables for the child.
+pub fn cargo_env(env: &[(&str, &str)], args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo {}", args.join(" "));
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!("xtask: {}cargo {}", shown.concat(), args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .status()
         .with_context(|| format!("running {cargo}"))?;
