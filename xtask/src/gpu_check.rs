@@ -560,6 +560,7 @@ fn prepare(bins: &Bins, args: &[String]) -> Result<()> {
 }
 
 /// Runs one test binary as a check.
+#[allow(clippy::too_many_arguments)]
 fn test_check(
     clock: &Clock,
     rows: &mut Vec<CheckRow>,

@@ -43,6 +43,10 @@ pub struct TrainArgs {
     /// f32 accumulation, a dynamic loss scaler). Off by default; the CPU trains in f32.
     #[arg(long)]
     pub amp: bool,
+    /// Synchronised batch norm over all replicas (upstream's SyncBatchNorm; only with more
+    /// than one process under torchrun).
+    #[arg(long)]
+    pub sync_bn: bool,
     /// Data loader worker threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -209,7 +213,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             device,
             ..TrainOptions::default()
         };
-        let s = yolo_train::train_distributed(&opts, Some(&ck), comm.as_ref())?;
+        let s = yolo_train::train_distributed(&opts, Some(&ck), std::sync::Arc::from(comm))?;
         return report(&s, main);
     }
     let builtin = a.data.is_none();
@@ -294,8 +298,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         plots: !a.noplots,
         device,
         amp: a.amp,
+        sync_bn: a.sync_bn,
     };
-    let s = yolo_train::train_distributed(&opts, None, comm.as_ref());
+    let s = yolo_train::train_distributed(&opts, None, std::sync::Arc::from(comm));
     if !main {
         let _ = std::fs::remove_dir_all(&spill_dir);
     }

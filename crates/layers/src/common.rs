@@ -120,6 +120,8 @@ pub struct BatchNorm2d {
     pub eps: f32,
     /// Running-stat momentum (PyTorch convention).
     pub momentum: f32,
+    /// The model's `--sync-bn` switch (statistics over all replicas when set).
+    pub sync: crate::init::SyncBn,
 }
 
 impl BatchNorm2d {
@@ -132,6 +134,7 @@ impl BatchNorm2d {
             running_var: init.buffer(&[c], 1.0)?,
             eps: 1e-3,
             momentum: 0.03,
+            sync: init.sync_bn.clone(),
         })
     }
 
@@ -151,6 +154,18 @@ impl BatchNorm2d {
     /// ([`Tensor::batch_norm2d_act_train`]): the same values as `act(forward(x, true))`.
     pub fn forward_train_act(&self, x: &Tensor, act: yolo_tensor::UnaryOp) -> Result<Tensor> {
         flops::add(4.0 * x.numel() as f64);
+        if let Some(sync) = self.sync.get() {
+            return Ok(x.batch_norm2d_sync_train(
+                &self.weight,
+                &self.bias,
+                &self.running_mean,
+                &self.running_var,
+                self.momentum,
+                self.eps,
+                Some(act),
+                &sync,
+            )?);
+        }
         Ok(x.batch_norm2d_act_train(
             &self.weight,
             &self.bias,
@@ -168,14 +183,26 @@ impl Module for BatchNorm2d {
         // thop charges an affine batch norm 2·2 operations per element.
         flops::add(4.0 * x.numel() as f64);
         Ok(if train {
-            x.batch_norm2d_train(
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
-                self.momentum,
-                self.eps,
-            )?
+            match self.sync.get() {
+                Some(sync) => x.batch_norm2d_sync_train(
+                    &self.weight,
+                    &self.bias,
+                    &self.running_mean,
+                    &self.running_var,
+                    self.momentum,
+                    self.eps,
+                    None,
+                    &sync,
+                )?,
+                None => x.batch_norm2d_train(
+                    &self.weight,
+                    &self.bias,
+                    &self.running_mean,
+                    &self.running_var,
+                    self.momentum,
+                    self.eps,
+                )?,
+            }
         } else {
             x.batch_norm2d_eval(
                 &self.weight,

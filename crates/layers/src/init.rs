@@ -5,12 +5,41 @@ use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 use yolo_tensor::{Device, Result, Tensor};
 
+/// The `--sync-bn` switch shared by every batch norm of one model: when it holds a collective,
+/// training-mode batch norms compute their statistics over all data-parallel replicas
+/// ([`yolo_tensor::Tensor::batch_norm2d_sync_train`]).
+#[derive(Clone, Default)]
+pub struct SyncBn(std::sync::Arc<std::sync::RwLock<Option<yolo_tensor::AllReduceSum>>>);
+
+impl SyncBn {
+    /// Sets (or, with `None`, clears) the collective for every batch norm sharing this switch.
+    pub fn set(&self, sync: Option<yolo_tensor::AllReduceSum>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = sync;
+    }
+    /// The collective, when synchronised batch norm is on.
+    pub fn get(&self) -> Option<yolo_tensor::AllReduceSum> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl std::fmt::Debug for SyncBn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SyncBn({})",
+            if self.get().is_some() { "on" } else { "off" }
+        )
+    }
+}
+
 /// A seeded source of initial parameter values (shared by every block of one model).
 #[derive(Debug)]
 pub struct Init {
     rng: RefCell<StdRng>,
     /// Device new parameters are created on.
     pub device: Device,
+    /// The model's synchronised-batch-norm switch, handed to every batch norm built.
+    pub sync_bn: SyncBn,
 }
 
 impl Init {
@@ -19,6 +48,7 @@ impl Init {
         Init {
             rng: RefCell::new(StdRng::seed_from_u64(seed)),
             device: Device::Cpu,
+            sync_bn: SyncBn::default(),
         }
     }
 

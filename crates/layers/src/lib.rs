@@ -24,7 +24,7 @@ pub use common::*;
 pub use detect::*;
 pub use error::{LayerError, Result};
 pub use ghost::*;
-pub use init::Init;
+pub use init::{Init, SyncBn};
 pub use module::*;
 pub use transformer::*;
 pub use yolov7::*;

@@ -114,6 +114,8 @@ pub struct Model {
     fused: bool,
     /// The modules it was built with: [`Model::to_device`] rebuilds the graph from them.
     registry: Registry,
+    /// The switch every batch norm of this model shares (`--sync-bn`).
+    sync_bn: yolo_layers::SyncBn,
 }
 
 fn round_half_even(x: f64) -> f64 {
@@ -247,7 +249,20 @@ impl Model {
             keep,
             fused: false,
             registry: registry.clone(),
+            sync_bn: ctx.init.sync_bn.clone(),
         })
+    }
+
+    /// Synchronised batch norm (upstream `--sync-bn`): with `Some(all_reduce)`, every
+    /// training-mode batch norm of this model takes its statistics over all replicas that the
+    /// collective connects; `None` turns it off. Kept by [`Model::copy_to_device`].
+    pub fn set_sync_bn(&self, sync: Option<yolo_tensor::AllReduceSum>) {
+        self.sync_bn.set(sync);
+    }
+
+    /// Whether synchronised batch norm is on.
+    pub fn sync_bn(&self) -> bool {
+        self.sync_bn.get().is_some()
     }
 
     /// The device of the model's tensors (that of the detection head's anchors; every
@@ -308,6 +323,7 @@ impl Model {
             dt.set_requires_grad(st.requires_grad())?;
         }
         moved.names = self.names.clone();
+        moved.sync_bn.set(self.sync_bn.get());
         Ok(moved)
     }
 

@@ -44,6 +44,7 @@ pub use cuda::{
 pub use device::Device;
 pub use error::{Error, Result};
 pub use op::{BinaryOp, Conv2dParams, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};
+pub use ops::AllReduceSum;
 pub use tensor::Tensor;
 pub use threads::{in_pool, num_threads, set_num_threads};
 

@@ -208,6 +208,32 @@ pub fn tensor_f64(st: &safetensors::SafeTensors<'_>, key: &str) -> (Vec<f64>, Ve
     (out, v.shape().to_vec())
 }
 
+/// An in-process all-reduce over `world` threads for synchronised batch norm: rank `r` uses
+/// element `r` of the result from its own thread; each call sums the ranks' vectors (in rank
+/// order, so every rank gets the same bits).
+pub fn sum_group(world: usize) -> Vec<yolo_tensor::AllReduceSum> {
+    use std::sync::{Arc, Barrier, Mutex};
+    let barrier = Arc::new(Barrier::new(world));
+    let slots: Arc<Mutex<Vec<Vec<f64>>>> = Arc::new(Mutex::new(vec![Vec::new(); world]));
+    (0..world)
+        .map(|rank| {
+            let (barrier, slots) = (barrier.clone(), slots.clone());
+            let f: yolo_tensor::AllReduceSum = Arc::new(move |v: &mut [f64]| {
+                slots.lock().unwrap_or_else(|e| e.into_inner())[rank] = v.to_vec();
+                barrier.wait();
+                let sum: Vec<f64> = {
+                    let s = slots.lock().unwrap_or_else(|e| e.into_inner());
+                    (0..v.len()).map(|i| s.iter().map(|p| p[i]).sum()).collect()
+                };
+                barrier.wait();
+                v.copy_from_slice(&sum);
+                Ok(())
+            });
+            f
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,6 +113,10 @@ pub struct TrainOptions {
     /// Mixed precision (`--amp`): bf16 convolution and matrix-product inputs with a dynamic
     /// loss scaler on a CUDA device; the CPU trains in f32 whatever this says.
     pub amp: bool,
+    /// Synchronised batch norm (`--sync-bn`): with more than one replica, batch statistics are
+    /// taken over the whole global batch (ignored in a single process, as upstream).
+    #[serde(default)]
+    pub sync_bn: bool,
 }
 
 impl Default for TrainOptions {
@@ -146,6 +150,7 @@ impl Default for TrainOptions {
             plots: true,
             device: Device::Cpu,
             amp: false,
+            sync_bn: false,
         }
     }
 }
@@ -603,7 +608,27 @@ fn progress_bar(n: usize, on: bool) -> indicatif::ProgressBar {
 /// Trains as `train.py` does and returns the run's summary. With `resume`, the options are
 /// those stored in the checkpoint and training continues after its epoch.
 pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary> {
-    train_distributed(opts, resume, &SingleProcess)
+    train_distributed(opts, resume, std::sync::Arc::new(SingleProcess))
+}
+
+/// The all-reduce synchronised batch norm needs, over `comm`. Each f64 travels as two f32s
+/// (the value rounded, then its remainder), so per-channel sums keep ~48 bits through an f32
+/// collective.
+fn sync_bn_collective(comm: std::sync::Arc<dyn Communicator>) -> yolo_tensor::AllReduceSum {
+    std::sync::Arc::new(move |v: &mut [f64]| {
+        let mut buf: Vec<f32> = Vec::with_capacity(2 * v.len());
+        for &x in v.iter() {
+            let hi = x as f32;
+            buf.push(hi);
+            buf.push((x - hi as f64) as f32);
+        }
+        comm.all_reduce_sum(&mut buf)
+            .map_err(|e| yolo_tensor::Error::Backward(format!("--sync-bn all-reduce: {e}")))?;
+        for (x, p) in v.iter_mut().zip(buf.chunks_exact(2)) {
+            *x = p[0] as f64 + p[1] as f64;
+        }
+        Ok(())
+    })
 }
 
 /// [`train`] as one replica of a data-parallel job over `comm` (upstream's DDP mode): every
@@ -617,9 +642,9 @@ pub fn train(opts: &TrainOptions, resume: Option<&Path>) -> Result<TrainSummary>
 pub fn train_distributed(
     opts: &TrainOptions,
     resume: Option<&Path>,
-    comm: &dyn Communicator,
+    comm: std::sync::Arc<dyn Communicator>,
 ) -> Result<TrainSummary> {
-    let dp = DataParallel::new(comm);
+    let dp = DataParallel::new(&*comm);
     let main = dp.is_main();
     let t_start = Instant::now();
     let resume_ck = match resume {
@@ -794,6 +819,15 @@ pub fn train_distributed(
     }
     let mut model = model;
     model.to_device(opts.device)?;
+    if opts.sync_bn && dp.is_distributed() {
+        model.set_sync_bn(Some(sync_bn_collective(comm.clone())));
+        tracing::info!(
+            "--sync-bn: batch statistics over all {} replicas",
+            comm.world_size()
+        );
+    } else if opts.sync_bn {
+        tracing::warn!("--sync-bn only acts with more than one replica (DDP); ignored");
+    }
     let amp = opts.amp && !opts.device.is_cpu();
     if opts.amp && !amp {
         tracing::warn!(

@@ -236,7 +236,7 @@ fn two_rank_training_run_matches_and_only_rank0_writes() {
     let out = LocalGroup::run(2, move |comm| {
         let r = comm.rank();
         let o = options(d.clone(), c.clone(), base.join(format!("rank{r}/exp")));
-        yolo_train::train_distributed(&o, None, &comm)
+        yolo_train::train_distributed(&o, None, std::sync::Arc::new(comm))
     })
     .unwrap();
     let s0 = out[0].as_ref().unwrap();
@@ -289,7 +289,7 @@ fn a_batch_size_the_world_does_not_divide_is_an_error_on_every_rank() {
     let out = LocalGroup::run(2, move |comm| {
         let mut o = options(d.clone(), c.clone(), base.join("exp"));
         o.batch_size = 5;
-        yolo_train::train_distributed(&o, None, &comm).map(|_| ())
+        yolo_train::train_distributed(&o, None, std::sync::Arc::new(comm)).map(|_| ())
     })
     .unwrap();
     for r in out {
@@ -369,4 +369,38 @@ fn rank_shards_are_disjoint_cover_the_data_and_change_per_epoch() {
         .unwrap();
     assert_eq!(plain.order(0), Loader::new(ds, 2, true, 5, 0).order(0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sync_bn_is_wired_and_keeps_the_ranks_identical() {
+    let (data, cfg, dir) = workspace("syncbn");
+    let run = |sync_bn: bool| {
+        let (d, c, base) = (data.clone(), cfg.clone(), dir.clone());
+        LocalGroup::run(2, move |comm| {
+            let r = comm.rank();
+            let mut o = options(
+                d.clone(),
+                c.clone(),
+                base.join(format!("{sync_bn}/rank{r}/exp")),
+            );
+            o.epochs = 1;
+            o.sync_bn = sync_bn;
+            yolo_train::train_distributed(&o, None, std::sync::Arc::new(comm))
+        })
+        .unwrap()
+    };
+    let synced = run(true);
+    let plain = run(false);
+    let (s0, s1) = (synced[0].as_ref().unwrap(), synced[1].as_ref().unwrap());
+    for ((n, a), (_, b)) in s0.weights.iter().zip(&s1.weights) {
+        assert_eq!(a.to_vec(), b.to_vec(), "{n} differs between the ranks");
+    }
+    // global batch statistics change the training: some tensor ends differently
+    let p0 = plain[0].as_ref().unwrap();
+    let differs = s0
+        .weights
+        .iter()
+        .zip(&p0.weights)
+        .any(|((_, a), (_, b))| a.to_vec() != b.to_vec());
+    assert!(differs, "--sync-bn had no effect");
 }

@@ -5,6 +5,8 @@ mod elementwise;
 mod nn;
 mod reduce;
 mod shape;
+mod sync_bn;
+pub use sync_bn::AllReduceSum;
 
 use crate::error::{Error, Result};
 use crate::Tensor;
