@@ -127,3 +127,42 @@ fn running_out_of_device_memory_is_an_error_not_a_panic() {
     let y = x.mul_scalar(2.0).sum_all().unwrap().item().unwrap();
     assert_eq!(y, (4 << 20) as f32);
 }
+
+/// Round to nearest even bf16, back to f32.
+fn bf16(x: f32) -> f32 {
+    let u = x.to_bits();
+    f32::from_bits((u + 0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
+}
+
+#[test]
+fn mixed_precision_rounds_gemm_inputs_to_bf16_and_accumulates_in_f32() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = emulated_gpu();
+    let (m, k, n) = (9, 70, 11);
+    let (a, b) = (rand(m * k, 21), rand(k * n, 22));
+    let on = |d: Device, a: &[f32], b: &[f32]| {
+        let ta = Tensor::from_vec(a.to_vec(), &[m, k], d).unwrap();
+        let tb = Tensor::from_vec(b.to_vec(), &[k, n], d).unwrap();
+        ta.matmul(&tb).unwrap().to_vec()
+    };
+    yolo_tensor::set_mixed_precision(true);
+    let mixed = on(dev, &a, &b);
+    yolo_tensor::set_mixed_precision(false);
+    let exact = on(Device::Cpu, &a, &b);
+    let ra: Vec<f32> = a.iter().map(|&x| bf16(x)).collect();
+    let rb: Vec<f32> = b.iter().map(|&x| bf16(x)).collect();
+    let rounded = on(Device::Cpu, &ra, &rb);
+    let diff = |p: &[f32], q: &[f32]| {
+        p.iter()
+            .zip(q)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+    };
+    assert!(
+        diff(&mixed, &rounded) < 1e-5,
+        "vs bf16 inputs: {}",
+        diff(&mixed, &rounded)
+    );
+    assert!(diff(&mixed, &exact) > 1e-4, "bf16 rounding had no effect");
+    // and off again, the device is exact f32
+    assert!(diff(&on(dev, &a, &b), &exact) < 1e-5);
+}
