@@ -38,8 +38,6 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn synced_replicas_match_the_whole_batch() {
-    // each replica blocks in its collective inside the kernel pool: give it a worker per replica
-    yolo_tensor::set_num_threads(4);
     let (n, s) = (4usize, 64usize);
     let data = yolo_testutil::uniform(n * 3 * s * s, 0.0, 1.0, 9);
     let full_x = Tensor::from_vec(data.clone(), &[n, 3, s, s], Device::Cpu).unwrap();
@@ -53,6 +51,8 @@ fn synced_replicas_match_the_whole_batch() {
         .map(|(r, comm)| {
             let part = data[r * half..(r + 1) * half].to_vec();
             std::thread::spawn(move || {
+                // replicas block in their collective inside kernel code: one pool each
+                yolo_tensor::use_private_pool(1);
                 let m = model();
                 m.set_sync_bn(Some(comm));
                 assert!(m.sync_bn());

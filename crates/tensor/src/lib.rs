@@ -46,7 +46,7 @@ pub use error::{Error, Result};
 pub use op::{BinaryOp, Conv2dParams, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};
 pub use ops::AllReduceSum;
 pub use tensor::Tensor;
-pub use threads::{in_pool, num_threads, set_num_threads};
+pub use threads::{in_pool, num_threads, set_num_threads, use_private_pool};
 
 /// A buffer of `n` floats for [`Tensor::from_vec`], from the CPU buffer pool when one of that
 /// size was freed (contents unspecified: write every element), else freshly zeroed. Reusing

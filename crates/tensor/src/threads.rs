@@ -37,7 +37,24 @@ fn build(n: usize) -> Arc<rayon::ThreadPool> {
     )
 }
 
+thread_local! {
+    /// This thread's own pool, when [`use_private_pool`] gave it one.
+    static PRIVATE: std::cell::RefCell<Option<Arc<rayon::ThreadPool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Gives the calling thread a kernel pool of its own with `threads` threads (`0`: back to the
+/// shared pool). For data-parallel replicas run as threads of one process: a replica blocked
+/// in a collective (synchronised batch norm) inside a shared pool could be holding a worker
+/// whose stack also carries another replica's work, and neither would finish.
+pub fn use_private_pool(threads: usize) {
+    PRIVATE.with(|p| *p.borrow_mut() = (threads > 0).then(|| build(threads)));
+}
+
 pub(crate) fn pool() -> Arc<rayon::ThreadPool> {
+    if let Some(p) = PRIVATE.with(|p| p.borrow().clone()) {
+        return p;
+    }
     if let Some(p) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         return p.clone();
     }

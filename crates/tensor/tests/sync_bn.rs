@@ -86,7 +86,11 @@ fn two_replicas_equal_one_process_with_the_whole_batch() {
         .map(|(rank, comm)| {
             let xs = x[rank * half..(rank + 1) * half].to_vec();
             let rs = r[rank * half..(rank + 1) * half].to_vec();
-            std::thread::spawn(move || run(&xs, &[2, 6, 5, 5], &rs, Some(&comm)))
+            std::thread::spawn(move || {
+                // replicas block in their collective inside kernel code: one pool each
+                yolo_tensor::use_private_pool(1);
+                run(&xs, &[2, 6, 5, 5], &rs, Some(&comm))
+            })
         })
         .collect();
     let parts: Vec<[Vec<f32>; 6]> = handles.into_iter().map(|h| h.join().unwrap()).collect();

@@ -377,6 +377,8 @@ fn sync_bn_is_wired_and_keeps_the_ranks_identical() {
     let run = |sync_bn: bool| {
         let (d, c, base) = (data.clone(), cfg.clone(), dir.clone());
         LocalGroup::run(2, move |comm| {
+            // replicas block in their collective inside kernel code: one pool each
+            yolo_tensor::use_private_pool(1);
             let r = comm.rank();
             let mut o = options(
                 d.clone(),
