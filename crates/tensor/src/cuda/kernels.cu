@@ -7,6 +7,14 @@
 #define INFINITY __int_as_float(0x7f800000)
 #endif
 struct Dims { long long d[MAXD]; };
+// A convolution's geometry: n, c_in, h, w, c_out, groups, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw.
+struct ConvG { int v[16]; };
+#define CONV_UNPACK(g)                                                                        \
+    int nimg = g.v[0], c_in = g.v[1], h = g.v[2], w = g.v[3], c_out = g.v[4], groups = g.v[5], \
+        kh = g.v[6], kw = g.v[7], oh = g.v[8], ow = g.v[9], sh = g.v[10], sw = g.v[11],        \
+        ph = g.v[12], pw = g.v[13], dh = g.v[14], dw = g.v[15];                               \
+    (void)nimg; (void)c_in; (void)h; (void)w; (void)c_out; (void)groups; (void)kh; (void)kw;  \
+    (void)oh; (void)ow; (void)sh; (void)sw; (void)ph; (void)pw; (void)dh; (void)dw
 
 #define GRID_LOOP(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
@@ -268,9 +276,9 @@ extern "C" __global__ void scatter_add(const float* src, float* y, const long lo
 }
 
 // col[((i·K + k)·P + p)] for images [i0, i0+nb) of one group: k = (c·kh + ki)·kw + kj.
-extern "C" __global__ void im2col(const float* x, float* col, int nb, int i0, int c_in, int h, int w,
-                                  int c0, int cin_g, int kh, int kw, int oh, int ow, int sh, int sw,
-                                  int ph, int pw, int dh, int dw) {
+extern "C" __global__ void im2col(const float* x, float* col, int nb, int i0, ConvG g) {
+    CONV_UNPACK(g);
+    int c0 = 0, cin_g = c_in;
     long long P = (long long)oh * ow, K = (long long)cin_g * kh * kw;
     long long n = (long long)nb * K * P;
     GRID_LOOP(t, n) {
@@ -286,9 +294,9 @@ extern "C" __global__ void im2col(const float* x, float* col, int nb, int i0, in
 }
 
 // The adjoint of im2col for one image and one group: dx[c0+c][y][x] += Σ dcol entries mapping there.
-extern "C" __global__ void col2im(const float* col, float* dx, int nb, int i0, int c_in, int h, int w,
-                                  int c0, int cin_g, int kh, int kw, int oh, int ow, int sh, int sw,
-                                  int ph, int pw, int dh, int dw) {
+extern "C" __global__ void col2im(const float* col, float* dx, int nb, int i0, ConvG g) {
+    CONV_UNPACK(g);
+    int c0 = 0, cin_g = c_in;
     long long P = (long long)oh * ow, K = (long long)cin_g * kh * kw;
     long long n = (long long)nb * cin_g * h * w;
     GRID_LOOP(t, n) {
@@ -319,10 +327,8 @@ extern "C" __global__ void add_channel_bias(float* y, const float* bias, long lo
 }
 
 // Direct grouped convolution (groups > 1, e.g. depthwise): one output per thread.
-extern "C" __global__ void conv_direct(const float* x, const float* wt, const float* bias, float* y,
-                                       int nimg, int c_in, int h, int w, int c_out, int groups, int kh,
-                                       int kw, int oh, int ow, int sh, int sw, int ph, int pw, int dh,
-                                       int dw) {
+extern "C" __global__ void conv_direct(const float* x, const float* wt, const float* bias, float* y, ConvG g) {
+    CONV_UNPACK(g);
     int cin_g = c_in / groups, cout_g = c_out / groups;
     long long n = (long long)nimg * c_out * oh * ow;
     GRID_LOOP(t, n) {
@@ -347,10 +353,8 @@ extern "C" __global__ void conv_direct(const float* x, const float* wt, const fl
 }
 
 // Gradient of conv_direct w.r.t. its input: one input element per thread.
-extern "C" __global__ void conv_direct_bwd_input(const float* dy, const float* wt, float* dx, int nimg,
-                                                 int c_in, int h, int w, int c_out, int groups, int kh,
-                                                 int kw, int oh, int ow, int sh, int sw, int ph, int pw,
-                                                 int dh, int dw) {
+extern "C" __global__ void conv_direct_bwd_input(const float* dy, const float* wt, float* dx, ConvG g) {
+    CONV_UNPACK(g);
     int cin_g = c_in / groups, cout_g = c_out / groups;
     long long n = (long long)nimg * c_in * h * w;
     GRID_LOOP(t, n) {
@@ -375,10 +379,8 @@ extern "C" __global__ void conv_direct_bwd_input(const float* dy, const float* w
 }
 
 // Gradient of conv_direct w.r.t. its weight: one weight element per block, reduced over N·OH·OW.
-extern "C" __global__ void conv_direct_bwd_weight(const float* x, const float* dy, float* dw_out, int nimg,
-                                                  int c_in, int h, int w, int c_out, int groups, int kh,
-                                                  int kw, int oh, int ow, int sh, int sw, int ph, int pw,
-                                                  int dh, int dw) {
+extern "C" __global__ void conv_direct_bwd_weight(const float* x, const float* dy, float* dw_out, ConvG g) {
+    CONV_UNPACK(g);
     __shared__ float part[256];
     int cin_g = c_in / groups, cout_g = c_out / groups;
     long long nw = (long long)c_out * cin_g * kh * kw;

@@ -694,22 +694,28 @@ fn chunk_images(g: &ConvGeom) -> usize {
     ((64usize << 20) / per).clamp(1, g.n.max(1))
 }
 
-/// Kernel arguments shared by im2col/col2im/direct kernels: the geometry as `int`s.
-fn geom_ints(g: &ConvGeom) -> [i32; 12] {
+/// The `ConvG` kernel argument: n, c_in, h, w, c_out, groups, kh, kw, oh, ow, stride,
+/// padding, dilation (rows, cols each).
+fn conv_arg(g: &ConvGeom) -> [i32; 16] {
     [
-        g.kh as i32,
-        g.kw as i32,
-        g.oh as i32,
-        g.ow as i32,
-        g.p.stride.0 as i32,
-        g.p.stride.1 as i32,
-        g.p.padding.0 as i32,
-        g.p.padding.1 as i32,
-        g.p.dilation.0 as i32,
-        g.p.dilation.1 as i32,
-        0,
-        0,
+        g.n,
+        g.c_in,
+        g.h,
+        g.w,
+        g.c_out,
+        g.p.groups,
+        g.kh,
+        g.kw,
+        g.oh,
+        g.ow,
+        g.p.stride.0,
+        g.p.stride.1,
+        g.p.padding.0,
+        g.p.padding.1,
+        g.p.dilation.0,
+        g.p.dilation.1,
     ]
+    .map(|v| v as i32)
 }
 
 pub(crate) fn conv2d(
@@ -724,7 +730,7 @@ pub(crate) fn conv2d(
     if y.len == 0 {
         return Ok(y);
     }
-    let q = geom_ints(g);
+    let cg = conv_arg(g);
     if g.p.groups > 1 {
         launch!(
             gpu,
@@ -734,22 +740,7 @@ pub(crate) fn conv2d(
             w.ptr,
             ptr_or_null(bias),
             y.ptr,
-            g.n as i32,
-            g.c_in as i32,
-            g.h as i32,
-            g.w as i32,
-            g.c_out as i32,
-            g.p.groups as i32,
-            q[0],
-            q[1],
-            q[2],
-            q[3],
-            q[4],
-            q[5],
-            q[6],
-            q[7],
-            q[8],
-            q[9]
+            cg
         );
         return Ok(y);
     }
@@ -786,21 +777,7 @@ pub(crate) fn conv2d(
                 col.ptr,
                 cnt as i32,
                 i0 as i32,
-                g.c_in as i32,
-                g.h as i32,
-                g.w as i32,
-                0i32,
-                g.c_in as i32,
-                q[0],
-                q[1],
-                q[2],
-                q[3],
-                q[4],
-                q[5],
-                q[6],
-                q[7],
-                q[8],
-                q[9]
+                cg
             );
             let yc = y.ptr + (i0 * g.c_out * p * 4) as u64;
             gemm(
@@ -846,7 +823,7 @@ pub(crate) fn conv2d_backward_input(dy: &CudaBuf, w: &CudaBuf, g: &ConvGeom) -> 
         super::cudnn::run(gpu, dnn, g, 1, w.ptr, dy.ptr, &dx)?;
         return Ok(dx);
     }
-    let q = geom_ints(g);
+    let cg = conv_arg(g);
     if g.p.groups > 1 {
         let dx = gpu.alloc(n_in)?;
         launch!(
@@ -856,22 +833,7 @@ pub(crate) fn conv2d_backward_input(dy: &CudaBuf, w: &CudaBuf, g: &ConvGeom) -> 
             dy.ptr,
             w.ptr,
             dx.ptr,
-            g.n as i32,
-            g.c_in as i32,
-            g.h as i32,
-            g.w as i32,
-            g.c_out as i32,
-            g.p.groups as i32,
-            q[0],
-            q[1],
-            q[2],
-            q[3],
-            q[4],
-            q[5],
-            q[6],
-            q[7],
-            q[8],
-            q[9]
+            cg
         );
         return Ok(dx);
     }
@@ -928,21 +890,7 @@ pub(crate) fn conv2d_backward_input(dy: &CudaBuf, w: &CudaBuf, g: &ConvGeom) -> 
             dx.ptr,
             cnt as i32,
             i0 as i32,
-            g.c_in as i32,
-            g.h as i32,
-            g.w as i32,
-            0i32,
-            g.c_in as i32,
-            q[0],
-            q[1],
-            q[2],
-            q[3],
-            q[4],
-            q[5],
-            q[6],
-            q[7],
-            q[8],
-            q[9]
+            cg
         );
         i0 += cnt;
     }
@@ -959,7 +907,7 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
         super::cudnn::run(gpu, dnn, g, 2, x.ptr, dy.ptr, &dw)?;
         return Ok(dw);
     }
-    let q = geom_ints(g);
+    let cg = conv_arg(g);
     if g.p.groups > 1 {
         let dw = gpu.alloc(nw)?;
         launch!(
@@ -969,22 +917,7 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
             x.ptr,
             dy.ptr,
             dw.ptr,
-            g.n as i32,
-            g.c_in as i32,
-            g.h as i32,
-            g.w as i32,
-            g.c_out as i32,
-            g.p.groups as i32,
-            q[0],
-            q[1],
-            q[2],
-            q[3],
-            q[4],
-            q[5],
-            q[6],
-            q[7],
-            q[8],
-            q[9]
+            cg
         );
         return Ok(dw);
     }
@@ -1013,21 +946,7 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
             col.ptr,
             cnt as i32,
             i0 as i32,
-            g.c_in as i32,
-            g.h as i32,
-            g.w as i32,
-            0i32,
-            g.c_in as i32,
-            q[0],
-            q[1],
-            q[2],
-            q[3],
-            q[4],
-            q[5],
-            q[6],
-            q[7],
-            q[8],
-            q[9]
+            cg
         );
         for j in 0..cnt {
             let dyi = dy.ptr + ((i0 + j) * g.c_out * p * 4) as u64;
