@@ -28,6 +28,7 @@ static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f
 static inline void atomicAdd(float* p, float v) { *p += v; }
 typedef struct Dims Dims;
 typedef struct ConvG ConvG;
+typedef struct PoolG PoolG;
 "#;
     let body = src.replace("extern \"C\" ", "");
     let mut out = String::from(prelude);

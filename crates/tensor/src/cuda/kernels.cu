@@ -9,6 +9,11 @@
 struct Dims { long long d[MAXD]; };
 // A convolution's geometry: n, c_in, h, w, c_out, groups, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw.
 struct ConvG { int v[16]; };
+// A max-pooling geometry: h, w, oh, ow, kh, kw, sh, sw, ph, pw.
+struct PoolG { int v[10]; };
+#define POOL_UNPACK(g)                                                                        \
+    int h = g.v[0], w = g.v[1], oh = g.v[2], ow = g.v[3], kh = g.v[4], kw = g.v[5],           \
+        sh = g.v[6], sw = g.v[7], ph = g.v[8], pw = g.v[9]
 #define CONV_UNPACK(g)                                                                        \
     int nimg = g.v[0], c_in = g.v[1], h = g.v[2], w = g.v[3], c_out = g.v[4], groups = g.v[5], \
         kh = g.v[6], kw = g.v[7], oh = g.v[8], ow = g.v[9], sh = g.v[10], sw = g.v[11],        \
@@ -535,8 +540,8 @@ extern "C" __global__ void bn_bwd_dx(const float* x, const float* g, const float
     }
 }
 
-extern "C" __global__ void max_pool_fwd(const float* x, float* y, long long planes, int h, int w, int oh,
-                                        int ow, int kh, int kw, int sh, int sw, int ph, int pw) {
+extern "C" __global__ void max_pool_fwd(const float* x, float* y, long long planes, PoolG g) {
+    POOL_UNPACK(g);
     long long n = planes * oh * ow;
     GRID_LOOP(t, n) {
         int ox = t % ow, oy = (t / ow) % oh;
@@ -558,9 +563,8 @@ extern "C" __global__ void max_pool_fwd(const float* x, float* y, long long plan
 
 // dx zero-filled; each output's gradient goes to its window's first maximum (row-major; a NaN
 // replaces), as the CPU kernel picks it.
-extern "C" __global__ void max_pool_bwd(const float* x, const float* dy, float* dx, long long planes, int h,
-                                        int w, int oh, int ow, int kh, int kw, int sh, int sw, int ph,
-                                        int pw) {
+extern "C" __global__ void max_pool_bwd(const float* x, const float* dy, float* dx, long long planes, PoolG g) {
+    POOL_UNPACK(g);
     long long n = planes * oh * ow;
     GRID_LOOP(t, n) {
         int ox = t % ow, oy = (t / ow) % oh;

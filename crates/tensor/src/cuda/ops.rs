@@ -960,6 +960,23 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
     Ok(dw)
 }
 
+/// The `PoolG` kernel argument: h, w, oh, ow, kernel, stride, padding (rows, cols each).
+fn pool_arg(h: usize, w: usize, p: &Pool2dParams) -> [i32; 10] {
+    let (oh, ow) = pool_ints(h, w, p);
+    [
+        h as i32,
+        w as i32,
+        oh,
+        ow,
+        p.kernel.0 as i32,
+        p.kernel.1 as i32,
+        p.stride.0 as i32,
+        p.stride.1 as i32,
+        p.padding.0 as i32,
+        p.padding.1 as i32,
+    ]
+}
+
 fn pool_ints(h: usize, w: usize, p: &Pool2dParams) -> (i32, i32) {
     (
         crate::cpu::pool::pooled(h, p.kernel.0, p.stride.0, p.padding.0) as i32,
@@ -978,25 +995,9 @@ pub(crate) fn max_pool2d(
     let (oh, ow) = pool_ints(h, w, p);
     let n = planes * oh as usize * ow as usize;
     let y = gpu.alloc(n)?;
+    let pg = pool_arg(h, w, p);
     if n > 0 {
-        launch!(
-            gpu,
-            "max_pool_fwd",
-            cfg(n),
-            x.ptr,
-            y.ptr,
-            planes as i64,
-            h as i32,
-            w as i32,
-            oh,
-            ow,
-            p.kernel.0 as i32,
-            p.kernel.1 as i32,
-            p.stride.0 as i32,
-            p.stride.1 as i32,
-            p.padding.0 as i32,
-            p.padding.1 as i32
-        );
+        launch!(gpu, "max_pool_fwd", cfg(n), x.ptr, y.ptr, planes as i64, pg);
     }
     Ok(y)
 }
@@ -1013,6 +1014,7 @@ pub(crate) fn max_pool2d_backward(
     let (oh, ow) = pool_ints(h, w, p);
     let dx = fill(gpu, planes * h * w, 0.0)?;
     let n = planes * oh as usize * ow as usize;
+    let pg = pool_arg(h, w, p);
     if n > 0 {
         launch!(
             gpu,
@@ -1022,16 +1024,7 @@ pub(crate) fn max_pool2d_backward(
             dy.ptr,
             dx.ptr,
             planes as i64,
-            h as i32,
-            w as i32,
-            oh,
-            ow,
-            p.kernel.0 as i32,
-            p.kernel.1 as i32,
-            p.stride.0 as i32,
-            p.stride.1 as i32,
-            p.padding.0 as i32,
-            p.padding.1 as i32
+            pg
         );
     }
     Ok(dx)
