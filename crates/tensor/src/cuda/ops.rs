@@ -688,6 +688,36 @@ pub(crate) fn scatter_add(
     Ok(y)
 }
 
+/// `(first image, count)` of each chunk of `nb` images out of `n`.
+fn image_chunks(n: usize, nb: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n)
+        .step_by(nb.max(1))
+        .map(move |i0| (i0, nb.min(n - i0)))
+}
+
+/// Unrolls images `i0..i0 + cnt` into `col` (`kp` = K·P floats per image).
+fn im2col(
+    gpu: &Arc<Gpu>,
+    x: u64,
+    col: u64,
+    i0: usize,
+    cnt: usize,
+    kp: usize,
+    cg: [i32; 16],
+) -> Result<()> {
+    launch!(
+        gpu,
+        "im2col",
+        cfg(cnt * kp),
+        x,
+        col,
+        cnt as i32,
+        i0 as i32,
+        cg
+    );
+    Ok(())
+}
+
 /// Images per im2col chunk: the column buffer stays under 64 Mi floats.
 fn chunk_images(g: &ConvGeom) -> usize {
     let per = (g.k() * g.oh * g.ow).max(1);
@@ -766,19 +796,8 @@ pub(crate) fn conv2d(
     } else {
         let nb = chunk_images(g);
         let col = gpu.alloc(nb * k * p)?;
-        let mut i0 = 0;
-        while i0 < g.n {
-            let cnt = nb.min(g.n - i0);
-            launch!(
-                gpu,
-                "im2col",
-                cfg(cnt * k * p),
-                x.ptr,
-                col.ptr,
-                cnt as i32,
-                i0 as i32,
-                cg
-            );
+        for (i0, cnt) in image_chunks(g.n, nb) {
+            im2col(gpu, x.ptr, col.ptr, i0, cnt, k * p, cg)?;
             let yc = y.ptr + (i0 * g.c_out * p * 4) as u64;
             gemm(
                 gpu,
@@ -796,7 +815,6 @@ pub(crate) fn conv2d(
                 g.c_out * p,
                 0.0,
             )?;
-            i0 += cnt;
         }
     }
     if let Some(b) = bias {
@@ -862,9 +880,7 @@ pub(crate) fn conv2d_backward_input(dy: &CudaBuf, w: &CudaBuf, g: &ConvGeom) -> 
     let dx = fill(gpu, n_in, 0.0)?;
     let nb = chunk_images(g);
     let col = gpu.alloc(nb * k * p)?;
-    let mut i0 = 0;
-    while i0 < g.n {
-        let cnt = nb.min(g.n - i0);
+    for (i0, cnt) in image_chunks(g.n, nb) {
         let dyc = dy.ptr + (i0 * g.c_out * p * 4) as u64;
         gemm(
             gpu,
@@ -892,7 +908,6 @@ pub(crate) fn conv2d_backward_input(dy: &CudaBuf, w: &CudaBuf, g: &ConvGeom) -> 
             i0 as i32,
             cg
         );
-        i0 += cnt;
     }
     Ok(dx)
 }
@@ -935,19 +950,8 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
     }
     let nb = chunk_images(g);
     let col = gpu.alloc(nb * k * p)?;
-    let mut i0 = 0;
-    while i0 < g.n {
-        let cnt = nb.min(g.n - i0);
-        launch!(
-            gpu,
-            "im2col",
-            cfg(cnt * k * p),
-            x.ptr,
-            col.ptr,
-            cnt as i32,
-            i0 as i32,
-            cg
-        );
+    for (i0, cnt) in image_chunks(g.n, nb) {
+        im2col(gpu, x.ptr, col.ptr, i0, cnt, k * p, cg)?;
         for j in 0..cnt {
             let dyi = dy.ptr + ((i0 + j) * g.c_out * p * 4) as u64;
             let ci = col.ptr + (j * k * p * 4) as u64;
@@ -955,7 +959,6 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
                 gpu, 1, g.c_out, p, k, dyi, false, 0, ci, true, 0, dw.ptr, 0, 1.0,
             )?;
         }
-        i0 += cnt;
     }
     Ok(dw)
 }
