@@ -116,3 +116,75 @@ fn devices_lists_cpu_and_cuda_status() {
         assert!(s.contains("cuda:0"), "{s}");
     }
 }
+
+/// `train --device 0` end to end on the CUDA emulator (the CUDA kernels compiled for the CPU;
+/// no GPU needed): the model, every batch, the optimiser and EMA updates, validation and the
+/// checkpoints go through the CUDA backend, and the run ends with the weights a CPU run gets.
+#[test]
+fn training_on_the_emulated_gpu_matches_the_cpu() {
+    let dir = std::env::temp_dir().join(format!("yf-emu-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |device: &str, emulate: bool| {
+        let mut c = bin();
+        if emulate {
+            c.env("YOLO_CUDA_EMULATE", "1");
+        }
+        let out = c
+            .args([
+                "train",
+                "--data",
+                "datasets/samples/shapes/data.yaml",
+                "--cfg",
+                "yolov5n.yaml",
+                "--imgsz",
+                "64",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--workers",
+                "0",
+                "--noplots",
+                "--device",
+                device,
+                "--project",
+                dir.to_str().unwrap(),
+                "--name",
+                device,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "--device {device}: {err}");
+        std::fs::read(dir.join(device).join("weights/last.safetensors")).unwrap()
+    };
+    let (cpu, gpu) = (run("cpu", false), run("0", true));
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&cpu).unwrap(),
+        safetensors::SafeTensors::deserialize(&gpu).unwrap(),
+    );
+    let floats = |v: &[u8]| -> Vec<f32> {
+        v.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut compared = 0;
+    for (name, ta) in a.tensors() {
+        let tb = b.tensor(&name).unwrap();
+        assert_eq!(ta.shape(), tb.shape(), "{name}");
+        if ta.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        let (x, y) = (floats(ta.data()), floats(tb.data()));
+        let scale = x.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let err = x
+            .iter()
+            .zip(&y)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()))
+            / scale;
+        assert!(err < 2e-3, "{name}: {err}");
+        compared += 1;
+    }
+    assert!(compared > 300, "{compared} tensors compared");
+    let _ = std::fs::remove_dir_all(&dir);
+}
