@@ -247,7 +247,8 @@ impl Gpu {
         Device::Cuda(self.ordinal)
     }
 
-    fn err(&self, what: impl std::fmt::Display) -> Error {
+    /// An error of this GPU (`DeviceUnavailable` naming `cuda:N` and `what`).
+    pub fn err(&self, what: impl std::fmt::Display) -> Error {
         cuda_err(self.ordinal, what)
     }
 

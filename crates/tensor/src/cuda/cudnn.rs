@@ -13,14 +13,14 @@ use cudarc::cudnn::{result as dnn, sys};
 
 use super::backend::{CudaBuf, Gpu};
 use crate::op::ConvGeom;
-use crate::{Device, Error, Result};
+use crate::{Error, Result};
 
 /// Workspace cap per call.
 const MAX_WORKSPACE: usize = 1 << 30;
 
 /// Which of the three convolution passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Pass {
+pub(crate) enum Pass {
     Forward,
     BackwardData,
     BackwardFilter,
@@ -111,10 +111,7 @@ impl Drop for Descs {
 }
 
 fn err(gpu: &Gpu, what: &str, e: impl std::fmt::Debug) -> Error {
-    Error::DeviceUnavailable {
-        device: Device::Cuda(gpu.ordinal),
-        reason: format!("cuDNN {what}: {e:?}"),
-    }
+    gpu.err(format!("cuDNN {what}: {e:?}"))
 }
 
 impl Descs {
@@ -286,16 +283,11 @@ pub(crate) fn run(
     gpu: &Gpu,
     dnn_lock: &Mutex<Dnn>,
     g: &ConvGeom,
-    pass: u8,
+    pass: Pass,
     a: u64,
     b: u64,
     out: &CudaBuf,
 ) -> Result<()> {
-    let pass = match pass {
-        0 => Pass::Forward,
-        1 => Pass::BackwardData,
-        _ => Pass::BackwardFilter,
-    };
     let amp = super::mixed_precision();
     let mut dnn_ = dnn_lock.lock().unwrap_or_else(|e| e.into_inner());
     let d = Descs::new(gpu, g, amp)?;

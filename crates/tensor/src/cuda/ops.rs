@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 
 use super::backend::{cfg, cfg_blocks, launch, CudaBuf, Gpu};
+use super::cudnn::Pass;
 use crate::cpu::coalesce;
 use crate::op::{BinaryOp, ConvGeom, Pool2dParams, ReduceOp, UnaryOp};
 use crate::shape::{broadcast_strides, numel, strides};
@@ -462,7 +463,7 @@ pub(crate) fn gemm(
                     Ok(())
                 },
             })?;
-            status.map_err(|e| gpu_err(gpu, format!("cuBLAS bf16 GEMM: {e}")))
+            status.map_err(|e| gpu.err(format!("cuBLAS bf16 GEMM: {e}")))
         })();
         gpu.release(pa, ba);
         gpu.release(pb, bb);
@@ -517,14 +518,7 @@ pub(crate) fn gemm(
             Ok(())
         },
     })?;
-    status.map_err(|e| gpu_err(gpu, format!("cuBLAS SGEMM: {e}")))
-}
-
-fn gpu_err(gpu: &Gpu, what: String) -> Error {
-    Error::DeviceUnavailable {
-        device: gpu.device(),
-        reason: what,
-    }
+    status.map_err(|e| gpu.err(format!("cuBLAS SGEMM: {e}")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -562,10 +556,6 @@ pub(crate) fn matmul(
     Ok(c)
 }
 
-fn upload_index(gpu: &Arc<Gpu>, idx: &[usize]) -> Result<super::backend::IndexBuf> {
-    gpu.upload_index(idx)
-}
-
 pub(crate) fn index_select(
     x: &CudaBuf,
     outer: usize,
@@ -577,7 +567,7 @@ pub(crate) fn index_select(
     let n = outer * idx.len() * inner;
     let y = gpu.alloc(n)?;
     if n > 0 {
-        let ib = upload_index(gpu, idx)?;
+        let ib = gpu.upload_index(idx)?;
         launch!(
             gpu,
             "index_select",
@@ -606,7 +596,7 @@ pub(crate) fn index_add(
     let y = fill(gpu, outer * size * inner, 0.0)?;
     let n = outer * idx.len() * inner;
     if n > 0 {
-        let ib = upload_index(gpu, idx)?;
+        let ib = gpu.upload_index(idx)?;
         launch!(
             gpu,
             "index_add",
@@ -635,7 +625,7 @@ pub(crate) fn gather(
     let n = index.len();
     let y = gpu.alloc(n)?;
     if n > 0 {
-        let ib = upload_index(gpu, index)?;
+        let ib = gpu.upload_index(index)?;
         let (is, st) = (dims(gpu, index_shape)?, dims(gpu, &strides(shape))?);
         launch!(
             gpu,
@@ -668,7 +658,7 @@ pub(crate) fn scatter_add(
     gpu.check()?;
     let n = index.len();
     if n > 0 {
-        let ib = upload_index(gpu, index)?;
+        let ib = gpu.upload_index(index)?;
         let (is, st) = (dims(gpu, index_shape)?, dims(gpu, &strides(shape))?);
         launch!(
             gpu,
@@ -761,7 +751,10 @@ pub(crate) fn conv2d(
         return Ok(y);
     }
     let cg = conv_arg(g);
-    if g.p.groups > 1 {
+    let k = g.k();
+    if let Ok(dnn) = &gpu.dnn {
+        super::cudnn::run(gpu, dnn, g, Pass::Forward, x.ptr, w.ptr, &y)?;
+    } else if g.p.groups > 1 {
         launch!(
             gpu,
             "conv_direct",
@@ -773,9 +766,7 @@ pub(crate) fn conv2d(
             cg
         );
         return Ok(y);
-    }
-    let k = g.k();
-    if g.is_pointwise() {
+    } else if g.is_pointwise() {
         // y_i[cout × P] = W[cout × cin] · x_i[cin × P], all images in one batched call.
         gemm(
             gpu,
@@ -838,7 +829,7 @@ pub(crate) fn conv2d_backward_input(dy: &CudaBuf, w: &CudaBuf, g: &ConvGeom) -> 
     let n_in = g.n * g.c_in * g.h * g.w;
     if let Ok(dnn) = &gpu.dnn {
         let dx = gpu.alloc(n_in)?;
-        super::cudnn::run(gpu, dnn, g, 1, w.ptr, dy.ptr, &dx)?;
+        super::cudnn::run(gpu, dnn, g, Pass::BackwardData, w.ptr, dy.ptr, &dx)?;
         return Ok(dx);
     }
     let cg = conv_arg(g);
@@ -919,7 +910,7 @@ pub(crate) fn conv2d_backward_weight(x: &CudaBuf, dy: &CudaBuf, g: &ConvGeom) ->
     let nw = g.c_out * k;
     if let Ok(dnn) = &gpu.dnn {
         let dw = gpu.alloc(nw)?;
-        super::cudnn::run(gpu, dnn, g, 2, x.ptr, dy.ptr, &dw)?;
+        super::cudnn::run(gpu, dnn, g, Pass::BackwardFilter, x.ptr, dy.ptr, &dw)?;
         return Ok(dw);
     }
     let cg = conv_arg(g);
