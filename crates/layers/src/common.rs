@@ -154,27 +154,24 @@ impl BatchNorm2d {
     /// ([`Tensor::batch_norm2d_act_train`]): the same values as `act(forward(x, true))`.
     pub fn forward_train_act(&self, x: &Tensor, act: yolo_tensor::UnaryOp) -> Result<Tensor> {
         flops::add(4.0 * x.numel() as f64);
-        if let Some(sync) = self.sync.get() {
-            return Ok(x.batch_norm2d_sync_train(
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
-                self.momentum,
-                self.eps,
-                Some(act),
-                &sync,
-            )?);
-        }
-        Ok(x.batch_norm2d_act_train(
+        self.train_stats(x, Some(act))
+    }
+
+    /// Training-mode batch norm (then `act`): batch statistics of this replica, or of all
+    /// replicas when the model's `--sync-bn` switch holds a collective.
+    fn train_stats(&self, x: &Tensor, act: Option<yolo_tensor::UnaryOp>) -> Result<Tensor> {
+        let (w, b, rm, rv) = (
             &self.weight,
             &self.bias,
             &self.running_mean,
             &self.running_var,
-            self.momentum,
-            self.eps,
-            Some(act),
-        )?)
+        );
+        Ok(match self.sync.get() {
+            Some(sync) => {
+                x.batch_norm2d_sync_train(w, b, rm, rv, self.momentum, self.eps, act, &sync)?
+            }
+            None => x.batch_norm2d_act_train(w, b, rm, rv, self.momentum, self.eps, act)?,
+        })
     }
 }
 
@@ -183,26 +180,7 @@ impl Module for BatchNorm2d {
         // thop charges an affine batch norm 2·2 operations per element.
         flops::add(4.0 * x.numel() as f64);
         Ok(if train {
-            match self.sync.get() {
-                Some(sync) => x.batch_norm2d_sync_train(
-                    &self.weight,
-                    &self.bias,
-                    &self.running_mean,
-                    &self.running_var,
-                    self.momentum,
-                    self.eps,
-                    None,
-                    &sync,
-                )?,
-                None => x.batch_norm2d_train(
-                    &self.weight,
-                    &self.bias,
-                    &self.running_mean,
-                    &self.running_var,
-                    self.momentum,
-                    self.eps,
-                )?,
-            }
+            self.train_stats(x, None)?
         } else {
             x.batch_norm2d_eval(
                 &self.weight,

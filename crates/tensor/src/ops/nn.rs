@@ -17,6 +17,50 @@ fn dims4(op: &'static str, t: &Tensor) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
+/// Checks a batch norm's N×C×H×W input against its weight, bias, running mean and running
+/// variance (each `[C]`, on the input's device); returns (N, C, H, W).
+pub(super) fn bn_checks(
+    op: &'static str,
+    x: &Tensor,
+    params: [&Tensor; 4],
+) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, h, w) = dims4(op, x)?;
+    for (name, t) in ["weight", "bias", "running_mean", "running_var"]
+        .into_iter()
+        .zip(params)
+    {
+        same_device(op, x, t)?;
+        if t.shape() != [c] {
+            return shape_err(
+                op,
+                format!("{name} has shape {:?}, expected [{c}]", t.shape()),
+            );
+        }
+    }
+    Ok((n, c, h, w))
+}
+
+/// `running ← (1 − momentum)·running + momentum·batch` for the mean and the (unbiased)
+/// variance, in place and outside the graph.
+pub(super) fn update_running(
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    momentum: f32,
+) -> Result<()> {
+    running_mean.assign(
+        &running_mean
+            .mul_scalar(1.0 - momentum)
+            .add(&mean.mul_scalar(momentum))?,
+    )?;
+    running_var.assign(
+        &running_var
+            .mul_scalar(1.0 - momentum)
+            .add(&var.mul_scalar(momentum))?,
+    )
+}
+
 impl Tensor {
     /// Matrix product over the last two axes: `[…, m, k] × […, k, n]` with equal batch axes,
     /// or `[…, m, k] × [k, n]` (the right matrix shared by every batch entry).
@@ -150,21 +194,11 @@ impl Tensor {
         eps: f32,
         act: Option<UnaryOp>,
     ) -> Result<Tensor> {
-        let (n, c, h, w) = dims4("batch_norm2d_train", self)?;
-        for (name, t) in [
-            ("weight", weight),
-            ("bias", bias),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ] {
-            same_device("batch_norm2d_train", self, t)?;
-            if t.shape() != [c] {
-                return shape_err(
-                    "batch_norm2d_train",
-                    format!("{name} has shape {:?}, expected [{c}]", t.shape()),
-                );
-            }
-        }
+        let (n, c, h, w) = bn_checks(
+            "batch_norm2d_train",
+            self,
+            [weight, bias, running_mean, running_var],
+        )?;
         let m = n * h * w;
         if m < 2 {
             return arg_err(
@@ -191,16 +225,7 @@ impl Tensor {
                 .map(|v| v * m as f32 / (m - 1) as f32)
                 .collect();
             let var = Tensor::from_vec(unbiased, &[c], dev)?;
-            running_mean.assign(
-                &running_mean
-                    .mul_scalar(1.0 - momentum)
-                    .add(&mean.mul_scalar(momentum))?,
-            )?;
-            running_var.assign(
-                &running_var
-                    .mul_scalar(1.0 - momentum)
-                    .add(&var.mul_scalar(momentum))?,
-            )?;
+            update_running(running_mean, running_var, &mean, &var, momentum)?;
         }
         let (mean, invstd) = (r.mean, r.invstd);
         Ok(record(

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use super::same_device;
+use super::nn::{bn_checks, update_running};
 use crate::autograd::record;
-use crate::error::{arg_err, shape_err, Result};
+use crate::error::{arg_err, Result};
 use crate::op::UnaryOp;
 use crate::Tensor;
 
@@ -41,24 +41,7 @@ impl Tensor {
         sync: &AllReduceSum,
     ) -> Result<Tensor> {
         let op = "batch_norm2d_sync_train";
-        let [n, c, h, w] = match self.shape() {
-            &[n, c, h, w] => [n, c, h, w],
-            s => return shape_err(op, format!("expected an N×C×H×W input, got {s:?}")),
-        };
-        for (name, t) in [
-            ("weight", weight),
-            ("bias", bias),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ] {
-            same_device(op, self, t)?;
-            if t.shape() != [c] {
-                return shape_err(
-                    op,
-                    format!("{name} has shape {:?}, expected [{c}]", t.shape()),
-                );
-            }
-        }
+        let (n, c, h, w) = bn_checks(op, self, [weight, bias, running_mean, running_var])?;
         let dev = self.device();
         // Forward statistics: [Σx (c), Σx² (c), count].
         let (mut stats, xs) = {
@@ -93,16 +76,7 @@ impl Tensor {
             let mean1 = Tensor::from_vec(mean.iter().map(|&x| x as f32).collect(), &[c], dev)?;
             let unbiased: Vec<f32> = var.iter().map(|v| (v * m / (m - 1.0)) as f32).collect();
             let var1 = Tensor::from_vec(unbiased, &[c], dev)?;
-            running_mean.assign(
-                &running_mean
-                    .mul_scalar(1.0 - momentum)
-                    .add(&mean1.mul_scalar(momentum))?,
-            )?;
-            running_var.assign(
-                &running_var
-                    .mul_scalar(1.0 - momentum)
-                    .add(&var1.mul_scalar(momentum))?,
-            )?;
+            update_running(running_mean, running_var, &mean1, &var1, momentum)?;
         }
         // x̂ as its own node: its backward needs the global sums of the incoming gradient.
         let xhat_data = {
