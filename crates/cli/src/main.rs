@@ -12,6 +12,10 @@ mod val_cmd;
 
 use clap::{Parser, Subcommand};
 
+/// Cache-line-aligned large blocks for the tensor buffers (see `yolo_tensor::AlignedAlloc`).
+#[global_allocator]
+static ALLOC: yolo_tensor::AlignedAlloc = yolo_tensor::AlignedAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "yolo-forge",

@@ -8,6 +8,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use yolo_data::{generate, AugParams, Dataset, DatasetConfig, DatasetOptions, Loader, SynthConfig};
 
+/// Cache-line-aligned tensor buffers, as in the `yolo-forge` binary.
+#[global_allocator]
+static ALLOC: yolo_tensor::AlignedAlloc = yolo_tensor::AlignedAlloc;
+
 fn bench_loader(c: &mut Criterion) {
     let out = std::env::temp_dir().join("yolo-data-bench-synth640");
     let yaml = out.join("data.yaml");

@@ -10,6 +10,10 @@ use std::time::Instant;
 
 use yolo_data::{generate, AugParams, Dataset, DatasetConfig, DatasetOptions, Loader, SynthConfig};
 
+/// Cache-line-aligned tensor buffers, as in the `yolo-forge` binary.
+#[global_allocator]
+static ALLOC: yolo_tensor::AlignedAlloc = yolo_tensor::AlignedAlloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = args

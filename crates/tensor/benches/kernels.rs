@@ -7,6 +7,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 use yolo_tensor::{Conv2dParams, Device, Tensor};
 
+/// Cache-line-aligned tensor buffers, as in the `yolo-forge` binary.
+#[global_allocator]
+static ALLOC: yolo_tensor::AlignedAlloc = yolo_tensor::AlignedAlloc;
+
 fn tensor(shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
     // A cheap deterministic pattern in [-1, 1): no RNG crate needed in the bench.

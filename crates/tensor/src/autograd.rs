@@ -166,7 +166,7 @@ impl Tensor {
                         match grads.remove(&inp.id()) {
                             Some(prev) => {
                                 let t0 = Instant::now();
-                                grads.insert(inp.id(), prev.add(&ig)?);
+                                grads.insert(inp.id(), prev.accumulate(&ig)?);
                                 if profiling {
                                     profile_add("accumulate", t0);
                                 }

@@ -20,6 +20,7 @@
 //! # Ok::<(), yolo_tensor::Error>(())
 //! ```
 
+mod alloc;
 mod autograd;
 mod cpu;
 mod cuda;
@@ -33,6 +34,7 @@ mod storage;
 mod tensor;
 mod threads;
 
+pub use alloc::AlignedAlloc;
 pub use autograd::{
     is_grad_enabled, no_grad, set_backward_profiling, set_grad_enabled, take_backward_profile,
     GradModeGuard,

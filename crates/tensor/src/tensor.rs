@@ -219,9 +219,29 @@ impl Tensor {
         let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
         *slot = Some(match slot.take() {
             None => g,
-            Some(prev) => prev.add(&g)?,
+            Some(prev) => prev.accumulate(&g)?,
         });
         Ok(())
+    }
+
+    /// `self + g` for gradient accumulation: in place when this handle is the only one to
+    /// its data (a gradient nobody else holds) and both live on the CPU, else a new tensor.
+    pub(crate) fn accumulate(self, g: &Tensor) -> Result<Tensor> {
+        let sole = Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.0.storage) == 1;
+        if !(sole && self.device() == Device::Cpu && g.device() == Device::Cpu) {
+            return self.add(g);
+        }
+        // The shapes are equal (checked by the caller): a plain element-wise sum.
+        if self.shape() != g.shape() {
+            return self.add(g);
+        }
+        let src = g.storage();
+        match &*src {
+            Storage::Cpu(v) => self.update_data(|d| crate::cpu::add_assign(d, v))?,
+            Storage::Cuda(_) => return self.add(g),
+        }
+        drop(src);
+        Ok(self)
     }
 
     /// A leaf sharing this tensor's data, cut from the graph.

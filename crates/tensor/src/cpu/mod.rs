@@ -51,6 +51,15 @@ fn par_chunks1(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync +
     }
 }
 
+/// `dst[i] += src[i]` in place (gradient accumulation without a new buffer).
+pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
+    par_chunks1(src, dst, |s, d| {
+        for (a, b) in d.iter_mut().zip(s) {
+            *a += b;
+        }
+    });
+}
+
 fn par_map2<F: Fn(f32, f32) -> f32 + Sync + Send>(a: &[f32], b: &[f32], y: &mut [f32], f: F) {
     if a.len() <= CHUNK {
         simd::map2(a, b, y, f);
@@ -333,26 +342,13 @@ pub(crate) fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
     let nd = cs.len();
     if is != 1 && nd >= 2 && st[0][nd - 2] == 1 {
         // A batch of 2-D transposes (out[.., p, q] = x[base + p + q·is], e.g. Detect's
-        // (…, no, ny·nx) → (…, ny·nx, no)): square tiles keep reads and writes within a few
-        // cache lines instead of one line per element read.
-        const TILE: usize = 16;
+        // (…, no, ny·nx) → (…, ny·nx, no)): 8×8 register blocks read and write whole
+        // 32-byte runs instead of one strided element at a time.
         let pp = cs[nd - 2];
         let tile = |(o, dst): (usize, &mut [f32])| {
             let mut off = [0usize; 2];
             row_offsets(o * pp, &cs, &st, &mut off);
-            let base = off[0];
-            for p0 in (0..pp).step_by(TILE) {
-                let p1 = (p0 + TILE).min(pp);
-                for q0 in (0..inner).step_by(TILE) {
-                    let q1 = (q0 + TILE).min(inner);
-                    for p in p0..p1 {
-                        let drow = &mut dst[p * inner + q0..p * inner + q1];
-                        for (j, d) in drow.iter_mut().enumerate() {
-                            *d = x[base + p + (q0 + j) * is];
-                        }
-                    }
-                }
-            }
+            simd::transpose(&x[off[0]..], is, dst, inner, inner, pp);
         };
         if x.len() > CHUNK {
             crate::threads::install(|| out.par_chunks_mut(pp * inner).enumerate().for_each(tile));
