@@ -27,21 +27,29 @@ pub(crate) fn max_pool2d(
             let xp = &x[pl * h * w..(pl + 1) * h * w];
             // Row pass: hmax[iy][ox] = max over the window's columns.
             let mut hmax = vec![f32::NEG_INFINITY; h * ow];
-            for iy in 0..h {
-                let xr = &xp[iy * w..(iy + 1) * w];
-                for ox in 0..ow {
-                    let start = (ox * sw) as isize - pw as isize;
-                    let mut m = f32::NEG_INFINITY;
-                    for kx in 0..kw {
-                        let ix = start + kx as isize;
-                        if ix >= 0 && (ix as usize) < w {
-                            let v = xr[ix as usize];
-                            if v > m || v.is_nan() {
-                                m = v;
+            if sw == 1 {
+                let mut pad = vec![f32::NEG_INFINITY; w + 2 * pw + LANES];
+                for iy in 0..h {
+                    pad[pw..pw + w].copy_from_slice(&xp[iy * w..(iy + 1) * w]);
+                    row_max_s1(&pad, kw, &mut hmax[iy * ow..(iy + 1) * ow]);
+                }
+            } else {
+                for iy in 0..h {
+                    let xr = &xp[iy * w..(iy + 1) * w];
+                    for ox in 0..ow {
+                        let start = (ox * sw) as isize - pw as isize;
+                        let mut m = f32::NEG_INFINITY;
+                        for kx in 0..kw {
+                            let ix = start + kx as isize;
+                            if ix >= 0 && (ix as usize) < w {
+                                let v = xr[ix as usize];
+                                if v > m || v.is_nan() {
+                                    m = v;
+                                }
                             }
                         }
+                        hmax[iy * ow + ox] = m;
                     }
-                    hmax[iy * ow + ox] = m;
                 }
             }
             for oy in 0..oh {
@@ -88,6 +96,9 @@ pub(crate) fn max_pool2d_backward(
             // column), the column pass picks among those rows with the same rule. The rule
             // (first strict maximum, but any NaN replaces: the last NaN) picks the same element
             // over rows of row winners as over the whole window in row-major order.
+            if sw == 1 {
+                return winners_s1_backward(xp, g, d, (h, w), (oh, ow), p);
+            }
             let pick = |best: usize, m: f32, v: f32| best == usize::MAX || v > m || v.is_nan();
             let mut rv = vec![f32::NEG_INFINITY; h * ow];
             let mut ri = vec![usize::MAX; h * ow];
@@ -135,6 +146,102 @@ pub(crate) fn max_pool2d_backward(
     dx
 }
 
+/// Lanes of the vectorised stride-1 passes.
+const LANES: usize = 8;
+
+/// `out[ox] = max(pad[ox..ox + kw])` with the forward's rule (a NaN wins): the row pass of a
+/// stride-1 pool over a row padded with −inf (`pad` holds `out.len() + kw − 1 + LANES − 1`
+/// values at least). Lane-parallel so it compiles to vector compares and blends.
+fn row_max_s1(pad: &[f32], kw: usize, out: &mut [f32]) {
+    for (o0, dst) in (0..out.len()).step_by(LANES).zip(out.chunks_mut(LANES)) {
+        let mut m = [f32::NEG_INFINITY; LANES];
+        for kx in 0..kw {
+            let v = &pad[o0 + kx..o0 + kx + LANES];
+            for l in 0..LANES {
+                m[l] = if (v[l] > m[l]) | v[l].is_nan() {
+                    v[l]
+                } else {
+                    m[l]
+                };
+            }
+        }
+        dst.copy_from_slice(&m[..dst.len()]);
+    }
+}
+
+/// Backward of a stride-1 pool (vertical stride any) for one plane: finds each window's
+/// first maximum in row-major order (a NaN replaces, so the last NaN wins: PyTorch's CPU rule)
+/// with lane-parallel row and column passes, then adds `g` into `d` at the winners.
+fn winners_s1_backward(
+    xp: &[f32],
+    g: &[f32],
+    d: &mut [f32],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    p: &Pool2dParams,
+) {
+    let ((kh, kw), (sh, _), (ph, pw)) = (p.kernel, p.stride, p.padding);
+    // Row pass over a padded row: per output column, the winning value and input column
+    // (−1 while no in-image column was seen: padding never wins).
+    let mut pad = vec![f32::NEG_INFINITY; w + 2 * pw + LANES];
+    let mut rv = vec![f32::NEG_INFINITY; h * ow];
+    let mut ri = vec![-1i32; h * ow];
+    for iy in 0..h {
+        pad[pw..pw + w].copy_from_slice(&xp[iy * w..(iy + 1) * w]);
+        let (vrow, irow) = (
+            &mut rv[iy * ow..(iy + 1) * ow],
+            &mut ri[iy * ow..(iy + 1) * ow],
+        );
+        for o0 in (0..ow).step_by(LANES) {
+            let (mut m, mut b) = ([f32::NEG_INFINITY; LANES], [-1i32; LANES]);
+            for kx in 0..kw {
+                let v = &pad[o0 + kx..o0 + kx + LANES];
+                for l in 0..LANES {
+                    let ix = (o0 + l + kx) as i32 - pw as i32;
+                    let valid = (ix >= 0) & (ix < w as i32);
+                    let take = valid & ((b[l] < 0) | (v[l] > m[l]) | v[l].is_nan());
+                    m[l] = if take { v[l] } else { m[l] };
+                    b[l] = if take { ix } else { b[l] };
+                }
+            }
+            let n = LANES.min(ow - o0);
+            vrow[o0..o0 + n].copy_from_slice(&m[..n]);
+            irow[o0..o0 + n].copy_from_slice(&b[..n]);
+        }
+    }
+    // Column pass over the row winners, same rule, then the scatter.
+    let mut best = vec![-1i64; ow];
+    let mut m = vec![f32::NEG_INFINITY; ow];
+    for oy in 0..oh {
+        best.fill(-1);
+        m.fill(f32::NEG_INFINITY);
+        let start = (oy * sh) as isize - ph as isize;
+        for ky in 0..kh {
+            let iy = start + ky as isize;
+            if iy < 0 || iy as usize >= h {
+                continue;
+            }
+            let iy = iy as usize;
+            let (vr, ir) = (&rv[iy * ow..(iy + 1) * ow], &ri[iy * ow..(iy + 1) * ow]);
+            for ox in 0..ow {
+                let (v, c) = (vr[ox], ir[ox]);
+                let take = (c >= 0) & ((best[ox] < 0) | (v > m[ox]) | v.is_nan());
+                m[ox] = if take { v } else { m[ox] };
+                best[ox] = if take {
+                    (iy * w) as i64 + c as i64
+                } else {
+                    best[ox]
+                };
+            }
+        }
+        for (ox, &b) in best.iter().enumerate() {
+            if b >= 0 {
+                d[b as usize] += g[oy * ow + ox];
+            }
+        }
+    }
+}
+
 /// Nearest upsampling by integer factors (sh, sw).
 pub(crate) fn upsample_nearest(
     x: &[f32],
@@ -151,8 +258,8 @@ pub(crate) fn upsample_nearest(
             let xp = &x[pl * h * w..(pl + 1) * h * w];
             for iy in 0..h {
                 let row = &mut o[iy * sh * ow..(iy * sh + 1) * ow];
-                for (ox, v) in row.iter_mut().enumerate() {
-                    *v = xp[iy * w + ox / sw];
+                for (run, &v) in row.chunks_exact_mut(sw).zip(&xp[iy * w..(iy + 1) * w]) {
+                    run.fill(v);
                 }
                 for r in 1..sh {
                     o.copy_within(iy * sh * ow..(iy * sh + 1) * ow, (iy * sh + r) * ow);
@@ -177,12 +284,100 @@ pub(crate) fn upsample_nearest_backward(
     crate::threads::install(|| {
         dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, d)| {
             let g = &dy[pl * oh * ow..(pl + 1) * oh * ow];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    d[(oy / sh) * w + ox / sw] += g[oy * ow + ox];
+            // Row by row, each output's sw inputs in order: the same sums as visiting the
+            // sh×sw block in row-major order, with no division per element.
+            for (oy, grow) in g.chunks_exact(ow).enumerate() {
+                let drow = &mut d[(oy / sh) * w..(oy / sh + 1) * w];
+                for (dv, run) in drow.iter_mut().zip(grow.chunks_exact(sw)) {
+                    for &v in run {
+                        *dv += v;
+                    }
                 }
             }
         })
     });
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::op::Pool2dParams;
+
+    /// The definition: each output's winner is the first maximum of its window in row-major
+    /// order, a NaN replacing the current best (so the last NaN wins).
+    fn naive_winners(x: &[f32], h: usize, w: usize, p: &Pool2dParams) -> Vec<Option<usize>> {
+        let ((kh, kw), (sh, sw), (ph, pw)) = (p.kernel, p.stride, p.padding);
+        let (oh, ow) = (super::pooled(h, kh, sh, ph), super::pooled(w, kw, sw, pw));
+        let mut out = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut best, mut m) = (None, f32::NEG_INFINITY);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let iy = (oy * sh + ky) as isize - ph as isize;
+                        let ix = (ox * sw + kx) as isize - pw as isize;
+                        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                            continue;
+                        }
+                        let i = iy as usize * w + ix as usize;
+                        if best.is_none() || x[i] > m || x[i].is_nan() {
+                            (best, m) = (Some(i), x[i]);
+                        }
+                    }
+                }
+                out.push(best);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stride_one_backward_picks_the_first_maximum_like_the_definition() {
+        // Few distinct values (many ties), some −inf and NaN; widths below, at and above the
+        // lane count; odd and even kernels, vertical strides 1 and 2.
+        for (k, sy, pad) in [
+            (5, 1, 2),
+            (3, 1, 1),
+            (2, 1, 1),
+            (2, 1, 0),
+            (9, 1, 4),
+            (3, 2, 1),
+        ] {
+            for (h, w) in [(5, 3), (6, 8), (7, 13), (10, 10), (4, 17)] {
+                if h + 2 * pad < k || w + 2 * pad < k {
+                    continue;
+                }
+                let x: Vec<f32> = (0..h * w)
+                    .map(|i| match (i * 7 + k) % 11 {
+                        0 => f32::NAN,
+                        1 => f32::NEG_INFINITY,
+                        r => (r % 4) as f32,
+                    })
+                    .collect();
+                let p = Pool2dParams {
+                    kernel: (k, k),
+                    stride: (sy, 1),
+                    padding: (pad, pad),
+                };
+                let (oh, ow) = (super::pooled(h, k, sy, pad), super::pooled(w, k, 1, pad));
+                let dy: Vec<f32> = (0..oh * ow).map(|i| 1.0 + i as f32).collect();
+                let win = naive_winners(&x, h, w, &p);
+                let mut want = vec![0.0; h * w];
+                for (o, i) in win.iter().enumerate() {
+                    want[i.unwrap()] += dy[o];
+                }
+                let got = super::max_pool2d_backward(&x, &dy, 1, h, w, &p);
+                assert_eq!(got, want, "backward k{k} sy{sy} p{pad} {h}×{w}");
+                // The forward's values are the winners' (NaN where a NaN won).
+                let y = super::max_pool2d(&x, 1, h, w, &p);
+                for (o, i) in win.iter().enumerate() {
+                    let v = x[i.unwrap()];
+                    assert!(
+                        y[o] == v || (y[o].is_nan() && v.is_nan()),
+                        "forward k{k} at {o}"
+                    );
+                }
+            }
+        }
+    }
 }
