@@ -52,30 +52,34 @@ pub(crate) fn batch_norm_train(
     });
     let mut y = super::buffer::alloc(x.len());
     crate::threads::install(|| {
-        y.par_chunks_mut(hw).enumerate().for_each(|(plane, dst)| {
-            let ch = plane % c;
-            let (mean, _, invstd) = stats[ch];
-            let scale = invstd * weight[ch];
-            let shift = bias[ch] - mean * scale;
-            let src = &x[plane * hw..(plane + 1) * hw];
-            match act {
-                None => {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v * scale + shift;
-                    }
-                }
-                Some((code, a, b)) => {
-                    let mut tmp = [0.0f32; ACT_CHUNK];
-                    for (dc, sc) in dst.chunks_mut(ACT_CHUNK).zip(src.chunks(ACT_CHUNK)) {
-                        let t = &mut tmp[..sc.len()];
-                        for (o, &v) in t.iter_mut().zip(sc) {
-                            *o = v * scale + shift;
+        // The activation's staging buffer is made once per task, not zeroed per plane (small
+        // planes, e.g. 10×10, would otherwise zero 40× the data they process).
+        let scratch = || vec![0.0f32; ACT_CHUNK.min(hw)];
+        y.par_chunks_mut(hw)
+            .enumerate()
+            .for_each_init(scratch, |tmp, (plane, dst)| {
+                let ch = plane % c;
+                let (mean, _, invstd) = stats[ch];
+                let scale = invstd * weight[ch];
+                let shift = bias[ch] - mean * scale;
+                let src = &x[plane * hw..(plane + 1) * hw];
+                match act {
+                    None => {
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = v * scale + shift;
                         }
-                        super::simd::unary(code, a, b, t, dc);
+                    }
+                    Some((code, a, b)) => {
+                        for (dc, sc) in dst.chunks_mut(ACT_CHUNK).zip(src.chunks(ACT_CHUNK)) {
+                            let t = &mut tmp[..sc.len()];
+                            for (o, &v) in t.iter_mut().zip(sc) {
+                                *o = v * scale + shift;
+                            }
+                            super::simd::unary(code, a, b, t, dc);
+                        }
                     }
                 }
-            }
-        })
+            })
     });
     BnForward {
         y,
@@ -171,30 +175,32 @@ fn batch_norm_act_train_backward(
     let plane_sums: Vec<(f64, f64)> = crate::threads::install(|| {
         dx.par_chunks_mut(hw)
             .enumerate()
-            .map(|(plane, d)| {
-                let ch = plane % c;
-                let (mu, is) = (mean[ch], invstd[ch]);
-                let scale = is * weight[ch];
-                let shift = bias[ch] - mu * scale;
-                let off = plane * hw;
-                let (xs, gs) = (&x[off..off + hw], &dz[off..off + hw]);
-                let mut tmp = [0.0f32; ACT_CHUNK];
-                let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-                for ((dc, xc), gc) in d
-                    .chunks_mut(ACT_CHUNK)
-                    .zip(xs.chunks(ACT_CHUNK))
-                    .zip(gs.chunks(ACT_CHUNK))
-                {
-                    let t = &mut tmp[..xc.len()];
-                    for (o, &v) in t.iter_mut().zip(xc) {
-                        *o = v * scale + shift;
+            .map_init(
+                || vec![0.0f32; ACT_CHUNK.min(hw)],
+                |tmp, (plane, d)| {
+                    let ch = plane % c;
+                    let (mu, is) = (mean[ch], invstd[ch]);
+                    let scale = is * weight[ch];
+                    let shift = bias[ch] - mu * scale;
+                    let off = plane * hw;
+                    let (xs, gs) = (&x[off..off + hw], &dz[off..off + hw]);
+                    let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+                    for ((dc, xc), gc) in d
+                        .chunks_mut(ACT_CHUNK)
+                        .zip(xs.chunks(ACT_CHUNK))
+                        .zip(gs.chunks(ACT_CHUNK))
+                    {
+                        let t = &mut tmp[..xc.len()];
+                        for (o, &v) in t.iter_mut().zip(xc) {
+                            *o = v * scale + shift;
+                        }
+                        super::simd::unary_backward(code, a, b, t, gc, dc);
+                        sd += super::simd::sum(dc) as f64;
+                        sdx += super::simd::sum_prod_dev(dc, xc, mu) as f64 * is as f64;
                     }
-                    super::simd::unary_backward(code, a, b, t, gc, dc);
-                    sd += super::simd::sum(dc) as f64;
-                    sdx += super::simd::sum_prod_dev(dc, xc, mu) as f64 * is as f64;
-                }
-                (sd, sdx)
-            })
+                    (sd, sdx)
+                },
+            )
             .collect()
     });
     // Per channel, summed over images in order (deterministic for any thread count).
