@@ -2,7 +2,7 @@
 //! run together (rank 0 writes it, rank 1 writes nothing), and impossible set-ups exit 2.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// Three strided convolutions and a one-level head: quick to train on a slow machine.
@@ -23,19 +23,6 @@ head:
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 fn tmp(tag: &str) -> PathBuf {
@@ -78,7 +65,7 @@ fn text(o: &Output) -> String {
 #[test]
 fn two_cpu_processes_train_one_run_and_only_rank0_writes() {
     let dir = tmp("run");
-    copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
     std::fs::write(dir.join("tiny.yaml"), TINY_YAML).unwrap();
     let port = free_port();
     let args = |rank: usize| -> Vec<String> {

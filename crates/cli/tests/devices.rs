@@ -126,7 +126,7 @@ fn training_on_the_emulated_gpu_matches_the_cpu() {
     let _ = std::fs::remove_dir_all(&dir);
     // a private copy of the sample dataset (training writes label caches next to the labels)
     let data = dir.join("shapes");
-    copy_dir(&root().join("datasets/samples/shapes"), &data);
+    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &data);
     let data_yaml = data.join("data.yaml");
     let run = |device: &str, emulate: bool| {
         let mut c = bin();
@@ -191,16 +191,4 @@ fn training_on_the_emulated_gpu_matches_the_cpu() {
     }
     assert!(compared > 300, "{compared} tensors compared");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else if !e.file_name().to_string_lossy().ends_with(".cache.json") {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }

@@ -228,11 +228,9 @@ impl Tensor {
     /// its data (a gradient nobody else holds) and both live on the CPU, else a new tensor.
     pub(crate) fn accumulate(self, g: &Tensor) -> Result<Tensor> {
         let sole = Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.0.storage) == 1;
-        if !(sole && self.device() == Device::Cpu && g.device() == Device::Cpu) {
-            return self.add(g);
-        }
-        // The shapes are equal (checked by the caller): a plain element-wise sum.
-        if self.shape() != g.shape() {
+        let cpu = self.device() == Device::Cpu && g.device() == Device::Cpu;
+        // Callers pass equal shapes; anything else keeps `add`'s broadcasting and errors.
+        if !(sole && cpu && self.shape() == g.shape()) {
             return self.add(g);
         }
         let src = g.storage();

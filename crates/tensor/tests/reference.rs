@@ -501,6 +501,29 @@ fn grads_accumulate_and_zero() {
     assert!(w.grad().is_none());
 }
 
+/// Accumulation adds in place only into gradients nobody else holds: a gradient the caller
+/// kept, or one that several inputs share (`add` hands the same tensor to both), keeps its
+/// values; and a tensor used by several ops gets the sum of all their contributions.
+#[test]
+fn in_place_accumulation_never_changes_a_held_gradient() {
+    let n = 40_000; // above the pooled-buffer and parallel-chunk sizes
+    let w = t(vec![1.5; n], &[n]).with_grad();
+    w.sqr().sum_all().unwrap().backward().unwrap();
+    let kept = w.grad().unwrap();
+    assert!(kept.to_vec().iter().all(|&v| v == 3.0));
+    w.sqr().sum_all().unwrap().backward().unwrap();
+    assert!(
+        kept.to_vec().iter().all(|&v| v == 3.0),
+        "held gradient changed"
+    );
+    assert!(w.grad().unwrap().to_vec().iter().all(|&v| v == 6.0));
+    // x feeds an add twice (one shared gradient tensor) and a mul: d/dx (x + x + 3x) = 5.
+    let x = t(vec![2.0; n], &[n]).with_grad();
+    let y = x.add(&x).unwrap().add(&x.mul_scalar(3.0)).unwrap();
+    y.sum_all().unwrap().backward().unwrap();
+    assert!(x.grad().unwrap().to_vec().iter().all(|&v| v == 5.0));
+}
+
 #[test]
 fn errors_name_the_op_and_shapes() {
     let a = t(vec![0.0; 6], &[2, 3]);

@@ -23,6 +23,22 @@ pub fn distinct(n: usize, gap: f32, seed: u64) -> Vec<f32> {
     v
 }
 
+/// Copies the folder `src` into `dst` recursively, leaving out label caches (`*.cache.json`,
+/// `*.cache`, `*.cache.tmp`), so a test's private copy of a sample dataset starts uncached.
+pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&from, &to);
+        } else if !name.contains(".cache") {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+}
+
 /// A CPU tensor of `shape` (panics on a size mismatch: test code only).
 pub fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
     Tensor::from_vec(data, shape, Device::Cpu).unwrap()

@@ -316,19 +316,6 @@ fn scaler_state_round_trips_and_rejects_nonsense() {
     assert_eq!(r, s, "a rejected state changes nothing");
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
 fn checkpoint_tensors(path: &std::path::Path) -> Named {
     let ck = yolo_train::Checkpoint::load(path).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = ck
@@ -346,7 +333,7 @@ fn checkpoint_tensors(path: &std::path::Path) -> Named {
 fn amp_on_the_cpu_trains_in_f32_exactly_as_without() {
     let dir = std::env::temp_dir().join(format!("yf-amp-cpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
     let opts = |amp: bool, name: &str| yolo_train::TrainOptions {
         data: dir.join("data/data.yaml"),
         cfg: Some(root().join("configs/models/yolov5n.yaml")),

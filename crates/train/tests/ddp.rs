@@ -3,7 +3,7 @@
 //! writes the run, and the ranks' shards of the training set are disjoint and cover it.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use yolo_data::{Dataset, DatasetConfig, DatasetOptions, Loader};
 use yolo_dist::{Communicator, LocalGroup, SingleProcess};
@@ -37,19 +37,6 @@ fn root() -> PathBuf {
 
 fn tiny(seed: u64) -> Model {
     Model::new(ModelConfig::from_yaml(TINY_YAML).unwrap(), seed).unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 /// Deterministic images `[b, 3, 32, 32]` in 0..1.
@@ -206,7 +193,7 @@ fn buffers_follow_rank0_before_each_forward() {
 fn workspace(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("yf-ddp-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
     let cfg = dir.join("tiny.yaml");
     std::fs::write(&cfg, TINY_YAML).unwrap();
     (dir.join("data/data.yaml"), cfg, dir)

@@ -12,24 +12,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
 /// A private copy of the sample dataset (the loader writes a label cache beside the labels).
 fn sample_data(tag: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("yf-trainer-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
     (dir.join("data/data.yaml"), dir)
 }
 
