@@ -28,11 +28,7 @@ pub(crate) fn max_pool2d(
             // Row pass: hmax[iy][ox] = max over the window's columns.
             let mut hmax = vec![f32::NEG_INFINITY; h * ow];
             if sw == 1 {
-                let mut pad = vec![f32::NEG_INFINITY; w + 2 * pw + LANES];
-                for iy in 0..h {
-                    pad[pw..pw + w].copy_from_slice(&xp[iy * w..(iy + 1) * w]);
-                    row_max_s1(&pad, kw, &mut hmax[iy * ow..(iy + 1) * ow]);
-                }
+                row_winners_s1(xp, (h, w), kw, pw, &mut hmax, &mut []);
             } else {
                 for iy in 0..h {
                     let xr = &xp[iy * w..(iy + 1) * w];
@@ -149,23 +145,41 @@ pub(crate) fn max_pool2d_backward(
 /// Lanes of the vectorised stride-1 passes.
 const LANES: usize = 8;
 
-/// `out[ox] = max(pad[ox..ox + kw])` with the forward's rule (a NaN wins): the row pass of a
-/// stride-1 pool over a row padded with −inf (`pad` holds `out.len() + kw − 1 + LANES − 1`
-/// values at least). Lane-parallel so it compiles to vector compares and blends.
-fn row_max_s1(pad: &[f32], kw: usize, out: &mut [f32]) {
-    for (o0, dst) in (0..out.len()).step_by(LANES).zip(out.chunks_mut(LANES)) {
-        let mut m = [f32::NEG_INFINITY; LANES];
-        for kx in 0..kw {
-            let v = &pad[o0 + kx..o0 + kx + LANES];
-            for l in 0..LANES {
-                m[l] = if (v[l] > m[l]) | v[l].is_nan() {
-                    v[l]
-                } else {
-                    m[l]
-                };
+/// The row pass of a stride-1 pool over every row of one plane (`xp`, h×w): per output
+/// column, the window's winning value into `vals` (h×ow) and, unless `cols` is empty, its
+/// input column into `cols` (−1 where the window holds no in-image column). The rule is the
+/// backward's: the first in-image value, then a strictly larger one or any NaN replaces it;
+/// padding never wins. Lane-parallel so it compiles to vector compares and blends.
+fn row_winners_s1(
+    xp: &[f32],
+    (h, w): (usize, usize),
+    kw: usize,
+    pw: usize,
+    vals: &mut [f32],
+    cols: &mut [i32],
+) {
+    let ow = w + 2 * pw + 1 - kw;
+    let mut pad = vec![f32::NEG_INFINITY; w + 2 * pw + LANES];
+    for iy in 0..h {
+        pad[pw..pw + w].copy_from_slice(&xp[iy * w..(iy + 1) * w]);
+        for o0 in (0..ow).step_by(LANES) {
+            let (mut m, mut b) = ([f32::NEG_INFINITY; LANES], [-1i32; LANES]);
+            for kx in 0..kw {
+                let v = &pad[o0 + kx..o0 + kx + LANES];
+                for l in 0..LANES {
+                    let ix = (o0 + l + kx) as i32 - pw as i32;
+                    let valid = (ix >= 0) & (ix < w as i32);
+                    let take = valid & ((b[l] < 0) | (v[l] > m[l]) | v[l].is_nan());
+                    m[l] = if take { v[l] } else { m[l] };
+                    b[l] = if take { ix } else { b[l] };
+                }
+            }
+            let (at, n) = (iy * ow + o0, LANES.min(ow - o0));
+            vals[at..at + n].copy_from_slice(&m[..n]);
+            if !cols.is_empty() {
+                cols[at..at + n].copy_from_slice(&b[..n]);
             }
         }
-        dst.copy_from_slice(&m[..dst.len()]);
     }
 }
 
@@ -181,34 +195,9 @@ fn winners_s1_backward(
     p: &Pool2dParams,
 ) {
     let ((kh, kw), (sh, _), (ph, pw)) = (p.kernel, p.stride, p.padding);
-    // Row pass over a padded row: per output column, the winning value and input column
-    // (−1 while no in-image column was seen: padding never wins).
-    let mut pad = vec![f32::NEG_INFINITY; w + 2 * pw + LANES];
     let mut rv = vec![f32::NEG_INFINITY; h * ow];
     let mut ri = vec![-1i32; h * ow];
-    for iy in 0..h {
-        pad[pw..pw + w].copy_from_slice(&xp[iy * w..(iy + 1) * w]);
-        let (vrow, irow) = (
-            &mut rv[iy * ow..(iy + 1) * ow],
-            &mut ri[iy * ow..(iy + 1) * ow],
-        );
-        for o0 in (0..ow).step_by(LANES) {
-            let (mut m, mut b) = ([f32::NEG_INFINITY; LANES], [-1i32; LANES]);
-            for kx in 0..kw {
-                let v = &pad[o0 + kx..o0 + kx + LANES];
-                for l in 0..LANES {
-                    let ix = (o0 + l + kx) as i32 - pw as i32;
-                    let valid = (ix >= 0) & (ix < w as i32);
-                    let take = valid & ((b[l] < 0) | (v[l] > m[l]) | v[l].is_nan());
-                    m[l] = if take { v[l] } else { m[l] };
-                    b[l] = if take { ix } else { b[l] };
-                }
-            }
-            let n = LANES.min(ow - o0);
-            vrow[o0..o0 + n].copy_from_slice(&m[..n]);
-            irow[o0..o0 + n].copy_from_slice(&b[..n]);
-        }
-    }
+    row_winners_s1(xp, (h, w), kw, pw, &mut rv, &mut ri);
     // Column pass over the row winners, same rule, then the scatter.
     let mut best = vec![-1i64; ow];
     let mut m = vec![f32::NEG_INFINITY; ow];
