@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::boxes::box_candidate;
 use crate::hyp::AugParams;
-use crate::imgbuf::{matmul3, Interp, RgbBuf, PAD_VALUE};
+use crate::imgbuf::{invert3, matmul3, Interp, RgbBuf, PAD_VALUE};
 use crate::rng::{beta, uniform};
 
 /// A pixel-space box row: `[class, x1, y1, x2, y2]`.
@@ -92,85 +92,174 @@ pub fn random_perspective<R: Rng + ?Sized>(
     border: (i64, i64),
     rng: &mut R,
 ) -> (RgbBuf, Vec<PixelBox>) {
-    let height = (im.height as i64 + border.0 * 2).max(1) as usize;
-    let width = (im.width as i64 + border.1 * 2).max(1) as usize;
-    let eye = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    Perspective::draw((im.width, im.height), aug, border, rng).apply(im, (0, 0), targets)
+}
 
-    let mut c = eye;
-    c[0][2] = -(im.width as f64) / 2.0;
-    c[1][2] = -(im.height as f64) / 2.0;
+/// One draw of [`random_perspective`]'s transform, made before the image it applies to exists
+/// (it depends on the image's size only), so a caller can build just the part the warp reads.
+#[derive(Clone, Debug)]
+pub struct Perspective {
+    /// Source → output pixel coordinates, `M = T @ S @ R @ P @ C`.
+    pub m: [[f64; 3]; 3],
+    /// The drawn scale gain (for the box-candidate area test).
+    pub scale: f64,
+    /// The source's width and height.
+    pub input: (usize, usize),
+    /// The output's width and height.
+    pub output: (usize, usize),
+    /// Whether the output differs from the input at all (otherwise it is a copy).
+    changed: bool,
+}
 
-    let persp = aug.perspective as f64;
-    let mut p = eye;
-    p[2][0] = uniform(rng, -persp, persp);
-    p[2][1] = uniform(rng, -persp, persp);
+impl Perspective {
+    /// Draws the transform for an `input = (width, height)` image, consuming `rng` exactly as
+    /// upstream's `random_perspective` does.
+    pub fn draw<R: Rng + ?Sized>(
+        input: (usize, usize),
+        aug: &AugParams,
+        border: (i64, i64),
+        rng: &mut R,
+    ) -> Perspective {
+        let height = (input.1 as i64 + border.0 * 2).max(1) as usize;
+        let width = (input.0 as i64 + border.1 * 2).max(1) as usize;
+        let eye = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 
-    let a = uniform(rng, -aug.degrees as f64, aug.degrees as f64).to_radians();
-    let s = uniform(rng, 1.0 - aug.scale as f64, 1.0 + aug.scale as f64);
-    // cv2.getRotationMatrix2D(angle, centre (0, 0), scale): [[α, β], [-β, α]].
-    let (alpha, betav) = (s * a.cos(), s * a.sin());
-    let r = [[alpha, betav, 0.0], [-betav, alpha, 0.0], [0.0, 0.0, 1.0]];
+        let mut c = eye;
+        c[0][2] = -(input.0 as f64) / 2.0;
+        c[1][2] = -(input.1 as f64) / 2.0;
 
-    let sh = aug.shear as f64;
-    let mut shm = eye;
-    shm[0][1] = uniform(rng, -sh, sh).to_radians().tan();
-    shm[1][0] = uniform(rng, -sh, sh).to_radians().tan();
+        let persp = aug.perspective as f64;
+        let mut p = eye;
+        p[2][0] = uniform(rng, -persp, persp);
+        p[2][1] = uniform(rng, -persp, persp);
 
-    let t = aug.translate as f64;
-    let mut tm = eye;
-    tm[0][2] = uniform(rng, 0.5 - t, 0.5 + t) * width as f64;
-    tm[1][2] = uniform(rng, 0.5 - t, 0.5 + t) * height as f64;
+        let a = uniform(rng, -aug.degrees as f64, aug.degrees as f64).to_radians();
+        let s = uniform(rng, 1.0 - aug.scale as f64, 1.0 + aug.scale as f64);
+        // cv2.getRotationMatrix2D(angle, centre (0, 0), scale): [[α, β], [-β, α]].
+        let (alpha, betav) = (s * a.cos(), s * a.sin());
+        let r = [[alpha, betav, 0.0], [-betav, alpha, 0.0], [0.0, 0.0, 1.0]];
 
-    // M = T @ S @ R @ P @ C (right to left).
-    let m = matmul3(&tm, &matmul3(&shm, &matmul3(&r, &matmul3(&p, &c))));
-    let is_perspective = m[2][0] != 0.0 || m[2][1] != 0.0;
-    let changed = border != (0, 0) || m != eye;
-    let out = if changed {
-        im.warp(&m, width, height, PAD_VALUE)
-    } else {
-        im.clone()
-    };
+        let sh = aug.shear as f64;
+        let mut shm = eye;
+        shm[0][1] = uniform(rng, -sh, sh).to_radians().tan();
+        shm[1][0] = uniform(rng, -sh, sh).to_radians().tan();
 
-    let mut kept = Vec::with_capacity(targets.len());
-    for tgt in targets {
-        let [cls, x1, y1, x2, y2] = *tgt;
-        let corners = [(x1, y1), (x2, y2), (x1, y2), (x2, y1)];
-        let (mut nx1, mut ny1, mut nx2, mut ny2) = (
-            f64::INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NEG_INFINITY,
-        );
-        for (x, y) in corners {
-            let (x, y) = (x as f64, y as f64);
-            let mut tx = m[0][0] * x + m[0][1] * y + m[0][2];
-            let mut ty = m[1][0] * x + m[1][1] * y + m[1][2];
-            if is_perspective {
-                let w = m[2][0] * x + m[2][1] * y + m[2][2];
-                tx /= w;
-                ty /= w;
-            }
-            nx1 = nx1.min(tx);
-            ny1 = ny1.min(ty);
-            nx2 = nx2.max(tx);
-            ny2 = ny2.max(ty);
-        }
-        let new = [
-            nx1.clamp(0.0, width as f64) as f32,
-            ny1.clamp(0.0, height as f64) as f32,
-            nx2.clamp(0.0, width as f64) as f32,
-            ny2.clamp(0.0, height as f64) as f32,
-        ];
-        if new.iter().any(|v| !v.is_finite()) {
-            continue;
-        }
-        let sf = s as f32;
-        let before = [x1 * sf, y1 * sf, x2 * sf, y2 * sf];
-        if box_candidate(before, new, 2.0, 100.0, 0.1) {
-            kept.push([cls, new[0], new[1], new[2], new[3]]);
+        let t = aug.translate as f64;
+        let mut tm = eye;
+        tm[0][2] = uniform(rng, 0.5 - t, 0.5 + t) * width as f64;
+        tm[1][2] = uniform(rng, 0.5 - t, 0.5 + t) * height as f64;
+
+        // M = T @ S @ R @ P @ C (right to left).
+        let m = matmul3(&tm, &matmul3(&shm, &matmul3(&r, &matmul3(&p, &c))));
+        Perspective {
+            m,
+            scale: s,
+            input,
+            output: (width, height),
+            changed: border != (0, 0) || m != eye,
         }
     }
-    (out, kept)
+
+    /// The part of the input the warp reads, `(x0, y0, x1, y1)` (end-exclusive, within the
+    /// input; empty when it reads none): the output's corners mapped back, with a margin for
+    /// the bilinear taps and rounding. The whole input when the map folds (a perspective whose
+    /// horizon crosses the output) or is singular.
+    pub fn source_window(&self) -> (usize, usize, usize, usize) {
+        let (iw, ih) = self.input;
+        let whole = (0, 0, iw, ih);
+        if !self.changed {
+            return whole;
+        }
+        let Some(inv) = invert3(&self.m) else {
+            return whole;
+        };
+        let (xr, yr) = ((self.output.0 - 1) as f64, (self.output.1 - 1) as f64);
+        let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+        for (x, y) in [(0.0, 0.0), (xr, 0.0), (0.0, yr), (xr, yr)] {
+            let w = inv[2][0] * x + inv[2][1] * y + inv[2][2];
+            let sx = (inv[0][0] * x + inv[0][1] * y + inv[0][2]) / w;
+            let sy = (inv[1][0] * x + inv[1][1] * y + inv[1][2]) / w;
+            if !(w > 1e-9 && sx.is_finite() && sy.is_finite()) {
+                return whole;
+            }
+            lo = [lo[0].min(sx), lo[1].min(sy)];
+            hi = [hi[0].max(sx), hi[1].max(sy)];
+        }
+        // Taps reach floor(s) - 1 .. floor(s) + 2 after fixed-point rounding; one pixel more.
+        let span = |lo: f64, hi: f64, n: usize| {
+            let a = (lo.floor() - 2.0).clamp(0.0, n as f64) as usize;
+            let b = (hi.floor() + 4.0).clamp(0.0, n as f64) as usize;
+            if b > a {
+                (a, b)
+            } else {
+                (0, 0)
+            }
+        };
+        let ((x0, x1), (y0, y1)) = (span(lo[0], hi[0], iw), span(lo[1], hi[1], ih));
+        if x1 == 0 || y1 == 0 {
+            return (0, 0, 0, 0);
+        }
+        (x0, y0, x1, y1)
+    }
+
+    /// Warps `im`, the input or the window of it at `origin` that holds at least
+    /// [`source_window`](Self::source_window), and transforms, clips and filters the boxes
+    /// (given in input pixels).
+    pub fn apply(
+        &self,
+        im: &RgbBuf,
+        origin: (usize, usize),
+        targets: &[PixelBox],
+    ) -> (RgbBuf, Vec<PixelBox>) {
+        let (m, (width, height)) = (&self.m, self.output);
+        let is_perspective = m[2][0] != 0.0 || m[2][1] != 0.0;
+        let whole = origin == (0, 0) && (im.width, im.height) == self.input;
+        let out = if self.changed || !whole {
+            im.warp_window(origin, self.input, m, width, height, PAD_VALUE)
+        } else {
+            im.clone()
+        };
+        let mut kept = Vec::with_capacity(targets.len());
+        for tgt in targets {
+            let [cls, x1, y1, x2, y2] = *tgt;
+            let corners = [(x1, y1), (x2, y2), (x1, y2), (x2, y1)];
+            let (mut nx1, mut ny1, mut nx2, mut ny2) = (
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+            );
+            for (x, y) in corners {
+                let (x, y) = (x as f64, y as f64);
+                let mut tx = m[0][0] * x + m[0][1] * y + m[0][2];
+                let mut ty = m[1][0] * x + m[1][1] * y + m[1][2];
+                if is_perspective {
+                    let w = m[2][0] * x + m[2][1] * y + m[2][2];
+                    tx /= w;
+                    ty /= w;
+                }
+                nx1 = nx1.min(tx);
+                ny1 = ny1.min(ty);
+                nx2 = nx2.max(tx);
+                ny2 = ny2.max(ty);
+            }
+            let new = [
+                nx1.clamp(0.0, width as f64) as f32,
+                ny1.clamp(0.0, height as f64) as f32,
+                nx2.clamp(0.0, width as f64) as f32,
+                ny2.clamp(0.0, height as f64) as f32,
+            ];
+            if new.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            let sf = self.scale as f32;
+            let before = [x1 * sf, y1 * sf, x2 * sf, y2 * sf];
+            if box_candidate(before, new, 2.0, 100.0, 0.1) {
+                kept.push([cls, new[0], new[1], new[2], new[3]]);
+            }
+        }
+        (out, kept)
+    }
 }
 
 /// Integer RGB → HSV as OpenCV's 8-bit conversion (H in 0..180, S and V in 0..=255).
@@ -362,18 +451,37 @@ mod hsv_simd {
         let div = |num: __m256i, d: __m256| {
             _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_div_ps(_mm256_cvtepi32_ps(num), d)))
         };
+        // Deinterleave: pixels 0–3 from bytes 0..12 (low lane), 4–7 from bytes 12..24 (high
+        // lane, loaded from byte 8), each channel byte zero-extended to an i32 lane.
+        let lane_mask = |c: i8| {
+            let m = |base: i8| {
+                let b = |k: i8| [base + 3 * k + c, -1, -1, -1];
+                let (a, b1, b2, b3) = (b(0), b(1), b(2), b(3));
+                [a, b1, b2, b3].concat()
+            };
+            let (lo, hi) = (m(0), m(4));
+            let mut all = [0i8; 32];
+            all[..16].copy_from_slice(&lo);
+            all[16..].copy_from_slice(&hi);
+            _mm256_loadu_si256(all.as_ptr().cast())
+        };
+        let (mr, mg, mb) = (lane_mask(0), lane_mask(1), lane_mask(2));
+        // Interleave back: per lane r0..3 g0..3 b0..3 (b again) → r0 g0 b0 r1 g1 b1 …
+        let out_mask = {
+            let lane: [i8; 16] = [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1];
+            let mut all = [0i8; 32];
+            all[..16].copy_from_slice(&lane);
+            all[16..].copy_from_slice(&lane);
+            _mm256_loadu_si256(all.as_ptr().cast())
+        };
         for chunk in data.chunks_exact_mut(24) {
-            let mut rr = [0i32; 8];
-            let mut gg = [0i32; 8];
-            let mut bb = [0i32; 8];
-            for i in 0..8 {
-                rr[i] = chunk[3 * i] as i32;
-                gg[i] = chunk[3 * i + 1] as i32;
-                bb[i] = chunk[3 * i + 2] as i32;
-            }
-            let r = _mm256_loadu_si256(rr.as_ptr().cast());
-            let g = _mm256_loadu_si256(gg.as_ptr().cast());
-            let b = _mm256_loadu_si256(bb.as_ptr().cast());
+            let src = _mm256_set_m128i(
+                _mm_loadu_si128(chunk.as_ptr().add(8).cast()),
+                _mm_loadu_si128(chunk.as_ptr().cast()),
+            );
+            let r = _mm256_shuffle_epi8(src, mr);
+            let g = _mm256_shuffle_epi8(src, mg);
+            let b = _mm256_shuffle_epi8(src, mb);
             let v = _mm256_max_epi32(_mm256_max_epi32(r, g), b);
             let vmin = _mm256_min_epi32(_mm256_min_epi32(r, g), b);
             let diff = _mm256_sub_epi32(v, vmin);
@@ -441,14 +549,19 @@ mod hsv_simd {
             let go = _mm256_blendv_epi8(go, p, s4);
             let bo = pick(q, [(s0, p), (s1, p), (s2m, tt), (s3, v2)]);
             let bo = _mm256_blendv_epi8(bo, v2, s4);
-            _mm256_storeu_si256(rr.as_mut_ptr().cast(), ro);
-            _mm256_storeu_si256(gg.as_mut_ptr().cast(), go);
-            _mm256_storeu_si256(bb.as_mut_ptr().cast(), bo);
-            for i in 0..8 {
-                chunk[3 * i] = rr[i] as u8;
-                chunk[3 * i + 1] = gg[i] as u8;
-                chunk[3 * i + 2] = bb[i] as u8;
-            }
+            // Values are 0..=255: pack to bytes per lane, then interleave.
+            let rg = _mm256_packus_epi32(ro, go);
+            let bb = _mm256_packus_epi32(bo, bo);
+            let px = _mm256_shuffle_epi8(_mm256_packus_epi16(rg, bb), out_mask);
+            let (lo, hi) = (
+                _mm256_castsi256_si128(px),
+                _mm256_extracti128_si256::<1>(px),
+            );
+            let o = chunk.as_mut_ptr();
+            _mm_storel_epi64(o.cast(), lo);
+            std::ptr::write_unaligned(o.add(8).cast::<i32>(), _mm_extract_epi32::<2>(lo));
+            _mm_storel_epi64(o.add(12).cast(), hi);
+            std::ptr::write_unaligned(o.add(20).cast::<i32>(), _mm_extract_epi32::<2>(hi));
         }
     }
 }

@@ -10,13 +10,13 @@ use rand::Rng;
 use rayon::prelude::*;
 
 use crate::augment::{
-    augment_hsv, flip_lr, flip_ud, letterbox, mixup, random_perspective, PixelBox,
+    augment_hsv, flip_lr, flip_ud, letterbox, mixup, random_perspective, Perspective, PixelBox,
 };
 use crate::boxes::{xywhn_to_xyxy, xyxy_to_xywhn};
 use crate::error::{DataError, Result};
 use crate::hyp::AugParams;
 use crate::imgbuf::{Interp, RgbBuf, PAD_VALUE};
-use crate::io::load_rgb;
+use crate::io::{decode_jpeg_top, load_rgb, recycle};
 use crate::labels::{scan, ImageRecord, Label, ScanReport};
 use crate::rng::uniform;
 
@@ -475,11 +475,48 @@ impl Dataset {
 
     /// Upstream `load_mosaic`: the image and 3 random others around a random centre on a
     /// 2s × 2s canvas, then random_perspective cropping back to s × s.
+    ///
+    /// The same pixels and boxes as building the whole canvas, but cheaper: the warp is drawn
+    /// first (no draw depends on pixels, so the random stream is upstream's), only the window
+    /// of the canvas it reads is built, and an image that needs no resizing is decoded only
+    /// down to the last row that window shows, or not at all when it shows none of it.
     pub fn load_mosaic<R: Rng + ?Sized>(
         &self,
         index: usize,
         rng: &mut R,
     ) -> Result<(RgbBuf, Vec<PixelBox>)> {
+        let s = self.opts.imgsz;
+        let (xc, yc, indices) = self.mosaic_draws(index, rng);
+        let border = -(s as i64 / 2);
+        let warp = Perspective::draw((2 * s, 2 * s), &self.opts.aug, (border, border), rng);
+        let (wx0, wy0, wx1, wy1) = warp.source_window();
+        let mut window = RgbBuf::filled(wx1 - wx0, wy1 - wy0, [PAD_VALUE; 3]);
+        let win = [wx0 as i64, wy0 as i64, wx1 as i64, wy1 as i64];
+        let mut boxes = Vec::new();
+        for (i, &mi) in indices.iter().enumerate() {
+            let place = |w: i64, h: i64| match i {
+                0 => (xc - w, yc - h),
+                1 => (xc, yc - h),
+                2 => (xc - w, yc),
+                _ => (xc, yc),
+            };
+            let (w, h, im) = self.load_for_window(mi, place, win)?;
+            let (padw, padh) = place(w, h);
+            if let Some(im) = im {
+                paste_clipped(&mut window, &im, padw - win[0], padh - win[1]);
+                if let Cow::Owned(im) = im {
+                    recycle(im);
+                }
+            }
+            boxes.extend(self.pixel_labels(mi, w as f32, h as f32, padw as f32, padh as f32));
+        }
+        clip_boxes(&mut boxes, 2.0 * s as f32);
+        Ok(warp.apply(&window, (wx0, wy0), &boxes))
+    }
+
+    /// The first draws of a 4-image mosaic: the centre (x, y) on the 2s × 2s canvas and the
+    /// images in placement order (top-left, top-right, bottom-left, bottom-right).
+    fn mosaic_draws<R: Rng + ?Sized>(&self, index: usize, rng: &mut R) -> (i64, i64, Vec<usize>) {
         let s = self.opts.imgsz;
         let half = (s / 2) as f64;
         let yc = uniform(rng, half, 2.0 * s as f64 - half) as i64;
@@ -489,29 +526,51 @@ impl Dataset {
             indices.push(rng.random_range(0..self.len()));
         }
         indices.shuffle(rng);
-        let mut canvas = RgbBuf::filled(2 * s, 2 * s, [PAD_VALUE; 3]);
-        let mut boxes = Vec::new();
-        for (i, &mi) in indices.iter().enumerate() {
-            let loaded = self.load_image(mi)?;
+        (xc, yc, indices)
+    }
+
+    /// Image `i` for a mosaic: its size once loaded (long side `imgsz`) and as much of its
+    /// pixels as the canvas window `win = [x0, y0, x1, y1]` shows when the image's top-left
+    /// corner goes where `place(width, height)` says. Without a cache and when no resizing is
+    /// needed, a JPEG is decoded only down to the window's last row (the image may come back
+    /// shorter than its size), and an image the window misses is not read at all.
+    fn load_for_window(
+        &self,
+        i: usize,
+        place: impl Fn(i64, i64) -> (i64, i64),
+        win: [i64; 4],
+    ) -> Result<(i64, i64, Option<Cow<'_, RgbBuf>>)> {
+        let rec = &self.records[i];
+        let (w, h) = (rec.width as i64, rec.height as i64);
+        let full = |loaded: Loaded| {
             let (w, h) = (loaded.im.width as i64, loaded.im.height as i64);
-            let (padw, padh) = match i {
-                0 => (xc - w, yc - h),
-                1 => (xc, yc - h),
-                2 => (xc - w, yc),
-                _ => (xc, yc),
-            };
-            paste_clipped(&mut canvas, &loaded.im, padw, padh);
-            boxes.extend(self.pixel_labels(mi, w as f32, h as f32, padw as f32, padh as f32));
+            (w, h, Some(Cow::Owned(loaded.im)))
+        };
+        if let Some(ram) = &self.ram {
+            let im = &ram[i].im;
+            return Ok((im.width as i64, im.height as i64, Some(Cow::Borrowed(im))));
         }
-        clip_boxes(&mut boxes, 2.0 * s as f32);
-        let border = -(s as i64 / 2);
-        Ok(random_perspective(
-            &canvas,
-            &boxes,
-            &self.opts.aug,
-            (border, border),
-            rng,
-        ))
+        let jpeg = rec
+            .path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"));
+        if self.disk || !jpeg || w.max(h) as usize != self.opts.imgsz {
+            return self.read_image(i).map(full);
+        }
+        let (x, y) = place(w, h);
+        let rows = (win[3] - y).min(h);
+        if x >= win[2] || x + w <= win[0] || rows <= 0 || y + h <= win[1] {
+            return Ok((w, h, None));
+        }
+        let bytes = std::fs::read(&rec.path).map_err(crate::error::io_err(&rec.path))?;
+        match decode_jpeg_top(&rec.path, bytes, rows as usize)? {
+            Some((im, full_h)) if im.width as i64 == w && full_h as i64 == h => {
+                Ok((w, h, Some(Cow::Owned(im))))
+            }
+            // Not a JPEG it can cut, or not the size the scan recorded: decode it all.
+            _ => self.read_image(i).map(full),
+        }
     }
 
     /// The 9-image mosaic variant of upstream (`load_mosaic9`): tiles around a centre image on
@@ -602,4 +661,128 @@ fn paste_clipped(dst: &mut RgbBuf, src: &RgbBuf, x: i64, y: i64) {
         ((x1 - x) as usize, (y1 - y) as usize),
         ((x2 - x1) as usize, (y2 - y1) as usize),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::save_rgb;
+    use crate::rng::sample_rng;
+    use crate::synth::{generate, SynthConfig};
+
+    /// Upstream's order of work, the reference for [`Dataset::load_mosaic`]: every image
+    /// decoded in full onto the whole 2s × 2s canvas, then random_perspective.
+    fn mosaic_reference<R: Rng + ?Sized>(
+        ds: &Dataset,
+        index: usize,
+        rng: &mut R,
+    ) -> (RgbBuf, Vec<PixelBox>) {
+        let s = ds.opts.imgsz;
+        let (xc, yc, indices) = ds.mosaic_draws(index, rng);
+        let mut canvas = RgbBuf::filled(2 * s, 2 * s, [PAD_VALUE; 3]);
+        let mut boxes = Vec::new();
+        for (i, &mi) in indices.iter().enumerate() {
+            let loaded = ds.read_image(mi).unwrap();
+            let (w, h) = (loaded.im.width as i64, loaded.im.height as i64);
+            let (padw, padh) = match i {
+                0 => (xc - w, yc - h),
+                1 => (xc, yc - h),
+                2 => (xc - w, yc),
+                _ => (xc, yc),
+            };
+            paste_clipped(&mut canvas, &loaded.im, padw, padh);
+            boxes.extend(ds.pixel_labels(mi, w as f32, h as f32, padw as f32, padh as f32));
+        }
+        clip_boxes(&mut boxes, 2.0 * s as f32);
+        let border = -(s as i64 / 2);
+        random_perspective(&canvas, &boxes, &ds.opts.aug, (border, border), rng)
+    }
+
+    #[test]
+    fn windowed_mosaic_equals_the_whole_canvas() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("d");
+        generate(&SynthConfig {
+            out: out.clone(),
+            train: 6,
+            val: 0,
+            imgsz: 96,
+            seed: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        // Non-square JPEGs and a PNG beside the square synthetic JPEGs.
+        let train = out.join("images/train");
+        let src = load_rgb(&train.join("train_000000.jpg")).unwrap();
+        for (name, w, h) in [
+            ("wide.jpg", 96, 61),
+            ("tall.jpg", 45, 96),
+            ("flat.png", 96, 70),
+        ] {
+            let mut im = RgbBuf::filled(w, h, [0; 3]);
+            im.copy_rect((0, 0), &src, (0, 0), (w, h));
+            save_rgb(&im, &train.join(name)).unwrap();
+            let label = out
+                .join("labels/train")
+                .join(name.replace(".jpg", ".txt").replace(".png", ".txt"));
+            std::fs::write(label, "1 0.5 0.5 0.4 0.3\n0 0.2 0.8 0.2 0.2\n").unwrap();
+        }
+        let base = AugParams::default();
+        let tilted = AugParams {
+            degrees: 12.0,
+            shear: 4.0,
+            ..base.clone()
+        };
+        let persp = AugParams {
+            perspective: 0.0008,
+            scale: 0.9,
+            ..base.clone()
+        };
+        let wide = AugParams {
+            scale: 0.95,
+            translate: 0.3,
+            ..base.clone()
+        };
+        let mut windows_cut = 0;
+        for (imgsz, cache_ram) in [(96, false), (96, true), (128, false)] {
+            for aug in [&base, &tilted, &persp, &wide] {
+                let ds = Dataset::new(
+                    std::slice::from_ref(&train),
+                    DatasetOptions {
+                        imgsz,
+                        augment: true,
+                        aug: aug.clone(),
+                        cache_ram,
+                        label_cache: false,
+                        nc: Some(6),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                for seed in 0..30u64 {
+                    let index = seed as usize % ds.len();
+                    let got = ds.load_mosaic(index, &mut sample_rng(seed, 0, 0)).unwrap();
+                    let want = mosaic_reference(&ds, index, &mut sample_rng(seed, 0, 0));
+                    assert_eq!(got.1, want.1, "boxes, imgsz {imgsz} seed {seed} {aug:?}");
+                    assert!(
+                        got.0 == want.0,
+                        "pixels, imgsz {imgsz} cache {cache_ram} seed {seed} {aug:?}"
+                    );
+                    // Whether the window left out part of the canvas (the same draws again).
+                    let mut r = sample_rng(seed, 0, 0);
+                    ds.mosaic_draws(index, &mut r);
+                    let border = -(imgsz as i64) / 2;
+                    let (x0, y0, x1, y1) =
+                        Perspective::draw((2 * imgsz, 2 * imgsz), aug, (border, border), &mut r)
+                            .source_window();
+                    let cut = x0 > 0 || y0 > 0 || x1 < 2 * imgsz || y1 < 2 * imgsz;
+                    windows_cut += (!cache_ram && imgsz == 96 && cut) as usize;
+                }
+            }
+        }
+        assert!(
+            windows_cut > 40,
+            "windows rarely left out part of the canvas: {windows_cut}"
+        );
+    }
 }

@@ -186,16 +186,36 @@ impl RgbBuf {
     /// `dst_w × dst_h` image: bilinear sampling (10-bit fixed-point weights, as OpenCV uses
     /// fixed-point too), constant `border` outside the source.
     pub fn warp(&self, m: &[[f64; 3]; 3], dst_w: usize, dst_h: usize, border: u8) -> RgbBuf {
+        self.warp_window((0, 0), (self.width, self.height), m, dst_w, dst_h, border)
+    }
+
+    /// [`warp`](Self::warp) of a `full = (width, height)` source of which `self` holds only
+    /// the window whose top-left corner is at `origin`: the same pixels, provided the window
+    /// holds every source pixel the warp reads inside the full source (pixels outside the
+    /// window read as `border`, as do those outside the full source).
+    pub fn warp_window(
+        &self,
+        origin: (usize, usize),
+        full: (usize, usize),
+        m: &[[f64; 3]; 3],
+        dst_w: usize,
+        dst_h: usize,
+        border: u8,
+    ) -> RgbBuf {
         let mut out = RgbBuf::filled(dst_w, dst_h, [border; 3]);
         let Some(inv) = invert3(m) else {
             return out;
         };
-        if self.width == 0 || self.height == 0 {
+        if self.width == 0 || self.height == 0 || full.0 == 0 || full.1 == 0 {
             return out;
         }
+        let at = Src {
+            origin: (origin.0 as i64, origin.1 as i64),
+            full: (full.0 as f64, full.1 as f64),
+        };
         let affine = inv[2][0] == 0.0 && inv[2][1] == 0.0;
         if affine && inv[0][1] == 0.0 && inv[1][0] == 0.0 {
-            self.warp_axis_aligned(&inv, &mut out, border);
+            self.warp_axis_aligned(&inv, &at, full, &mut out, border);
             return out;
         }
         let stride = dst_w * 3;
@@ -207,7 +227,7 @@ impl RgbBuf {
                 let (ax, ay) = (inv[0][0], inv[1][0]);
                 for (x, o) in row.chunks_exact_mut(3).enumerate() {
                     let xf = x as f64;
-                    self.sample_into(bx + ax * xf, by + ay * xf, border, o);
+                    self.sample_into(&at, bx + ax * xf, by + ay * xf, border, o);
                 }
             } else {
                 for (x, o) in row.chunks_exact_mut(3).enumerate() {
@@ -218,7 +238,7 @@ impl RgbBuf {
                     }
                     let sx = (inv[0][0] * xf + inv[0][1] * yf + inv[0][2]) / w;
                     let sy = (inv[1][0] * xf + inv[1][1] * yf + inv[1][2]) / w;
-                    self.sample_into(sx, sy, border, o);
+                    self.sample_into(&at, sx, sy, border, o);
                 }
             }
         }
@@ -227,7 +247,14 @@ impl RgbBuf {
 
     /// Scale + translation only (no rotation or shear: upstream's default hyp): the source
     /// column and row of every output pixel come from two small tables.
-    fn warp_axis_aligned(&self, inv: &[[f64; 3]; 3], out: &mut RgbBuf, border: u8) {
+    fn warp_axis_aligned(
+        &self,
+        inv: &[[f64; 3]; 3],
+        at: &Src,
+        full: (usize, usize),
+        out: &mut RgbBuf,
+        border: u8,
+    ) {
         const BITS: u32 = 10;
         const ONE: i64 = 1 << BITS;
         // Per output coordinate: first source index (or -1 .. len for partly outside) and weight.
@@ -243,9 +270,15 @@ impl RgbBuf {
                 })
                 .collect()
         };
+        // Window coordinates: the first tap relative to the window's corner.
+        let shift = |t: Vec<(i64, u32)>, o: i64| -> Vec<(i64, u32)> {
+            t.into_iter()
+                .map(|(i, f)| if i == i64::MIN { (i, f) } else { (i - o, f) })
+                .collect()
+        };
         let (sw, sh) = (self.width as i64, self.height as i64);
-        let xs = table(out.width, inv[0][0], inv[0][2], self.width);
-        let ys = table(out.height, inv[1][1], inv[1][2], self.height);
+        let xs = shift(table(out.width, inv[0][0], inv[0][2], full.0), at.origin.0);
+        let ys = shift(table(out.height, inv[1][1], inv[1][2], full.1), at.origin.1);
         // Columns whose two taps are both inside the source.
         let inner = |x0: i64| x0 >= 0 && x0 + 1 < sw;
         // The run of such columns (x0 is monotonic in x), if they are contiguous.
@@ -259,6 +292,27 @@ impl RgbBuf {
                 (c0, c0 + len)
             })
         };
+        // The interior's horizontal taps, per output byte: where its left tap sits in the
+        // vertically blended row (which starts at source byte `lo`), and its weight.
+        let hpass = interior.map(|(c0, c1)| {
+            let lo = xs[c0].0.min(xs[c1 - 1].0) as usize * 3;
+            let hi = (xs[c0].0.max(xs[c1 - 1].0) as usize + 2) * 3;
+            let (mut idx, mut fx) = (Vec::with_capacity((c1 - c0) * 3), Vec::new());
+            for &(x0, f) in &xs[c0..c1] {
+                for k in 0..3 {
+                    idx.push((x0 as usize * 3 + k - lo) as i32);
+                    fx.push(f);
+                }
+            }
+            let reach = idx.iter().map(|&i| i as usize + 3).max().unwrap_or(0);
+            HPass {
+                lo,
+                hi,
+                idx,
+                fx,
+                reach,
+            }
+        });
         let stride = out.width * 3;
         let d = &self.data;
         let b = border as u32;
@@ -275,39 +329,35 @@ impl RgbBuf {
             if let (Some(ra), Some(rb)) = (ra, rb) {
                 // Both source rows exist: interior columns (both taps inside) in one tight
                 // loop, the few edge columns by the general path below.
-                if let Some((c0, c1)) = interior {
+                if let (Some((c0, c1)), Some(hpass)) = (interior, &hpass) {
                     // Separable: the two source rows blended vertically over the span the
                     // interior columns read (vectorises), then two taps per output channel.
                     // Same integer sum as the 4-tap form, so the same results.
-                    let lo = xs[c0].0.min(xs[c1 - 1].0) as usize * 3;
-                    let hi = (xs[c0].0.max(xs[c1 - 1].0) as usize + 2) * 3;
+                    let (lo, hi) = (hpass.lo, hpass.hi);
                     VROW.with(|cell| {
                         let mut v = cell.borrow_mut();
                         v.resize(hi - lo, 0);
-                        for ((d, &a), &c) in v.iter_mut().zip(&ra[lo..hi]).zip(&rb[lo..hi]) {
-                            *d = a as u32 * gy + c as u32 * fy;
-                        }
-                        for (o, &(x0, fx)) in
-                            row[c0 * 3..c1 * 3].chunks_exact_mut(3).zip(&xs[c0..c1])
-                        {
-                            let gx = ONE as u32 - fx;
-                            let i = x0 as usize * 3 - lo;
-                            let t = &v[i..i + 6];
-                            o[0] = ((t[0] * gx + t[3] * fx + (1 << 19)) >> 20) as u8;
-                            o[1] = ((t[1] * gx + t[4] * fx + (1 << 19)) >> 20) as u8;
-                            o[2] = ((t[2] * gx + t[5] * fx + (1 << 19)) >> 20) as u8;
+                        blend_rows(&ra[lo..hi], &rb[lo..hi], gy, fy, &mut v);
+                        let out = &mut row[c0 * 3..c1 * 3];
+                        let done = hpass.run(&v, out);
+                        for (j, o) in out.iter_mut().enumerate().skip(done) {
+                            let (i, f) = (hpass.idx[j] as usize, hpass.fx[j]);
+                            *o = ((v[i] * (ONE as u32 - f) + v[i + 3] * f + (1 << 19)) >> 20) as u8;
                         }
                     });
                 }
             }
-            for (x, (o, &(x0, fx))) in row.chunks_exact_mut(3).zip(&xs).enumerate() {
-                if x0 == i64::MIN
-                    || (ra.is_some()
-                        && rb.is_some()
-                        && interior.is_some_and(|(c0, c1)| x >= c0 && x < c1))
-                {
+            // The columns the interior pass did not write (all of them without both rows).
+            let (skip0, skip1) = match (ra.is_some() && rb.is_some(), interior) {
+                (true, Some(span)) => span,
+                _ => (0, 0),
+            };
+            for x in (0..skip0).chain(skip1..out.width) {
+                let (x0, fx) = xs[x];
+                if x0 == i64::MIN {
                     continue;
                 }
+                let o = &mut row[x * 3..x * 3 + 3];
                 let gx = ONE as u32 - fx;
                 if let (Some(ra), Some(rb), true) = (ra, rb, inner(x0)) {
                     let i = (x0 * 3) as usize;
@@ -334,20 +384,21 @@ impl RgbBuf {
         }
     }
 
-    /// Bilinear sample at (sx, sy) into `o`; pixels outside the image read as `border`.
+    /// Bilinear sample at (sx, sy) of the full source into `o`; pixels outside the full source
+    /// or the window `self` read as `border`.
     #[inline(always)]
-    fn sample_into(&self, sx: f64, sy: f64, border: u8, o: &mut [u8]) {
+    fn sample_into(&self, at: &Src, sx: f64, sy: f64, border: u8, o: &mut [u8]) {
         const BITS: i64 = 10;
         const ONE: i64 = 1 << BITS;
         let (sw, sh) = (self.width as i64, self.height as i64);
-        if !(sx > -1.0 && sy > -1.0 && sx < sw as f64 && sy < sh as f64) {
+        if !(sx > -1.0 && sy > -1.0 && sx < at.full.0 && sy < at.full.1) {
             return; // already border
         }
         // sx, sy > -1 here, so the shifted values are positive and truncation rounds half up
         // (f64::round is a libm call on baseline x86-64).
         let fxp = (sx * ONE as f64 + (ONE as f64 + 0.5)) as i64 - ONE;
         let fyp = (sy * ONE as f64 + (ONE as f64 + 0.5)) as i64 - ONE;
-        let (x0, y0) = (fxp >> BITS, fyp >> BITS);
+        let (x0, y0) = ((fxp >> BITS) - at.origin.0, (fyp >> BITS) - at.origin.1);
         let (fx, fy) = ((fxp & (ONE - 1)) as u32, (fyp & (ONE - 1)) as u32);
         let (gx, gy) = (ONE as u32 - fx, ONE as u32 - fy);
         let d = &self.data;
@@ -375,6 +426,114 @@ impl RgbBuf {
             }
         }
     }
+}
+
+/// The vertical half of the axis-aligned warp's interior: `v[k] = a[k] * ga + c[k] * gc`.
+fn blend_rows(a: &[u8], c: &[u8], ga: u32, gc: u32, v: &mut [u32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            done = a.len().min(c.len()).min(v.len()) / 8 * 8;
+            // SAFETY: AVX2 is present; all three slices are at least `done` long.
+            unsafe { blend_rows_avx2(&a[..done], &c[..done], ga, gc, &mut v[..done]) };
+        }
+    }
+    for ((d, &a), &c) in v[done..].iter_mut().zip(&a[done..]).zip(&c[done..]) {
+        *d = a as u32 * ga + c as u32 * gc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn blend_rows_avx2(a: &[u8], c: &[u8], ga: u32, gc: u32, v: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let (wa, wc) = (_mm256_set1_epi32(ga as i32), _mm256_set1_epi32(gc as i32));
+    for ((a, c), d) in a
+        .chunks_exact(8)
+        .zip(c.chunks_exact(8))
+        .zip(v.chunks_exact_mut(8))
+    {
+        let x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(a.as_ptr() as *const __m128i));
+        let y = _mm256_cvtepu8_epi32(_mm_loadl_epi64(c.as_ptr() as *const __m128i));
+        let r = _mm256_add_epi32(_mm256_mullo_epi32(x, wa), _mm256_mullo_epi32(y, wc));
+        _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, r);
+    }
+}
+
+/// The horizontal half of the axis-aligned warp's interior: output byte `j` is
+/// `(v[idx[j]] * (1024 - fx[j]) + v[idx[j] + 3] * fx[j] + 2^19) >> 20` of the vertically blended
+/// row `v` (10-bit weights both ways).
+struct HPass {
+    /// The source byte range the interior reads (the blended row's extent).
+    lo: usize,
+    hi: usize,
+    idx: Vec<i32>,
+    fx: Vec<u32>,
+    /// The largest index read, `max(idx) + 3`.
+    reach: usize,
+}
+
+impl HPass {
+    /// Writes the longest prefix of `out` that is whole groups of 8 bytes with AVX2; returns
+    /// its length (0 without AVX2). The caller finishes the rest.
+    fn run(&self, v: &[u32], out: &mut [u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                let n = out.len() / 8 * 8;
+                // Every tap inside the blended row (checked here, not per gather).
+                if self.reach < v.len() {
+                    // SAFETY: AVX2 is present; every gathered index (idx ≥ 0 by construction,
+                    // idx + 3 ≤ reach) is below v.len() (checked above).
+                    unsafe { hpass_avx2(&self.idx[..n], &self.fx[..n], v, &mut out[..n]) };
+                    return n;
+                }
+            }
+        }
+        let _ = (v, out);
+        0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn hpass_avx2(idx: &[i32], fx: &[u32], v: &[u32], out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let one = _mm256_set1_epi32(1024);
+    let round = _mm256_set1_epi32(1 << 19);
+    let three = _mm256_set1_epi32(3);
+    let base = v.as_ptr() as *const i32;
+    for ((ix, f), o) in idx
+        .chunks_exact(8)
+        .zip(fx.chunks_exact(8))
+        .zip(out.chunks_exact_mut(8))
+    {
+        let i = _mm256_loadu_si256(ix.as_ptr() as *const __m256i);
+        let f = _mm256_loadu_si256(f.as_ptr() as *const __m256i);
+        let a = _mm256_i32gather_epi32::<4>(base, i);
+        let b = _mm256_i32gather_epi32::<4>(base, _mm256_add_epi32(i, three));
+        let g = _mm256_sub_epi32(one, f);
+        let sum = _mm256_add_epi32(
+            _mm256_add_epi32(_mm256_mullo_epi32(a, g), _mm256_mullo_epi32(b, f)),
+            round,
+        );
+        let r = _mm256_srli_epi32::<20>(sum);
+        // 8 × i32 (each ≤ 255) → 8 bytes.
+        let w = _mm256_packus_epi32(r, r);
+        let bytes = _mm256_packus_epi16(w, w);
+        let lo = _mm256_castsi256_si128(bytes);
+        let hi = _mm256_extracti128_si256::<1>(bytes);
+        _mm_storel_epi64(o.as_mut_ptr() as *mut __m128i, _mm_unpacklo_epi32(lo, hi));
+    }
+}
+
+/// Where a warp's source window lies in the full source.
+struct Src {
+    /// The window's top-left corner in full-source pixels.
+    origin: (i64, i64),
+    /// The full source's width and height.
+    full: (f64, f64),
 }
 
 /// Per-output-coordinate filter taps: a start index and a fixed number of weights.
@@ -554,6 +713,80 @@ mod tests {
             .map(|(a, b)| (*a as i32 - *b as i32).abs())
             .max();
         assert!(diff.unwrap() <= 1, "{diff:?}");
+    }
+
+    #[test]
+    fn warp_horizontal_pass_vector_equals_scalar() {
+        // Blended rows hold up to 255 * 1024; taps run forwards and backwards (a mirror).
+        let v: Vec<u32> = (0..200u32).map(|i| (i * 7919) % (255 * 1024 + 1)).collect();
+        for n in 0..60usize {
+            for backwards in [false, true] {
+                let idx: Vec<i32> = (0..n)
+                    .map(|j| {
+                        let (px, k) = (j / 3, j % 3);
+                        let px = if backwards { n / 3 - px } else { px };
+                        (px * 5 / 2 * 3 + k) as i32
+                    })
+                    .collect();
+                let fx: Vec<u32> = (0..n).map(|j| (j as u32 * 389) % 1025).collect();
+                let reach = idx.iter().map(|&i| i as usize + 3).max().unwrap_or(0);
+                let hp = HPass {
+                    lo: 0,
+                    hi: v.len(),
+                    idx,
+                    fx,
+                    reach,
+                };
+                let mut out = vec![0u8; n];
+                let done = hp.run(&v, &mut out);
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") {
+                    assert_eq!(done, n / 8 * 8);
+                }
+                for (j, &got) in out.iter().enumerate().take(done) {
+                    let (i, f) = (hp.idx[j] as usize, hp.fx[j]);
+                    let want = (v[i] * (1024 - f) + v[i + 3] * f + (1 << 19)) >> 20;
+                    assert_eq!(got as u32, want, "n {n} j {j} backwards {backwards}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn axis_aligned_warp_equals_per_pixel_sampling() {
+        let mut im = RgbBuf::filled(53, 41, [0; 3]);
+        for (i, v) in im.data.iter_mut().enumerate() {
+            *v = (i * 7 % 251) as u8;
+        }
+        let at = Src {
+            origin: (0, 0),
+            full: (53.0, 41.0),
+        };
+        // Shrink, enlarge, mirror, and shifts that leave part of the output outside.
+        for (sx, tx, sy, ty) in [
+            (1.0, 0.0, 1.0, 0.0),
+            (0.7, -3.3, 1.9, 5.1),
+            (1.37, 10.2, 0.61, -7.9),
+            (-1.2, 60.0, 0.9, 2.0),
+            (2.5, -40.0, 2.5, -30.0),
+        ] {
+            let m = [[sx, 0.0, tx], [0.0, sy, ty], [0.0, 0.0, 1.0]];
+            let (w, h) = (67, 45);
+            let fast = im.warp(&m, w, h, 114);
+            let inv = invert3(&m).unwrap();
+            let mut naive = RgbBuf::filled(w, h, [114; 3]);
+            for y in 0..h {
+                for x in 0..w {
+                    let (xs, ys) = (
+                        inv[0][0] * x as f64 + inv[0][2],
+                        inv[1][1] * y as f64 + inv[1][2],
+                    );
+                    let o = (y * w + x) * 3;
+                    im.sample_into(&at, xs, ys, 114, &mut naive.data[o..o + 3]);
+                }
+            }
+            assert!(fast == naive, "scale ({sx}, {sy}) shift ({tx}, {ty})");
+        }
     }
 
     #[test]
