@@ -451,21 +451,7 @@ mod hsv_simd {
         let div = |num: __m256i, d: __m256| {
             _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_div_ps(_mm256_cvtepi32_ps(num), d)))
         };
-        // Deinterleave: pixels 0–3 from bytes 0..12 (low lane), 4–7 from bytes 12..24 (high
-        // lane, loaded from byte 8), each channel byte zero-extended to an i32 lane.
-        let lane_mask = |c: i8| {
-            let m = |base: i8| {
-                let b = |k: i8| [base + 3 * k + c, -1, -1, -1];
-                let (a, b1, b2, b3) = (b(0), b(1), b(2), b(3));
-                [a, b1, b2, b3].concat()
-            };
-            let (lo, hi) = (m(0), m(4));
-            let mut all = [0i8; 32];
-            all[..16].copy_from_slice(&lo);
-            all[16..].copy_from_slice(&hi);
-            _mm256_loadu_si256(all.as_ptr().cast())
-        };
-        let (mr, mg, mb) = (lane_mask(0), lane_mask(1), lane_mask(2));
+        let masks = crate::imgbuf::rgb8::masks();
         // Interleave back: per lane r0..3 g0..3 b0..3 (b again) → r0 g0 b0 r1 g1 b1 …
         let out_mask = {
             let lane: [i8; 16] = [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, -1, -1, -1, -1];
@@ -475,13 +461,7 @@ mod hsv_simd {
             _mm256_loadu_si256(all.as_ptr().cast())
         };
         for chunk in data.chunks_exact_mut(24) {
-            let src = _mm256_set_m128i(
-                _mm_loadu_si128(chunk.as_ptr().add(8).cast()),
-                _mm_loadu_si128(chunk.as_ptr().cast()),
-            );
-            let r = _mm256_shuffle_epi8(src, mr);
-            let g = _mm256_shuffle_epi8(src, mg);
-            let b = _mm256_shuffle_epi8(src, mb);
+            let [r, g, b] = crate::imgbuf::rgb8::load(chunk, &masks);
             let v = _mm256_max_epi32(_mm256_max_epi32(r, g), b);
             let vmin = _mm256_min_epi32(_mm256_min_epi32(r, g), b);
             let diff = _mm256_sub_epi32(v, vmin);

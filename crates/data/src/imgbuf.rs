@@ -428,6 +428,41 @@ impl RgbBuf {
     }
 }
 
+/// AVX2 access to 8 interleaved RGB pixels at a time, shared by the pixel kernels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod rgb8 {
+    use std::arch::x86_64::*;
+
+    /// The shuffles of [`load`]: per channel, pixels 0–3 from bytes 0..12 (low lane) and 4–7
+    /// from bytes 12..24 (high lane, loaded from byte 8), each byte zero-extended to an i32.
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn masks() -> [__m256i; 3] {
+        std::array::from_fn(|c| {
+            let mut m = [-1i8; 32];
+            for k in 0..4 {
+                m[4 * k] = (3 * k + c) as i8;
+                m[16 + 4 * k] = (4 + 3 * k + c) as i8;
+            }
+            // SAFETY: reads 32 bytes of a 32-byte array.
+            unsafe { _mm256_loadu_si256(m.as_ptr().cast()) }
+        })
+    }
+
+    /// The r, g and b values of the 8 pixels in `px[..24]`, as 8 × i32 each.
+    ///
+    /// # Safety
+    /// `px` holds at least 24 bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) unsafe fn load(px: &[u8], masks: &[__m256i; 3]) -> [__m256i; 3] {
+        let src = _mm256_set_m128i(
+            _mm_loadu_si128(px.as_ptr().add(8).cast()),
+            _mm_loadu_si128(px.as_ptr().cast()),
+        );
+        masks.map(|m| _mm256_shuffle_epi8(src, m))
+    }
+}
+
 /// The vertical half of the axis-aligned warp's interior: `v[k] = a[k] * ga + c[k] * gc`.
 fn blend_rows(a: &[u8], c: &[u8], ga: u32, gc: u32, v: &mut [u32]) {
     let mut done = 0;

@@ -80,7 +80,8 @@ pub fn collate(samples: Vec<Sample>) -> Result<Batch> {
                 &mut g_plane[o..o + w],
                 &mut b_plane[o..o + w],
             );
-            for (((px, r), g), b) in row.chunks_exact(3).zip(rr).zip(gr).zip(br) {
+            let done = planes_simd::split(row, rr, gr, br);
+            for (((px, r), g), b) in row.chunks_exact(3).zip(rr).zip(gr).zip(br).skip(done) {
                 *r = lut[px[0] as usize];
                 *g = lut[px[1] as usize];
                 *b = lut[px[2] as usize];
@@ -107,6 +108,43 @@ pub fn collate(samples: Vec<Sample>) -> Result<Batch> {
         paths,
         shapes,
     })
+}
+
+/// An RGB row into three f32 planes of `value / 255` (exactly the scalar division), 8 pixels
+/// at a time.
+mod planes_simd {
+    /// Converts the longest prefix of whole groups of 8 pixels; returns how many pixels (0
+    /// without AVX2).
+    pub(super) fn split(row: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                let n = (row.len() / 3).min(r.len()).min(g.len()).min(b.len()) / 8 * 8;
+                // SAFETY: AVX2 is present; `run` reads row[..3n] and writes the first n of
+                // each plane.
+                unsafe { run(&row[..3 * n], &mut r[..n], &mut g[..n], &mut b[..n]) };
+                return n;
+            }
+        }
+        let _ = (row, r, g, b);
+        0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run(row: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let masks = crate::imgbuf::rgb8::masks();
+        let d = _mm256_set1_ps(255.0);
+        for (i, px) in row.chunks_exact(24).enumerate() {
+            let rgb = crate::imgbuf::rgb8::load(px, &masks);
+            let o = 8 * i;
+            for (v, plane) in rgb.into_iter().zip([&mut *r, &mut *g, &mut *b]) {
+                let v = _mm256_cvtepi32_ps(v);
+                _mm256_storeu_ps(plane.as_mut_ptr().add(o), _mm256_div_ps(v, d));
+            }
+        }
+    }
 }
 
 /// The image order of every epoch, chosen by the caller instead of the loader's own shuffle:
@@ -444,6 +482,33 @@ impl Drop for EpochIter {
         self.rx = None;
         for h in self.handles.drain(..) {
             let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn planes_split_equals_the_division() {
+        let row: Vec<u8> = (0..3 * 70).map(|i| (i * 97 % 256) as u8).collect();
+        for n in 0..=70usize {
+            let (mut r, mut g, mut b) = (vec![-1.0f32; n], vec![-1.0f32; n], vec![-1.0f32; n]);
+            let done = super::planes_simd::split(&row[..3 * n], &mut r, &mut g, &mut b);
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                assert_eq!(done, n / 8 * 8);
+            }
+            for i in 0..done {
+                for (c, p) in [&r, &g, &b].into_iter().enumerate() {
+                    let want = row[3 * i + c] as f32 / 255.0;
+                    assert_eq!(
+                        p[i].to_bits(),
+                        want.to_bits(),
+                        "n {n} pixel {i} channel {c}"
+                    );
+                }
+            }
+            assert!(r[done..].iter().all(|&v| v == -1.0), "wrote past {done}");
         }
     }
 }
