@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -16,7 +17,8 @@ use crate::boxes::{xywhn_to_xyxy, xyxy_to_xywhn};
 use crate::error::{DataError, Result};
 use crate::hyp::AugParams;
 use crate::imgbuf::{Interp, RgbBuf, PAD_VALUE};
-use crate::io::{decode_jpeg_top, load_rgb, recycle};
+use crate::io::load_rgb;
+use crate::jpegband::{decode_band, recycle, RowIndex};
 use crate::labels::{scan, ImageRecord, Label, ScanReport};
 use crate::rng::uniform;
 
@@ -117,6 +119,9 @@ pub struct Sample {
     pub shape: ShapeInfo,
 }
 
+/// Rows of an image and the image row the first of them is.
+type RowsFrom<'a> = (Cow<'a, RgbBuf>, i64);
+
 /// A decoded image resized so its long side is `imgsz`.
 #[derive(Clone, Debug)]
 struct Loaded {
@@ -136,6 +141,8 @@ pub struct Dataset {
     ram: Option<Vec<Loaded>>,
     /// Images are read from their disk cache files.
     disk: bool,
+    /// Per image, where its JPEG's MCU rows start, once a mosaic first needed a band of it.
+    bands: Vec<OnceLock<Option<RowIndex>>>,
 }
 
 impl Dataset {
@@ -227,7 +234,9 @@ impl Dataset {
             batch_shapes,
             ram: None,
             disk: false,
+            bands: Vec::new(),
         };
+        ds.bands = (0..ds.records.len()).map(|_| OnceLock::new()).collect();
         if ds.opts.cache_disk && !ds.opts.cache_ram {
             ds.disk = ds.fill_disk_cache();
         }
@@ -502,8 +511,8 @@ impl Dataset {
             };
             let (w, h, im) = self.load_for_window(mi, place, win)?;
             let (padw, padh) = place(w, h);
-            if let Some(im) = im {
-                paste_clipped(&mut window, &im, padw - win[0], padh - win[1]);
+            if let Some((im, y0)) = im {
+                paste_clipped(&mut window, &im, padw - win[0], padh + y0 - win[1]);
                 if let Cow::Owned(im) = im {
                     recycle(im);
                 }
@@ -531,24 +540,28 @@ impl Dataset {
 
     /// Image `i` for a mosaic: its size once loaded (long side `imgsz`) and as much of its
     /// pixels as the canvas window `win = [x0, y0, x1, y1]` shows when the image's top-left
-    /// corner goes where `place(width, height)` says. Without a cache and when no resizing is
-    /// needed, a JPEG is decoded only down to the window's last row (the image may come back
-    /// shorter than its size), and an image the window misses is not read at all.
+    /// corner goes where `place(width, height)` says, with the image row they start at.
+    /// Without a cache and when no resizing is needed, a JPEG is decoded only over the band of
+    /// rows the window shows (see `jpegband`), and an image the window misses is not read.
     fn load_for_window(
         &self,
         i: usize,
         place: impl Fn(i64, i64) -> (i64, i64),
         win: [i64; 4],
-    ) -> Result<(i64, i64, Option<Cow<'_, RgbBuf>>)> {
+    ) -> Result<(i64, i64, Option<RowsFrom<'_>>)> {
         let rec = &self.records[i];
         let (w, h) = (rec.width as i64, rec.height as i64);
         let full = |loaded: Loaded| {
             let (w, h) = (loaded.im.width as i64, loaded.im.height as i64);
-            (w, h, Some(Cow::Owned(loaded.im)))
+            (w, h, Some((Cow::Owned(loaded.im), 0)))
         };
         if let Some(ram) = &self.ram {
             let im = &ram[i].im;
-            return Ok((im.width as i64, im.height as i64, Some(Cow::Borrowed(im))));
+            return Ok((
+                im.width as i64,
+                im.height as i64,
+                Some((Cow::Borrowed(im), 0)),
+            ));
         }
         let jpeg = rec
             .path
@@ -559,14 +572,14 @@ impl Dataset {
             return self.read_image(i).map(full);
         }
         let (x, y) = place(w, h);
-        let rows = (win[3] - y).min(h);
-        if x >= win[2] || x + w <= win[0] || rows <= 0 || y + h <= win[1] {
+        let (r0, r1) = ((win[1] - y).max(0), (win[3] - y).min(h));
+        if x >= win[2] || x + w <= win[0] || r1 <= r0 {
             return Ok((w, h, None));
         }
         let bytes = std::fs::read(&rec.path).map_err(crate::error::io_err(&rec.path))?;
-        match decode_jpeg_top(&rec.path, bytes, rows as usize)? {
-            Some((im, full_h)) if im.width as i64 == w && full_h as i64 == h => {
-                Ok((w, h, Some(Cow::Owned(im))))
+        match decode_band(&rec.path, bytes, r0 as usize..r1 as usize, &self.bands[i])? {
+            Some(b) if b.full == (w as usize, h as usize) => {
+                Ok((w, h, Some((Cow::Owned(b.im), b.y0 as i64))))
             }
             // Not a JPEG it can cut, or not the size the scan recorded: decode it all.
             _ => self.read_image(i).map(full),

@@ -27,6 +27,7 @@ pub mod error;
 pub mod hyp;
 pub mod imgbuf;
 pub mod io;
+mod jpegband;
 pub mod labels;
 pub mod loader;
 pub mod rng;
