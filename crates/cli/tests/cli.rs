@@ -1,11 +1,8 @@
 //! The `yolo-forge` binary: output and exit codes.
 
 use assert_cmd::Command;
-use std::path::PathBuf;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn bin() -> Command {
     let mut c = Command::cargo_bin("yolo-forge").unwrap();

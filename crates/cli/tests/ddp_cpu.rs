@@ -21,9 +21,7 @@ head:
   [[[2], 1, Detect, [nc, anchors]]]
 ";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("yf-ddp-cli-{tag}-{}", std::process::id()));

@@ -1,11 +1,8 @@
 //! `--device` and `yolo-forge devices`: CUDA requests are explained, malformed values refused.
 
 use assert_cmd::Command;
-use std::path::PathBuf;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn bin() -> Command {
     let mut c = Command::cargo_bin("yolo-forge").unwrap();

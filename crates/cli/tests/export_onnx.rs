@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use yolo_models::{Model, ModelConfig};
 use yolo_onnx::ModelProto;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn bin(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("yolo-forge").unwrap();

@@ -4,13 +4,10 @@
 //! (from its formula); the builders' channel rules and argument handling, SPD-Conv's
 //! `space_to_depth` rows, and their errors.
 
-use std::path::PathBuf;
 use yolo_models::{Model, ModelConfig};
 use yolo_tensor::{Device, Tensor};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn load(name: &str) -> Model {
     let cfg = ModelConfig::from_file(root().join("configs/models").join(name))

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use yolo_models::{Model, ModelConfig};
 use yolo_tensor::{Device, Tensor};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn model(name: &str, seed: u64) -> Model {
     let cfg = ModelConfig::from_file(root().join("configs/models").join(name)).unwrap();

@@ -1,13 +1,10 @@
 //! Registry extension from outside the crate, weights round trips, fusing, and errors.
 
-use std::path::PathBuf;
 use yolo_layers::{Conv, Kind, Module, Visitor};
 use yolo_models::{Built, Model, ModelConfig, ModelError, Registry};
 use yolo_tensor::{Device, Tensor};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn input(seed: u32, imgsz: usize) -> Tensor {
     let n = 3 * imgsz * imgsz;

@@ -28,14 +28,6 @@ fn running(m: &Model) -> Vec<f32> {
         .collect()
 }
 
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
-
 #[test]
 fn synced_replicas_match_the_whole_batch() {
     let (n, s) = (4usize, 64usize);
@@ -64,16 +56,16 @@ fn synced_replicas_match_the_whole_batch() {
     let parts: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     for (level, f) in full.iter().enumerate() {
         let joined = [parts[0].0[level].clone(), parts[1].0[level].clone()].concat();
-        let e = max_rel(f, &joined);
+        let e = yolo_testutil::max_rel(f, &joined);
         assert!(e < 1e-4, "level {level}: {e}");
     }
     for p in &parts {
-        let e = max_rel(&running(&whole), &p.1);
+        let e = yolo_testutil::max_rel(&running(&whole), &p.1);
         assert!(e < 1e-4, "running statistics: {e}");
     }
     // without synchronisation, half a batch has other statistics
     let alone = model();
     let x = Tensor::from_vec(data[..half].to_vec(), &[n / 2, 3, s, s], Device::Cpu).unwrap();
-    let e = max_rel(&full[0][..full[0].len() / 2], &raw(&alone, &x)[0]);
+    let e = yolo_testutil::max_rel(&full[0][..full[0].len() / 2], &raw(&alone, &x)[0]);
     assert!(e > 1e-3, "{e}");
 }

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use yolo_models::{Model, ModelConfig};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 /// A tiny flat JSON reader for the fixture: {"file": {"key": number, …}, …}.
 fn fixture() -> BTreeMap<String, BTreeMap<String, f64>> {

@@ -18,14 +18,6 @@ fn rand(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
-
 /// BN (sync or plain) + act on `x`, loss Σ y·r, backward: (y, dx, dw, db, running mean, var).
 fn run(x: &[f32], shape: &[usize], r: &[f32], sync: Option<&AllReduceSum>) -> [Vec<f32>; 6] {
     let c = shape[1];
@@ -67,7 +59,7 @@ fn one_replica_equals_plain_batch_norm() {
         .iter()
         .enumerate()
     {
-        let e = max_rel(&plain[i], &synced[i]);
+        let e = yolo_testutil::max_rel(&plain[i], &synced[i]);
         assert!(e < 2e-5, "{what}: {e}");
     }
 }
@@ -96,14 +88,14 @@ fn two_replicas_equal_one_process_with_the_whole_batch() {
     let parts: Vec<[Vec<f32>; 6]> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let cat = |i: usize| [parts[0][i].clone(), parts[1][i].clone()].concat();
     assert!(
-        max_rel(&full[0], &cat(0)) < 2e-5,
+        yolo_testutil::max_rel(&full[0], &cat(0)) < 2e-5,
         "y: {}",
-        max_rel(&full[0], &cat(0))
+        yolo_testutil::max_rel(&full[0], &cat(0))
     );
     assert!(
-        max_rel(&full[1], &cat(1)) < 2e-5,
+        yolo_testutil::max_rel(&full[1], &cat(1)) < 2e-5,
         "dx: {}",
-        max_rel(&full[1], &cat(1))
+        yolo_testutil::max_rel(&full[1], &cat(1))
     );
     for (i, what) in [(2, "dw"), (3, "db")] {
         let summed: Vec<f32> = parts[0][i]
@@ -112,21 +104,21 @@ fn two_replicas_equal_one_process_with_the_whole_batch() {
             .map(|(a, b)| a + b)
             .collect();
         assert!(
-            max_rel(&full[i], &summed) < 2e-5,
+            yolo_testutil::max_rel(&full[i], &summed) < 2e-5,
             "{what}: {}",
-            max_rel(&full[i], &summed)
+            yolo_testutil::max_rel(&full[i], &summed)
         );
     }
     for (i, what) in [(4, "running_mean"), (5, "running_var")] {
         for p in &parts {
             assert!(
-                max_rel(&full[i], &p[i]) < 2e-5,
+                yolo_testutil::max_rel(&full[i], &p[i]) < 2e-5,
                 "{what}: {}",
-                max_rel(&full[i], &p[i])
+                yolo_testutil::max_rel(&full[i], &p[i])
             );
         }
     }
     // and without synchronisation the halves would differ from the whole batch
     let alone = run(&x[..half], &[2, 6, 5, 5], &r[..half], None);
-    assert!(max_rel(&full[0][..half], &alone[0]) > 1e-3);
+    assert!(yolo_testutil::max_rel(&full[0][..half], &alone[0]) > 1e-3);
 }

@@ -191,6 +191,31 @@ pub fn assert_close(name: &str, a: &[f32], b: &[f32], rel: f32) {
     }
 }
 
+/// `max|a − b| / max|a|` (the scale floored at 1e-6): the worst error relative to the
+/// reference `a`'s largest magnitude.
+pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// The workspace root (every crate sits two levels below it).
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A private, fresh copy of the committed sample dataset (`datasets/samples/shapes`) in
+/// `<temp>/yf-<tag>-<pid>/data` (the loader writes a label cache beside the labels, so tests
+/// never share one); returns that `yf-<tag>-<pid>` folder.
+pub fn sample_copy(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("yf-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    dir
+}
+
 /// Reads `tests/fixtures/<name>` of the crate whose manifest directory is `manifest_dir`
 /// (pass `env!("CARGO_MANIFEST_DIR")`).
 pub fn read_fixture(manifest_dir: &str, name: &str) -> Vec<u8> {

@@ -2,16 +2,13 @@
 //! backoff and a skipped step on an inf gradient, exact unscaling, and training steps with the
 //! scaler equal to the same steps without it, bit for bit (the scale is a power of two).
 
-use std::path::PathBuf;
 use yolo_models::{Model, ModelConfig};
 use yolo_tensor::{Device, Tensor};
 use yolo_train::amp::{BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE};
 use yolo_train::optim::{Optimizer, OptimizerKind, ParamGroups};
 use yolo_train::{Criterion, GradScaler, Hyp, ScalerState};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn yolov5n(seed: u64) -> Model {
     let cfg = ModelConfig::from_file(root().join("configs/models/yolov5n.yaml")).unwrap();
@@ -331,9 +328,7 @@ fn checkpoint_tensors(path: &std::path::Path) -> Named {
 
 #[test]
 fn amp_on_the_cpu_trains_in_f32_exactly_as_without() {
-    let dir = std::env::temp_dir().join(format!("yf-amp-cpu-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    let dir = yolo_testutil::sample_copy("amp-cpu");
     let opts = |amp: bool, name: &str| yolo_train::TrainOptions {
         data: dir.join("data/data.yaml"),
         cfg: Some(root().join("configs/models/yolov5n.yaml")),

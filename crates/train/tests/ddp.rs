@@ -31,10 +31,6 @@ head:
   [[[2], 1, Detect, [nc, anchors]]]
 ";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn tiny(seed: u64) -> Model {
     Model::new(ModelConfig::from_yaml(TINY_YAML).unwrap(), seed).unwrap()
 }
@@ -191,9 +187,7 @@ fn buffers_follow_rank0_before_each_forward() {
 
 /// A private copy of the sample dataset and the tiny model's YAML.
 fn workspace(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("yf-ddp-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    let dir = yolo_testutil::sample_copy(&format!("ddp-{tag}"));
     let cfg = dir.join("tiny.yaml");
     std::fs::write(&cfg, TINY_YAML).unwrap();
     (dir.join("data/data.yaml"), cfg, dir)

@@ -3,14 +3,11 @@
 //! the forward pass and of both losses lands on the input's device, gradients on their
 //! parameters', and a checkpoint's host tensors load into a model wherever it lives.
 
-use std::path::PathBuf;
 use yolo_models::{Model, ModelConfig};
 use yolo_tensor::{Device, Tensor};
 use yolo_train::{checkpoint::assign_named, Criterion, Hyp};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 fn build(name: &str) -> Model {
     let cfg = ModelConfig::from_file(root().join("configs/models").join(name)).unwrap();

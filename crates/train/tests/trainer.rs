@@ -8,15 +8,11 @@ use yolo_tensor::{Device, Tensor};
 use yolo_train::optim::{Optimizer, OptimizerKind, ParamGroups};
 use yolo_train::{Checkpoint, Criterion, Hyp, TrainOptions};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use yolo_testutil::root;
 
 /// A private copy of the sample dataset (the loader writes a label cache beside the labels).
 fn sample_data(tag: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("yf-trainer-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    let dir = yolo_testutil::sample_copy(&format!("trainer-{tag}"));
     (dir.join("data/data.yaml"), dir)
 }
 
