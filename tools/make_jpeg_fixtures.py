@@ -1,7 +1,8 @@
 """Writes the small JPEG fixtures of yolo-data's top-rows decoder test
 (crates/data/tests/fixtures/jpeg): one noisy 70x53 picture encoded with 4:4:4, 4:2:2 and 4:2:0
 chroma subsampling, with and without restart markers, plus two files the decoder must decline
-(progressive, and an EXIF rotation). Needs numpy, opencv-python and Pillow:
+(progressive, and an EXIF rotation), and a 4:2:0 file from Pillow with optimised Huffman
+tables (only the codes the image uses, so a re-encoded DC difference may have none). Needs numpy, opencv-python and Pillow:
     python tools/make_jpeg_fixtures.py [OUT_DIR]
 """
 import sys
@@ -32,6 +33,7 @@ for name, f in factors.items():
         (out / f"s{name}{'_rst' if rst else ''}.jpg").write_bytes(buf.tobytes())
 ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
 (out / "decline_progressive.jpg").write_bytes(buf.tobytes())
+Image.fromarray(img).save(out / "s420_optimized.jpg", quality=85, subsampling=2, optimize=True)
 exif = Image.Exif()
 exif[0x0112] = 6  # orientation: rotate 90 CW
 Image.fromarray(img).save(out / "decline_rotated.jpg", quality=90, exif=exif)

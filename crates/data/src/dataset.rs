@@ -487,8 +487,8 @@ impl Dataset {
     ///
     /// The same pixels and boxes as building the whole canvas, but cheaper: the warp is drawn
     /// first (no draw depends on pixels, so the random stream is upstream's), only the window
-    /// of the canvas it reads is built, and an image that needs no resizing is decoded only
-    /// down to the last row that window shows, or not at all when it shows none of it.
+    /// of the canvas it reads is built, and a JPEG that needs no resizing is decoded only over
+    /// the band of rows that window shows, or not at all when it shows none of it.
     pub fn load_mosaic<R: Rng + ?Sized>(
         &self,
         index: usize,

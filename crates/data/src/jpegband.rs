@@ -593,13 +593,15 @@ mod tests {
     #[test]
     fn every_band_equals_a_full_decode() {
         for (name, cut_above) in [
-            ("s444.jpg", true),
-            ("s422.jpg", true),
-            ("s420.jpg", true),
+            ("s444.jpg", Some(true)),
+            ("s422.jpg", Some(true)),
+            ("s420.jpg", Some(true)),
             // Restart markers: only the cut below.
-            ("s444_rst.jpg", false),
-            ("s422_rst.jpg", false),
-            ("s420_rst.jpg", false),
+            ("s444_rst.jpg", Some(false)),
+            ("s422_rst.jpg", Some(false)),
+            ("s420_rst.jpg", Some(false)),
+            // Optimised tables: a re-encoded DC difference may have no code (then cut below).
+            ("s420_optimized.jpg", None),
         ] {
             let path = fixture(name);
             let full = load_rgb(&path).unwrap();
@@ -629,12 +631,11 @@ mod tests {
                 }
             }
             assert!(shortest < full.height, "{name}: never cut below");
-            assert_eq!(latest > 0, cut_above, "{name}: cut above");
-            assert_eq!(
-                index.get().is_some_and(|i| i.is_some()),
-                cut_above,
-                "{name}"
-            );
+            if let Some(cut_above) = cut_above {
+                assert_eq!(latest > 0, cut_above, "{name}: cut above");
+                let indexed = index.get().is_some_and(|i| i.is_some());
+                assert_eq!(indexed, cut_above, "{name}");
+            }
         }
     }
 
