@@ -17,7 +17,7 @@ use crate::boxes::{xywhn_to_xyxy, xyxy_to_xywhn};
 use crate::error::{DataError, Result};
 use crate::hyp::AugParams;
 use crate::imgbuf::{Interp, RgbBuf, PAD_VALUE};
-use crate::io::load_rgb;
+use crate::io::{decode_rgb, load_rgb};
 use crate::jpegband::{decode_band, recycle, RowIndex};
 use crate::labels::{scan, ImageRecord, Label, ScanReport};
 use crate::rng::uniform;
@@ -350,6 +350,11 @@ impl Dataset {
             Some(im) => im,
             None => load_rgb(&rec.path)?,
         };
+        Ok(self.fit(im))
+    }
+
+    /// A decoded image resized so its long side is `imgsz` (upstream `load_image`'s resize).
+    fn fit(&self, im: RgbBuf) -> Loaded {
         let (h0, w0) = (im.height, im.width);
         let r = self.opts.imgsz as f64 / h0.max(w0) as f64;
         let im = if r != 1.0 {
@@ -364,10 +369,10 @@ impl Dataset {
         } else {
             im
         };
-        Ok(Loaded {
+        Loaded {
             im,
             orig_hw: (h0, w0),
-        })
+        }
     }
 
     fn load_image(&self, i: usize) -> Result<Cow<'_, Loaded>> {
@@ -577,12 +582,13 @@ impl Dataset {
             return Ok((w, h, None));
         }
         let bytes = std::fs::read(&rec.path).map_err(crate::error::io_err(&rec.path))?;
-        match decode_band(&rec.path, bytes, r0 as usize..r1 as usize, &self.bands[i])? {
+        match decode_band(&rec.path, &bytes, r0 as usize..r1 as usize, &self.bands[i])? {
             Some(b) if b.full == (w as usize, h as usize) => {
                 Ok((w, h, Some((Cow::Owned(b.im), b.y0 as i64))))
             }
-            // Not a JPEG it can cut, or not the size the scan recorded: decode it all.
-            _ => self.read_image(i).map(full),
+            // Not a JPEG it can cut, or not the size the scan recorded: decode it all (from
+            // the bytes already read).
+            _ => decode_rgb(&rec.path, &bytes).map(|(im, _)| full(self.fit(im))),
         }
     }
 
@@ -740,6 +746,14 @@ mod tests {
                 .join(name.replace(".jpg", ".txt").replace(".png", ".txt"));
             std::fs::write(label, "1 0.5 0.5 0.4 0.3\n0 0.2 0.8 0.2 0.2\n").unwrap();
         }
+        // JPEGs no band can be cut from (progressive; EXIF-rotated to 53 × 70): at imgsz 70
+        // they take the full decode of the bytes already read.
+        for name in ["decline_progressive.jpg", "decline_rotated.jpg"] {
+            let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg");
+            std::fs::copy(fixture.join(name), train.join(name)).unwrap();
+            let label = out.join("labels/train").join(name.replace(".jpg", ".txt"));
+            std::fs::write(label, "2 0.5 0.5 0.6 0.5\n").unwrap();
+        }
         let base = AugParams::default();
         let tilted = AugParams {
             degrees: 12.0,
@@ -757,7 +771,7 @@ mod tests {
             ..base.clone()
         };
         let mut windows_cut = 0;
-        for (imgsz, cache_ram) in [(96, false), (96, true), (128, false)] {
+        for (imgsz, cache_ram) in [(96, false), (96, true), (128, false), (70, false)] {
             for aug in [&base, &tilted, &persp, &wide] {
                 let ds = Dataset::new(
                     std::slice::from_ref(&train),

@@ -211,11 +211,11 @@ impl RgbBuf {
         }
         let at = Src {
             origin: (origin.0 as i64, origin.1 as i64),
-            full: (full.0 as f64, full.1 as f64),
+            full,
         };
         let affine = inv[2][0] == 0.0 && inv[2][1] == 0.0;
         if affine && inv[0][1] == 0.0 && inv[1][0] == 0.0 {
-            self.warp_axis_aligned(&inv, &at, full, &mut out, border);
+            self.warp_axis_aligned(&inv, &at, &mut out, border);
             return out;
         }
         let stride = dst_w * 3;
@@ -247,18 +247,12 @@ impl RgbBuf {
 
     /// Scale + translation only (no rotation or shear: upstream's default hyp): the source
     /// column and row of every output pixel come from two small tables.
-    fn warp_axis_aligned(
-        &self,
-        inv: &[[f64; 3]; 3],
-        at: &Src,
-        full: (usize, usize),
-        out: &mut RgbBuf,
-        border: u8,
-    ) {
+    fn warp_axis_aligned(&self, inv: &[[f64; 3]; 3], at: &Src, out: &mut RgbBuf, border: u8) {
         const BITS: u32 = 10;
         const ONE: i64 = 1 << BITS;
-        // Per output coordinate: first source index (or -1 .. len for partly outside) and weight.
-        let table = |n_out: usize, scale: f64, offset: f64, n_src: usize| -> Vec<(i64, u32)> {
+        // Per output coordinate: first source index (or -1 .. len for partly outside; counted
+        // from the window's corner `origin`) and weight.
+        let table = |n_out: usize, scale: f64, offset: f64, n_src: usize, origin: i64| {
             (0..n_out)
                 .map(|i| {
                     let s = scale * i as f64 + offset;
@@ -266,19 +260,13 @@ impl RgbBuf {
                         return (i64::MIN, 0);
                     }
                     let fp = (s * ONE as f64 + (ONE as f64 + 0.5)) as i64 - ONE;
-                    (fp >> BITS, (fp & (ONE - 1)) as u32)
+                    ((fp >> BITS) - origin, (fp & (ONE - 1)) as u32)
                 })
-                .collect()
-        };
-        // Window coordinates: the first tap relative to the window's corner.
-        let shift = |t: Vec<(i64, u32)>, o: i64| -> Vec<(i64, u32)> {
-            t.into_iter()
-                .map(|(i, f)| if i == i64::MIN { (i, f) } else { (i - o, f) })
-                .collect()
+                .collect::<Vec<(i64, u32)>>()
         };
         let (sw, sh) = (self.width as i64, self.height as i64);
-        let xs = shift(table(out.width, inv[0][0], inv[0][2], full.0), at.origin.0);
-        let ys = shift(table(out.height, inv[1][1], inv[1][2], full.1), at.origin.1);
+        let xs = table(out.width, inv[0][0], inv[0][2], at.full.0, at.origin.0);
+        let ys = table(out.height, inv[1][1], inv[1][2], at.full.1, at.origin.1);
         // Columns whose two taps are both inside the source.
         let inner = |x0: i64| x0 >= 0 && x0 + 1 < sw;
         // The run of such columns (x0 is monotonic in x), if they are contiguous.
@@ -391,7 +379,7 @@ impl RgbBuf {
         const BITS: i64 = 10;
         const ONE: i64 = 1 << BITS;
         let (sw, sh) = (self.width as i64, self.height as i64);
-        if !(sx > -1.0 && sy > -1.0 && sx < at.full.0 && sy < at.full.1) {
+        if !(sx > -1.0 && sy > -1.0 && sx < at.full.0 as f64 && sy < at.full.1 as f64) {
             return; // already border
         }
         // sx, sy > -1 here, so the shifted values are positive and truncation rounds half up
@@ -568,7 +556,7 @@ struct Src {
     /// The window's top-left corner in full-source pixels.
     origin: (i64, i64),
     /// The full source's width and height.
-    full: (f64, f64),
+    full: (usize, usize),
 }
 
 /// Per-output-coordinate filter taps: a start index and a fixed number of weights.
@@ -795,7 +783,7 @@ mod tests {
         }
         let at = Src {
             origin: (0, 0),
-            full: (53.0, 41.0),
+            full: (53, 41),
         };
         // Shrink, enlarge, mirror, and shifts that leave part of the output outside.
         for (sx, tx, sy, ty) in [

@@ -1,6 +1,5 @@
 //! Finding images, the images/ → labels/ path rule, and decoding with EXIF orientation.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageDecoder, ImageReader};
@@ -129,12 +128,17 @@ pub fn load_rgb(path: &Path) -> Result<RgbBuf> {
 
 /// [`load_rgb`] plus integrity notes (used by the dataset scan).
 pub fn load_rgb_checked(path: &Path) -> Result<(RgbBuf, DecodeNotes)> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    decode_rgb(path, &bytes)
+}
+
+/// [`load_rgb_checked`] of a file's contents already read (`path` names it in errors).
+pub(crate) fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<(RgbBuf, DecodeNotes)> {
     let img_err = |detail: String| DataError::Image {
         path: path.to_path_buf(),
         detail,
     };
-    let reader = ImageReader::open(path)
-        .map_err(io_err(path))?
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(io_err(path))?;
     let format = reader
@@ -142,7 +146,7 @@ pub fn load_rgb_checked(path: &Path) -> Result<(RgbBuf, DecodeNotes)> {
         .ok_or_else(|| img_err("not an image file (unrecognised content)".into()))?;
     let mut notes = DecodeNotes::default();
     if format == image::ImageFormat::Jpeg {
-        notes.jpeg_truncated = !jpeg_has_eoi(path).map_err(io_err(path))?;
+        notes.jpeg_truncated = !bytes.ends_with(&[0xFF, 0xD9]);
     }
     let mut decoder = reader.into_decoder().map_err(|e| img_err(e.to_string()))?;
     let orientation = decoder.orientation().map_err(|e| img_err(e.to_string()))?;
@@ -153,18 +157,6 @@ pub fn load_rgb_checked(path: &Path) -> Result<(RgbBuf, DecodeNotes)> {
     let buf = RgbBuf::from_raw(w, h, rgb.into_raw())
         .ok_or_else(|| img_err("decoder returned a buffer of the wrong size".into()))?;
     Ok((buf, notes))
-}
-
-fn jpeg_has_eoi(path: &Path) -> std::io::Result<bool> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.seek(SeekFrom::End(0))?;
-    if len < 2 {
-        return Ok(false);
-    }
-    f.seek(SeekFrom::End(-2))?;
-    let mut tail = [0u8; 2];
-    f.read_exact(&mut tail)?;
-    Ok(tail == [0xFF, 0xD9])
 }
 
 /// Writes an RGB buffer as an image; the format follows the extension (jpg quality 95).

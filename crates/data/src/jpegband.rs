@@ -12,6 +12,7 @@
 //!
 //! [`load_rgb`]: crate::io::load_rgb
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -510,7 +511,7 @@ pub(crate) struct Band {
 /// applies to (see `Layout::parse`) or has an EXIF rotation: the caller decodes it in full.
 pub(crate) fn decode_band(
     path: &Path,
-    bytes: Vec<u8>,
+    bytes: &[u8],
     rows: std::ops::Range<usize>,
     index: &OnceLock<Option<RowIndex>>,
 ) -> Result<Option<Band>> {
@@ -518,7 +519,7 @@ pub(crate) fn decode_band(
         path: path.to_path_buf(),
         detail,
     };
-    let Some(l) = Layout::parse(&bytes) else {
+    let Some(l) = Layout::parse(bytes) else {
         return Ok(None);
     };
     let n = l.mcu_rows();
@@ -528,21 +529,22 @@ pub(crate) fn decode_band(
         .min(k1.saturating_sub(1));
     let cut = if k0 > 0 || k1 < n {
         index
-            .get_or_init(|| RowIndex::build(&l, &bytes))
+            .get_or_init(|| RowIndex::build(&l, bytes))
             .as_ref()
-            .and_then(|idx| band_jpeg(&l, &bytes, idx, k0, k1))
+            .and_then(|idx| band_jpeg(&l, bytes, idx, k0, k1))
     } else {
         None
     };
     let (y0, jpeg) = match cut {
-        Some(j) => (k0 * l.mcu_h, j),
-        None => {
+        Some(j) => (k0 * l.mcu_h, Cow::Owned(j)),
+        None if k1 < n => {
             // No index: only the cut below the band.
-            let mut b = bytes;
-            let keep = (k1 * l.mcu_h).min(l.height);
+            let mut b = bytes.to_vec();
+            let keep = k1 * l.mcu_h;
             b[l.height_at..l.height_at + 2].copy_from_slice(&(keep as u16).to_be_bytes());
-            (0, b)
+            (0, Cow::Owned(b))
         }
+        None => (0, Cow::Borrowed(bytes)),
     };
     let options = zune_core::options::DecoderOptions::default()
         .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB)
@@ -610,7 +612,7 @@ mod tests {
             let (mut shortest, mut latest) = (full.height, 0);
             for r0 in 0..full.height {
                 for r1 in r0 + 1..=full.height {
-                    let band = decode_band(&path, bytes.clone(), r0..r1, &index)
+                    let band = decode_band(&path, &bytes, r0..r1, &index)
                         .unwrap()
                         .unwrap_or_else(|| panic!("{name}: declined"));
                     assert_eq!(band.full, (full.width, full.height), "{name}");
@@ -646,16 +648,16 @@ mod tests {
             let path = fixture(name);
             let bytes = std::fs::read(&path).unwrap();
             assert!(
-                decode_band(&path, bytes, 0..1, &index).unwrap().is_none(),
+                decode_band(&path, &bytes, 0..1, &index).unwrap().is_none(),
                 "{name}"
             );
         }
         // Not a JPEG at all, or cut off inside its headers.
         let path = fixture("s420.jpg");
         let bytes = std::fs::read(&path).unwrap();
-        let png = b"\x89PNG\r\n".to_vec();
+        let png = b"\x89PNG\r\n";
         assert!(decode_band(&path, png, 0..1, &index).unwrap().is_none());
-        assert!(decode_band(&path, bytes[..200].to_vec(), 0..1, &index)
+        assert!(decode_band(&path, &bytes[..200], 0..1, &index)
             .unwrap()
             .is_none());
     }
@@ -688,7 +690,7 @@ mod tests {
                 // An index of the intact file applied to the damaged one, and a fresh one.
                 let _ = band_jpeg(&l, &bytes, &stale, 1, 3);
                 let _ = RowIndex::build(&l, &bytes);
-                let _ = decode_band(&path, bytes, 20..30, &OnceLock::new());
+                let _ = decode_band(&path, &bytes, 20..30, &OnceLock::new());
             }
         }
         // Cut short inside the entropy data.
