@@ -3,7 +3,8 @@
 //! how often each shape occurs. `FLUSH=1` writes a 128 MB buffer before each timed call, so
 //! the operands start out of cache as they do inside a whole network.
 //!
-//! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_layers`.
+//! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_layers` (`ONLY=0,4`
+//! times only those rows of the table).
 
 use std::time::Instant;
 use yolo_tensor::{Conv2dParams, Tensor};
@@ -74,7 +75,14 @@ fn main() {
     ];
     let (mut tf, mut tx, mut tw) = (0.0, 0.0, 0.0);
     println!("cin cout k s hw count | fwd ms GF/s | dx ms GF/s | dw ms GF/s");
-    for &(cin, cout, k, s, hw, cnt) in shapes {
+    // `ONLY=i,j,…` times only those rows of the table (0-based), e.g. to profile one shape.
+    let only: Option<Vec<usize>> = std::env::var("ONLY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
+    for (i, &(cin, cout, k, s, hw, cnt)) in shapes.iter().enumerate() {
+        if only.as_ref().is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
         let x = tensor(&[n, cin, hw, hw], 1).detach().with_grad();
         let w = tensor(&[cout, cin, k, k], 2)
             .mul_scalar(0.05)
