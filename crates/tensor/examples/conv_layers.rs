@@ -4,7 +4,8 @@
 //! the operands start out of cache as they do inside a whole network.
 //!
 //! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_layers` (`ONLY=0,4`
-//! times only those rows of the table).
+//! times only those rows of the table; `AB=1` times forward + backward with the 1×1
+//! convolutions' own GEMM against the `gemm` crate's, alternating).
 
 use std::time::Instant;
 use yolo_tensor::{Conv2dParams, Tensor};
@@ -93,6 +94,38 @@ fn main() {
         let oh = y.shape()[2];
         let dy = tensor(y.shape(), 3);
         let flops = 2.0 * (n * cin * cout * oh * oh * k * k) as f64;
+        if std::env::var("AB").is_ok() {
+            // Forward and input gradient through the 1×1 convolutions' own GEMM and through
+            // the `gemm` crate, alternating in this process (the host is too noisy to compare
+            // two runs).
+            let (mut own, mut other) = (vec![], vec![]);
+            for i in 0..22 {
+                yolo_tensor::set_pointwise_gemm(i % 2 == 0);
+                flush(&mut big);
+                let t = Instant::now();
+                let y = x.conv2d(&w, None, p).unwrap();
+                y.backward_with(&dy).unwrap();
+                let e = t.elapsed().as_secs_f64();
+                x.zero_grad();
+                w.zero_grad();
+                if i % 2 == 0 {
+                    own.push(e)
+                } else {
+                    other.push(e)
+                }
+            }
+            yolo_tensor::set_pointwise_gemm(true);
+            let (a, b) = (median(own), median(other));
+            tf += a * cnt as f64;
+            tx += b * cnt as f64;
+            println!(
+                "{cin:4} {cout:4} {k} {s} {hw:4} x{cnt} | own {:7.2} ms | gemm crate {:7.2} ms | {:.2}",
+                a * 1e3,
+                b * 1e3,
+                a / b
+            );
+            continue;
+        }
         let (mut f, mut b) = (vec![], vec![]);
         for _ in 0..7 {
             flush(&mut big);
@@ -132,6 +165,14 @@ fn main() {
             wm * 1e3,
             flops / wm / 1e9
         );
+    }
+    if std::env::var("AB").is_ok() {
+        println!(
+            "total (×count): own {:.1} ms, gemm crate {:.1} ms",
+            tf * 1e3,
+            tx * 1e3
+        );
+        return;
     }
     println!(
         "total (×count): fwd {:.1} ms, dx {:.1} ms, dw {:.1} ms",

@@ -39,6 +39,8 @@ pub use autograd::{
     is_grad_enabled, no_grad, set_backward_profiling, set_grad_enabled, take_backward_profile,
     GradModeGuard,
 };
+#[doc(hidden)]
+pub use cpu::convgemm::set_pointwise_gemm;
 pub use cuda::{
     cuda_conv_backend, cuda_device_count, cuda_memory_stats, cuda_status, mixed_precision,
     reset_cuda_peak_memory, set_mixed_precision, synchronize, CudaMemoryStats,

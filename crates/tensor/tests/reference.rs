@@ -183,6 +183,45 @@ fn conv2d_matches_naive() {
             },
         ),
         (
+            // Wide enough for the 1×1 convolutions' own GEMM, forward and input gradient:
+            // channel counts off the 4-channel tiles, pixels off the 24-pixel strips.
+            "1x1 own gemm",
+            Conv {
+                n: 2,
+                c: 70,
+                h: 7,
+                w: 9,
+                co: 67,
+                k: (1, 1),
+                p: Conv2dParams::new(1, 0),
+            },
+        ),
+        (
+            // More than one 256-deep reduction block.
+            "1x1 own gemm k blocks",
+            Conv {
+                n: 1,
+                c: 300,
+                h: 11,
+                w: 10,
+                co: 13,
+                k: (1, 1),
+                p: Conv2dParams::new(1, 0),
+            },
+        ),
+        (
+            "1x1 own gemm groups 2",
+            Conv {
+                n: 2,
+                c: 140,
+                h: 5,
+                w: 6,
+                co: 134,
+                k: (1, 1),
+                p: Conv2dParams::new(1, 0).with_groups(2),
+            },
+        ),
+        (
             "groups 3",
             Conv {
                 n: 2,

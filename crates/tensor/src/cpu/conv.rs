@@ -271,6 +271,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) 
         row_bands(g, others, min_tasks())
     };
     let tasks = task_list(g.n, g.p.groups, bands.len());
+    let own = pointwise && super::convgemm::enabled(cout_g, k);
     crate::threads::install(|| {
         tasks.par_iter().for_each(|&(n, grp, b)| {
             let (lo, hi) = bands[b];
@@ -282,6 +283,14 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) 
             let obase = (n * g.c_out + grp * cout_g) * ohw + p0;
             // SAFETY: this task alone writes rows grp·cout_g.. of image n, pixels p0..p0+t.
             let c = unsafe { outp.get().add(obase) };
+            if own {
+                let xb = &x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..];
+                let wg = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
+                let bg = bias.map(|b| &b[grp * cout_g..(grp + 1) * cout_g]);
+                // SAFETY: as above; the CPU has AVX2 and FMA (convgemm::enabled).
+                unsafe { pointwise_own(xb, ohw, wg, cout_g, k, t, c, ohw, bg) };
+                return;
+            }
             if let Some(bias) = bias {
                 for o in 0..cout_g {
                     let v = bias[grp * cout_g + o];
@@ -325,6 +334,44 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) 
     out
 }
 
+/// `c[o·c_rs + p] = bias[o] + Σ_j w[o, j] · src[j·src_rs + p]` for `o < m`, `j < k`, `p < t`:
+/// one band of a 1×1 convolution through [`super::convgemm`].
+///
+/// # Safety
+/// As [`super::convgemm::multiply`]: `c` is this task's alone for those elements, and the CPU
+/// has AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pointwise_own(
+    src: &[f32],
+    src_rs: usize,
+    w: &[f32],
+    m: usize,
+    k: usize,
+    t: usize,
+    c: *mut f32,
+    c_rs: usize,
+    bias: Option<&[f32]>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::convgemm::{k_blocks, multiply, packed_len, scatter_row};
+        let blocks = k_blocks(k);
+        with_scratch(packed_len(t, blocks[0].1), |packed| {
+            for &(k0, kcl) in &blocks {
+                for kk in 0..kcl {
+                    scatter_row(&src[(k0 + kk) * src_rs..][..t], kk, kcl, packed);
+                }
+                multiply(m, t, (k, k0, kcl), w, packed, c, c_rs, k0 == 0, bias);
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (src, src_rs, w, m, k, t, c, c_rs, bias);
+        unreachable!("convgemm::enabled is false without AVX2")
+    }
+}
+
 /// Gradient of the input: `dy` is N×Cout×OH×OW.
 pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
@@ -343,6 +390,32 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         let dxp = SharedMut(dx.as_mut_ptr());
         let bands = pointwise_bands(g, others, min_tasks());
         let tasks = task_list(g.n, g.p.groups, bands.len());
+        if super::convgemm::enabled(cin_g, cout_g) {
+            // Wᵀ per group (cin_g rows of cout_g), so that the weights are row streams.
+            let mut wt = vec![0.0f32; w.len()];
+            for grp in 0..g.p.groups {
+                let (src, dst) = (&w[grp * cout_g * k..], &mut wt[grp * cin_g * cout_g..]);
+                for co in 0..cout_g {
+                    for ci in 0..cin_g {
+                        dst[ci * cout_g + co] = src[co * k + ci];
+                    }
+                }
+            }
+            crate::threads::install(|| {
+                tasks.par_iter().for_each(|&(n, grp, b)| {
+                    let (p0, p1) = bands[b];
+                    let dyb = &dy[(n * g.c_out + grp * cout_g) * ohw + p0..];
+                    let wg = &wt[grp * cin_g * cout_g..(grp + 1) * cin_g * cout_g];
+                    // SAFETY: this task alone writes channels of group grp, image n, pixels
+                    // p0..p1; the CPU has AVX2 and FMA (convgemm::enabled).
+                    unsafe {
+                        let c = dxp.get().add((n * g.c_in + grp * cin_g) * hw + p0);
+                        pointwise_own(dyb, ohw, wg, cin_g, cout_g, p1 - p0, c, hw, None)
+                    };
+                })
+            });
+            return dx;
+        }
         crate::threads::install(|| {
             tasks.par_iter().for_each(|&(n, grp, b)| {
                 let (p0, p1) = bands[b];

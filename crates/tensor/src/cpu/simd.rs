@@ -169,14 +169,23 @@ mod silu {
         let r = _mm256_fnmadd_ps(n, ps(0.693_359_4), x);
         let r = _mm256_fnmadd_ps(n, ps(-2.121_944_4e-4), r);
         let mut p = ps(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
             p = _mm256_fmadd_ps(p, r, ps(c));
         }
         let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, ps(1.0)));
         // 2^n from t's low mantissa bits, as math::exp does.
         let bits = _mm256_slli_epi32(
             _mm256_add_epi32(
-                _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(MAGIC.to_bits() as i32)),
+                _mm256_sub_epi32(
+                    _mm256_castps_si256(t),
+                    _mm256_set1_epi32(MAGIC.to_bits() as i32),
+                ),
                 _mm256_set1_epi32(127),
             ),
             23,
@@ -256,7 +265,10 @@ mod silu {
             let (mut bx, mut bg) = ([0.0f32; 8], [0.0f32; 8]);
             bx[..n - i].copy_from_slice(&x[i..n]);
             bg[..n - i].copy_from_slice(&g[i..n]);
-            let r = _mm256_mul_ps(_mm256_loadu_ps(bg.as_ptr()), df8(_mm256_loadu_ps(bx.as_ptr())));
+            let r = _mm256_mul_ps(
+                _mm256_loadu_ps(bg.as_ptr()),
+                df8(_mm256_loadu_ps(bx.as_ptr())),
+            );
             _mm256_storeu_ps(bx.as_mut_ptr(), r);
             dx[i..n].copy_from_slice(&bx[..n - i]);
         }
@@ -549,7 +561,12 @@ mod silu_tests {
                 let v = x[i];
                 let (sy, sd) = (UnaryOp::Silu.f(v), gy[i] * UnaryOp::Silu.df(v));
                 if v.is_nan() {
-                    assert!(y[i].is_nan() && dx[i].is_nan(), "silu(NaN) = {}, {}", y[i], dx[i]);
+                    assert!(
+                        y[i].is_nan() && dx[i].is_nan(),
+                        "silu(NaN) = {}, {}",
+                        y[i],
+                        dx[i]
+                    );
                     continue;
                 }
                 if v.is_infinite() || v.abs() > 1e29 {
@@ -557,7 +574,12 @@ mod silu_tests {
                     let near = |a: f32, b: f32| {
                         a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 2.5e-7 * b.abs()
                     };
-                    assert!(near(y[i], sy) && near(dx[i], sd), "silu({v}): {} {}", y[i], dx[i]);
+                    assert!(
+                        near(y[i], sy) && near(dx[i], sd),
+                        "silu({v}): {} {}",
+                        y[i],
+                        dx[i]
+                    );
                     continue;
                 }
                 let (ey, ed) = (silu64(v as f64), gy[i] as f64 * dsilu64(v as f64));
@@ -566,8 +588,16 @@ mod silu_tests {
                 // Error relative to |g|·(1 + |x|): the derivative crosses zero near x = −1.28,
                 // and 1 − σ(x) cancels for large x (its rounding error is scaled by x).
                 let dtol = 4e-7 * ed.abs() + 2e-7 * (gy[i].abs() * (1.0 + v.abs())) as f64;
-                assert!((dx[i] as f64 - ed).abs() <= dtol, "silu'({v}): {} not {ed}", dx[i]);
-                assert!((y[i] - sy).abs() <= 2.5e-7 * sy.abs(), "silu({v}): {} vs scalar {sy}", y[i]);
+                assert!(
+                    (dx[i] as f64 - ed).abs() <= dtol,
+                    "silu'({v}): {} not {ed}",
+                    dx[i]
+                );
+                assert!(
+                    (y[i] - sy).abs() <= 2.5e-7 * sy.abs(),
+                    "silu({v}): {} vs scalar {sy}",
+                    y[i]
+                );
             }
         }
         assert_eq!(UnaryOp::Silu.code().0, super::SILU);
