@@ -21,8 +21,6 @@ head:
   [[[2], 1, Detect, [nc, anchors]]]
 ";
 
-use yolo_testutil::root;
-
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("yf-ddp-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -62,8 +60,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn two_cpu_processes_train_one_run_and_only_rank0_writes() {
-    let dir = tmp("run");
-    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &dir.join("data"));
+    let dir = yolo_testutil::sample_copy("ddp-cli-run");
     std::fs::write(dir.join("tiny.yaml"), TINY_YAML).unwrap();
     let port = free_port();
     let args = |rank: usize| -> Vec<String> {

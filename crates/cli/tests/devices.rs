@@ -119,12 +119,9 @@ fn devices_lists_cpu_and_cuda_status() {
 /// checkpoints go through the CUDA backend, and the run ends with the weights a CPU run gets.
 #[test]
 fn training_on_the_emulated_gpu_matches_the_cpu() {
-    let dir = std::env::temp_dir().join(format!("yf-emu-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     // a private copy of the sample dataset (training writes label caches next to the labels)
-    let data = dir.join("shapes");
-    yolo_testutil::copy_dir(&root().join("datasets/samples/shapes"), &data);
-    let data_yaml = data.join("data.yaml");
+    let dir = yolo_testutil::sample_copy("emu-train");
+    let data_yaml = dir.join("data/data.yaml");
     let run = |device: &str, emulate: bool| {
         let mut c = bin();
         if emulate {
