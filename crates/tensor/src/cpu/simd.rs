@@ -260,6 +260,16 @@ mod silu {
         e
     }
 
+    /// Four consecutive vectors from `p`.
+    #[inline(always)]
+    unsafe fn load4(p: *const f32) -> [__m256; 4] {
+        let mut v = [_mm256_setzero_ps(); 4];
+        for (j, v) in v.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(p.add(8 * j));
+        }
+        v
+    }
+
     /// `y = silu(x)`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn fwd(x: &[f32], y: &mut [f32]) {
@@ -267,10 +277,7 @@ mod silu {
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let mut i = 0;
         while i + 32 <= n {
-            let mut v = [_mm256_setzero_ps(); 4];
-            for (j, v) in v.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(xp.add(i + 8 * j));
-            }
+            let v = load4(xp.add(i));
             let r = fwd8(v);
             for (j, r) in r.iter().enumerate() {
                 _mm256_storeu_ps(yp.add(i + 8 * j), *r);
@@ -298,10 +305,7 @@ mod silu {
         let (xp, gp, dp) = (x.as_ptr(), g.as_ptr(), dx.as_mut_ptr());
         let mut i = 0;
         while i + 32 <= n {
-            let mut v = [_mm256_setzero_ps(); 4];
-            for (j, v) in v.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(xp.add(i + 8 * j));
-            }
+            let v = load4(xp.add(i));
             let d = df8(v);
             for (j, d) in d.iter().enumerate() {
                 let gv = _mm256_loadu_ps(gp.add(i + 8 * j));
