@@ -95,9 +95,9 @@ fn main() {
         let dy = tensor(y.shape(), 3);
         let flops = 2.0 * (n * cin * cout * oh * oh * k * k) as f64;
         if std::env::var("AB").is_ok() {
-            // Forward and input gradient through the 1×1 convolutions' own GEMM and through
-            // the `gemm` crate, alternating in this process (the host is too noisy to compare
-            // two runs).
+            // Forward + backward with the 1×1 convolutions' own GEMM and with the `gemm`
+            // crate alone, alternating in this process (the host is too noisy to compare two
+            // runs).
             let (mut own, mut other) = (vec![], vec![]);
             for i in 0..22 {
                 yolo_tensor::set_pointwise_gemm(i % 2 == 0);

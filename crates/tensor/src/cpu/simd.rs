@@ -212,17 +212,13 @@ mod silu {
         x
     }
 
-    /// `1 + e^-x`.
+    /// `e^-x`.
     #[inline(always)]
-    unsafe fn denom8<const N: usize>(mut x: [__m256; N]) -> [__m256; N] {
+    unsafe fn exp_neg8<const N: usize>(mut x: [__m256; N]) -> [__m256; N] {
         for v in x.iter_mut() {
             *v = _mm256_xor_ps(*v, _mm256_set1_ps(-0.0));
         }
-        let mut e = exp8(x);
-        for v in e.iter_mut() {
-            *v = _mm256_add_ps(_mm256_set1_ps(1.0), *v);
-        }
-        e
+        exp8(x)
     }
 
     /// `1/d` from the hardware estimate and one Newton step, within 2^-22 relative: the
@@ -235,11 +231,11 @@ mod silu {
 
     #[inline(always)]
     unsafe fn fwd8<const N: usize>(x: [__m256; N]) -> [__m256; N] {
-        let mut d = denom8(x);
+        let mut e = exp_neg8(x);
         for i in 0..N {
-            d[i] = _mm256_mul_ps(x[i], recip8(d[i]));
+            e[i] = _mm256_mul_ps(x[i], recip8(_mm256_add_ps(_mm256_set1_ps(1.0), e[i])));
         }
-        d
+        e
     }
 
     /// σ(x)·(1 + x·(1 − σ(x))), with 1 − σ(x) = e^−x·σ(x) (no cancellation when σ ≈ 1,
@@ -247,11 +243,7 @@ mod silu {
     #[inline(always)]
     unsafe fn df8<const N: usize>(x: [__m256; N]) -> [__m256; N] {
         let one = _mm256_set1_ps(1.0);
-        let mut e = x;
-        for v in e.iter_mut() {
-            *v = _mm256_xor_ps(*v, _mm256_set1_ps(-0.0));
-        }
-        let mut e = exp8(e);
+        let mut e = exp_neg8(x);
         for i in 0..N {
             let s = recip8(_mm256_add_ps(one, e[i]));
             let q = _mm256_mul_ps(e[i], s);
