@@ -5,7 +5,8 @@
 //!
 //! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_layers` (`ONLY=0,4`
 //! times only those rows of the table; `AB=1` times forward + backward with the 1×1
-//! convolutions' own GEMM against the `gemm` crate's, alternating).
+//! convolutions' own GEMM against the `gemm` crate's, alternating; `AB=direct` the same with
+//! the direct convolution on and off).
 
 use std::time::Instant;
 use yolo_tensor::{Conv2dParams, Tensor};
@@ -98,9 +99,17 @@ fn main() {
             // Forward + backward with the 1×1 convolutions' own GEMM and with the `gemm`
             // crate alone, alternating in this process (the host is too noisy to compare two
             // runs).
+            let direct = std::env::var("AB").is_ok_and(|v| v == "direct");
+            let set = |on: bool| {
+                if direct {
+                    yolo_tensor::set_direct_conv(on)
+                } else {
+                    yolo_tensor::set_pointwise_gemm(on)
+                }
+            };
             let (mut own, mut other) = (vec![], vec![]);
             for i in 0..22 {
-                yolo_tensor::set_pointwise_gemm(i % 2 == 0);
+                set(i % 2 == 0);
                 flush(&mut big);
                 let t = Instant::now();
                 let y = x.conv2d(&w, None, p).unwrap();
@@ -114,12 +123,12 @@ fn main() {
                     other.push(e)
                 }
             }
-            yolo_tensor::set_pointwise_gemm(true);
+            set(true);
             let (a, b) = (median(own), median(other));
             tf += a * cnt as f64;
             tx += b * cnt as f64;
             println!(
-                "{cin:4} {cout:4} {k} {s} {hw:4} x{cnt} | own {:7.2} ms | gemm crate {:7.2} ms | {:.2}",
+                "{cin:4} {cout:4} {k} {s} {hw:4} x{cnt} | on {:7.2} ms | off {:7.2} ms | {:.2}",
                 a * 1e3,
                 b * 1e3,
                 a / b
@@ -168,7 +177,7 @@ fn main() {
     }
     if std::env::var("AB").is_ok() {
         println!(
-            "total (×count): own {:.1} ms, gemm crate {:.1} ms",
+            "total (×count): on {:.1} ms, off {:.1} ms",
             tf * 1e3,
             tx * 1e3
         );

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::tensor::{Node, Tensor};
+use crate::Device;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,6 +117,15 @@ impl Tensor {
 
     /// Back-propagates `grad` (same shape as self) through the graph.
     pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        if self.device() == Device::Cpu {
+            // The whole pass on a kernel-pool thread: every op's kernels then start without a
+            // cross-thread hand-off (one per pass instead of one per op).
+            return crate::threads::in_pool(|| self.backward_here(grad));
+        }
+        self.backward_here(grad)
+    }
+
+    fn backward_here(&self, grad: &Tensor) -> Result<()> {
         if grad.shape() != self.shape() {
             return Err(Error::Backward(format!(
                 "gradient of shape {:?} for a tensor of shape {:?}",

@@ -270,6 +270,58 @@ fn conv2d_matches_naive() {
             },
         ),
         (
+            // The direct convolution (output channels in blocks of 16): two blocks, rows of
+            // 13 pixels (two 6-pixel groups and a 1-pixel tail), the input gradient through the
+            // same path (stride 1), more than one band per image.
+            "3x3 direct",
+            Conv {
+                n: 2,
+                c: 64,
+                h: 70,
+                w: 13,
+                co: 32,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 1),
+            },
+        ),
+        (
+            // Stride 2 with every tail length 1..5 over the rows of 11 and 7 pixels.
+            "3x3 s2 direct",
+            Conv {
+                n: 3,
+                c: 5,
+                h: 9,
+                w: 21,
+                co: 16,
+                k: (3, 3),
+                p: Conv2dParams::new(2, 1),
+            },
+        ),
+        (
+            "6x6 s2 p2 stem direct",
+            Conv {
+                n: 2,
+                c: 3,
+                h: 26,
+                w: 34,
+                co: 16,
+                k: (6, 6),
+                p: Conv2dParams::new(2, 2),
+            },
+        ),
+        (
+            "dilated unpadded direct",
+            Conv {
+                n: 1,
+                c: 4,
+                h: 15,
+                w: 16,
+                co: 16,
+                k: (3, 5),
+                p: Conv2dParams::new(1, 0).with_dilation(2),
+            },
+        ),
+        (
             "dilated",
             Conv {
                 n: 1,

@@ -259,6 +259,10 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) 
     if is_depthwise(g) {
         return depthwise_forward(x, w, bias, g);
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::enabled(g) {
+        return super::direct::forward(x, w, bias, g, min_tasks());
+    }
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
     let (cout_g, k) = (g.cout_g(), g.k());

@@ -4,6 +4,7 @@
 pub(crate) mod buffer;
 pub(crate) mod conv;
 pub(crate) mod convgemm;
+pub(crate) mod direct;
 pub(crate) mod gemm;
 pub(crate) mod norm;
 pub(crate) mod pool;

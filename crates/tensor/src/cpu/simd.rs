@@ -500,7 +500,7 @@ fn transpose_scalar(
 /// One 8×8 block: rows of `src` (stride `srs`) become columns of `dst` (stride `drs`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transpose8_avx2(src: *const f32, srs: usize, dst: *mut f32, drs: usize) {
+pub(crate) unsafe fn transpose8_avx2(src: *const f32, srs: usize, dst: *mut f32, drs: usize) {
     use std::arch::x86_64::*;
     let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * srs)));
     // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves.

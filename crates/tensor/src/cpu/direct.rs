@@ -1,0 +1,328 @@
+//! Direct (im2col-free) forward convolution for k > 1, ungrouped convolutions whose output
+//! channels come in blocks of [`OB`] (AVX2 + FMA). The microkernel keeps [`PX`] output pixels ×
+//! 16 output channels in registers (two 8-channel vectors per pixel: 12 accumulators); for
+//! every (input channel, tap) it loads 16 packed weights and broadcasts each pixel's input value,
+//! so any stride or dilation is only a different address, and the input is read in place from a
+//! zero-padded copy of the task's rows instead of being unrolled nine times. Finished rows of
+//! pixel-major tiles are transposed into the NCHW output with 8 × 8 register transposes.
+//!
+//! Against im2col + the `gemm` crate on yolov5n's 3×3 and 6×6 shapes at batch 8 (in one
+//! process, alternating): 0.62–0.84 of the time (see docs/benchmarks.md).
+
+use super::simd::has_avx2_fma;
+use crate::op::ConvGeom;
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Output channels per block (two AVX vectors).
+pub(crate) const OB: usize = 16;
+/// Output pixels per microkernel call.
+const PX: usize = 6;
+/// Floats of one channel block's weights for one chunk of input channels (kept in L1).
+const CHUNK_WEIGHTS: usize = 4096;
+/// Floats of pixel-major output tiles per group of rows (kept in L1 next to the weights).
+const TILE_BUDGET: usize = 4096;
+/// Floats of zero-padded input rows per task (kept in L2 while every channel block reads it).
+const SLAB_BUDGET: usize = 48 * 1024;
+
+/// 0: not read yet, 1: on, 2: off (`YOLO_CONV_DIRECT=off`).
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the direct convolution at run time (benchmarks compare both in one process): on by
+/// default, off (im2col + GEMM) with `YOLO_CONV_DIRECT=off`.
+pub fn set_direct_conv(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, Relaxed);
+}
+
+/// Whether the forward convolution `g` takes this path.
+pub(crate) fn enabled(g: &ConvGeom) -> bool {
+    let mut mode = MODE.load(Relaxed);
+    if mode == 0 {
+        mode = if std::env::var("YOLO_CONV_DIRECT").is_ok_and(|v| v == "off") {
+            2
+        } else {
+            1
+        };
+        MODE.store(mode, Relaxed);
+    }
+    mode == 1
+        && g.p.groups == 1
+        && g.kh * g.kw > 1
+        && g.c_out % OB == 0
+        && g.oh > 0
+        && g.ow > 0
+        && has_avx2_fma()
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// This thread's padded input rows and its pixel-major output tile.
+    static BUFS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A raw pointer that tasks share to write disjoint rows of one output buffer.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only its own output rows (see `forward`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// Output-row bands: padded input rows per band within [`SLAB_BUDGET`], and at least
+/// `min_tasks` (image, band) tasks overall.
+fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Vec<(usize, usize)> {
+    let (sh, dh) = (g.p.stride.0, g.p.dilation.0);
+    let slab_rows = |r: usize| (r - 1) * sh + (g.kh - 1) * dh + 1;
+    let mut rows = g.oh;
+    while rows > 1 && g.c_in * slab_rows(rows) * wp > SLAB_BUDGET {
+        rows = rows.div_ceil(2);
+    }
+    while rows > 1 && g.n * g.oh.div_ceil(rows) < min_tasks {
+        rows = rows.div_ceil(2);
+    }
+    (0..g.oh)
+        .step_by(rows)
+        .map(|r| (r, (r + rows).min(g.oh)))
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Forward convolution (see [`enabled`] for which): `x` is N×C×H×W, `w` is Cout×C×kh×kw.
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+    min_tasks: usize,
+) -> Vec<f32> {
+    let (kh, kw, cin, cout) = (g.kh, g.kw, g.c_in, g.c_out);
+    let (sh, sw) = g.p.stride;
+    let (ph, pw) = g.p.padding;
+    let (dh, dw) = g.p.dilation;
+    let (kk, k) = (kh * kw, cin * kh * kw);
+    let nb = cout / OB;
+    let chunk = (CHUNK_WEIGHTS / (OB * kk)).clamp(1, cin);
+    // Weights as [block][k][16], the start 32-byte aligned.
+    let mut wbuf = vec![0.0f32; nb * k * OB + 8];
+    let w0 = wbuf.as_ptr().align_offset(32).min(8);
+    for b in 0..nb {
+        for o in 0..OB {
+            let src = &w[(b * OB + o) * k..][..k];
+            for (kk, v) in src.iter().enumerate() {
+                wbuf[w0 + (b * k + kk) * OB + o] = *v;
+            }
+        }
+    }
+    let wpk = &wbuf[w0..w0 + nb * k * OB];
+    let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
+    let wp = g.w + 2 * pw;
+    let bands = bands(g, wp, min_tasks);
+    let max_rows = bands.iter().map(|b| b.1 - b.0).max().unwrap_or(1);
+    let slab_h = (max_rows - 1) * sh + (kh - 1) * dh + 1;
+    let slab_plane = slab_h * wp;
+    // Offset of every (input channel, tap) from a pixel's top-left input, in the slab.
+    let offs: Vec<isize> = (0..cin)
+        .flat_map(|c| {
+            (0..kh).flat_map(move |ki| {
+                (0..kw).map(move |kj| (c * slab_plane + ki * dh * wp + kj * dw) as isize)
+            })
+        })
+        .collect();
+    let ohw = g.oh * g.ow;
+    let mut out = super::buffer::alloc(g.n * cout * ohw);
+    let outp = OutPtr(out.as_mut_ptr());
+    let tasks: Vec<(usize, usize)> = (0..g.n)
+        .flat_map(|n| (0..bands.len()).map(move |b| (n, b)))
+        .collect();
+    crate::threads::install(|| {
+        tasks.par_iter().for_each(|&(n, band)| {
+            let (oy0, oy1) = bands[band];
+            BUFS.with(|bufs| {
+                let (slab, tile) = &mut *bufs.borrow_mut();
+                if slab.len() < cin * slab_plane {
+                    slab.resize(cin * slab_plane, 0.0);
+                }
+                let tile_len = TILE_BUDGET.max(g.ow * OB);
+                if tile.len() < tile_len {
+                    tile.resize(tile_len, 0.0);
+                }
+                // The padded rows this band reads: padded row oy0·sh + r is input row
+                // oy0·sh + r − ph.
+                let rows = (oy1 - oy0 - 1) * sh + (kh - 1) * dh + 1;
+                for c in 0..cin {
+                    let xc = &x[(n * cin + c) * g.h * g.w..][..g.h * g.w];
+                    for r in 0..rows {
+                        let dst = &mut slab[c * slab_plane + r * wp..][..wp];
+                        let iy = (oy0 * sh + r) as isize - ph as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        dst[..pw].fill(0.0);
+                        dst[pw + g.w..].fill(0.0);
+                        dst[pw..pw + g.w].copy_from_slice(&xc[iy as usize * g.w..][..g.w]);
+                    }
+                }
+                // Per channel block: rows in groups whose tiles fit L1 next to one chunk of
+                // input channels' weights, so that chunk stays in L1 over the group's rows.
+                let group = (TILE_BUDGET / (g.ow * OB)).clamp(1, oy1 - oy0);
+                for b in 0..nb {
+                    let wb = &wpk[b * k * OB..(b + 1) * k * OB];
+                    let bb: &[f32; OB] = biasv[b * OB..(b + 1) * OB]
+                        .try_into()
+                        .expect("a block of 16 bias values");
+                    for r0 in (oy0..oy1).step_by(group) {
+                        let r1 = (r0 + group).min(oy1);
+                        for c0 in (0..cin).step_by(chunk) {
+                            let c1 = (c0 + chunk).min(cin);
+                            let offs = &offs[c0 * kk..c1 * kk];
+                            let wc = &wb[c0 * kk * OB..c1 * kk * OB];
+                            for oy in r0..r1 {
+                                let row = &slab[(oy - oy0) * sh * wp..];
+                                let t = &mut tile[(oy - r0) * g.ow * OB..][..g.ow * OB];
+                                // SAFETY: the CPU has AVX2 and FMA (`enabled`); every
+                                // pixel's reads (row offset + (ox + j)·sw + offs[kk]) stay
+                                // inside the slab by the output size arithmetic.
+                                unsafe {
+                                    conv_row(row, g.ow, sw, wc, offs, (c0 == 0).then_some(bb), t)
+                                };
+                            }
+                        }
+                        for oy in r0..r1 {
+                            // SAFETY: rows oy of channels b·16.. of image n are this task's
+                            // alone; the CPU has AVX2.
+                            unsafe {
+                                let dst = outp.get().add((n * cout + b * OB) * ohw + oy * g.ow);
+                                store_tile(&tile[(oy - r0) * g.ow * OB..], g.ow, dst, ohw);
+                            }
+                        }
+                    }
+                }
+            });
+        })
+    });
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+/// One output row of one channel block: `tile[ox·16 + o] = start + Σ_kk w[kk, o] ·
+/// row[ox·sw + offs[kk]]`, where `start` is `bias[o]`, or with no bias the tile's own value
+/// (the next chunk of input channels accumulates).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `row` holds every element read; `tile` holds `ow·16` floats.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv_row(
+    row: &[f32],
+    ow: usize,
+    sw: usize,
+    w: &[f32],
+    offs: &[isize],
+    bias: Option<&[f32; OB]>,
+    tile: &mut [f32],
+) {
+    debug_assert!(tile.len() >= ow * OB && w.len() >= offs.len() * OB);
+    // Strides 1 and 2 as constants: the pixels' addresses are then immediate displacements
+    // (a run-time stride took five registers and spilled one in the inner loop).
+    match sw {
+        1 => conv_row_s::<1>(row, ow, 1, w, offs, bias, tile),
+        2 => conv_row_s::<2>(row, ow, 2, w, offs, bias, tile),
+        _ => conv_row_s::<0>(row, ow, sw, w, offs, bias, tile),
+    }
+}
+
+/// [`conv_row`] for a stride of `S` (`0`: `sw`, known at run time only).
+#[inline(always)]
+unsafe fn conv_row_s<const S: usize>(
+    row: &[f32],
+    ow: usize,
+    sw: usize,
+    w: &[f32],
+    offs: &[isize],
+    bias: Option<&[f32; OB]>,
+    tile: &mut [f32],
+) {
+    let mut ox = 0;
+    while ox < ow {
+        let n = (ow - ox).min(PX);
+        let (x, t) = (row.as_ptr().add(ox * sw), tile.as_mut_ptr().add(ox * OB));
+        let w = w.as_ptr();
+        // The accumulators' start: the bias for every pixel, or this tile's partial sums.
+        let b = bias.map_or((t as *const f32, OB), |b| (b.as_ptr(), 0));
+        match n {
+            6 => pixels::<6, S>(x, sw, w, offs, b, t),
+            5 => pixels::<5, S>(x, sw, w, offs, b, t),
+            4 => pixels::<4, S>(x, sw, w, offs, b, t),
+            3 => pixels::<3, S>(x, sw, w, offs, b, t),
+            2 => pixels::<2, S>(x, sw, w, offs, b, t),
+            _ => pixels::<1, S>(x, sw, w, offs, b, t),
+        }
+        ox += n;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// The microkernel: `N` pixels (input at `x + j·stride`, the stride `S` or else `sw`) × 16
+/// channels, over every offset; pixel `j` starts from the 16 floats at `init + j·init_step`.
+#[inline(always)]
+unsafe fn pixels<const N: usize, const S: usize>(
+    x: *const f32,
+    sw: usize,
+    w: *const f32,
+    offs: &[isize],
+    (init, init_step): (*const f32, usize),
+    tile: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut lo: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(init.add(j * init_step)));
+    let mut hi: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(init.add(j * init_step + 8)));
+    let mut wk = w;
+    for &o in offs {
+        let xp = x.offset(o);
+        let (w0, w1) = (_mm256_loadu_ps(wk), _mm256_loadu_ps(wk.add(8)));
+        for j in 0..N {
+            let v = _mm256_broadcast_ss(&*xp.add(j * if S == 0 { sw } else { S }));
+            lo[j] = _mm256_fmadd_ps(v, w0, lo[j]);
+            hi[j] = _mm256_fmadd_ps(v, w1, hi[j]);
+        }
+        wk = wk.add(OB);
+    }
+    for j in 0..N {
+        _mm256_storeu_ps(tile.add(j * OB), lo[j]);
+        _mm256_storeu_ps(tile.add(j * OB + 8), hi[j]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Writes a pixel-major tile (`ow` rows of 16 channels) as 16 output rows of `ow` pixels
+/// (stride `rs`).
+///
+/// # Safety
+/// The CPU has AVX2; `dst` is valid for writes at `o·rs + j`, `o < 16`, `j < ow`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_tile(tile: &[f32], ow: usize, dst: *mut f32, rs: usize) {
+    let full = ow / 8 * 8;
+    for j in (0..full).step_by(8) {
+        for h in 0..2 {
+            super::simd::transpose8_avx2(
+                tile.as_ptr().add(j * OB + h * 8),
+                OB,
+                dst.add(h * 8 * rs + j),
+                rs,
+            );
+        }
+    }
+    for j in full..ow {
+        for o in 0..OB {
+            *dst.add(o * rs + j) = tile[j * OB + o];
+        }
+    }
+}
