@@ -6,8 +6,8 @@
 //! YOLO_THREADS=1 cargo run --release -p yolo-cli --example ab_step -- --switch direct --rounds 12
 //! ```
 //!
-//! `--switch direct`: the direct convolution (`YOLO_CONV_DIRECT`); `pointwise`: the 1×1
-//! convolutions' own GEMM (`YOLO_CONV_GEMM`). Prints the median and minimum step time of each
+//! `--switch direct`: the direct convolution kernels (`YOLO_CONV_DIRECT`); `wgrad`: the direct
+//! weight gradient alone; `pointwise`: the 1×1 convolutions' own GEMM (`YOLO_CONV_GEMM`). Prints the median and minimum step time of each
 //! setting and their ratio (on / off).
 
 use anyhow::{bail, Result};
@@ -38,7 +38,7 @@ struct Args {
     /// Timed steps per setting (after one untimed step each).
     #[arg(long, default_value_t = 10)]
     rounds: usize,
-    /// What to switch: `direct` or `pointwise`.
+    /// What to switch: `direct`, `wgrad` or `pointwise`.
     #[arg(long, default_value = "direct")]
     switch: String,
 }
@@ -52,8 +52,9 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let set: fn(bool) = match a.switch.as_str() {
         "direct" => yolo_tensor::set_direct_conv,
+        "wgrad" => yolo_tensor::set_direct_wgrad,
         "pointwise" => yolo_tensor::set_pointwise_gemm,
-        s => bail!("--switch {s}: expected direct or pointwise"),
+        s => bail!("--switch {s}: expected direct, wgrad or pointwise"),
     };
     let mut cfg = ModelConfig::from_file(&a.cfg)?;
     cfg.nc = a.nc;

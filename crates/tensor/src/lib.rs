@@ -42,7 +42,7 @@ pub use autograd::{
 #[doc(hidden)]
 pub use cpu::convgemm::set_pointwise_gemm;
 #[doc(hidden)]
-pub use cpu::direct::set_direct_conv;
+pub use cpu::direct::{set_direct_conv, set_direct_wgrad};
 pub use cuda::{
     cuda_conv_backend, cuda_device_count, cuda_memory_stats, cuda_status, mixed_precision,
     reset_cuda_peak_memory, set_mixed_precision, synchronize, CudaMemoryStats,

@@ -322,6 +322,20 @@ fn conv2d_matches_naive() {
             },
         ),
         (
+            // The direct weight gradient of a 1×1 convolution: more than one 256-pixel group
+            // and a partial one, six channels per kernel call and a tail of five.
+            "1x1 direct weight gradient",
+            Conv {
+                n: 2,
+                c: 23,
+                h: 23,
+                w: 25,
+                co: 32,
+                k: (1, 1),
+                p: Conv2dParams::new(1, 0),
+            },
+        ),
+        (
             "dilated",
             Conv {
                 n: 1,

@@ -507,6 +507,10 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     if is_depthwise(g) {
         return depthwise_backward_weight(x, dy, g);
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::enabled_wgrad(g) {
+        return super::direct::backward_weight(x, dy, g, min_tasks());
+    }
     let ohw = g.oh * g.ow;
     let (cout_g, k) = (g.cout_g(), g.k());
     let pointwise = g.is_pointwise();

@@ -35,8 +35,8 @@ pub fn set_direct_conv(on: bool) {
     MODE.store(if on { 1 } else { 2 }, Relaxed);
 }
 
-/// Whether the forward convolution `g` takes this path.
-pub(crate) fn enabled(g: &ConvGeom) -> bool {
+/// Whether the direct kernels are on (`YOLO_CONV_DIRECT`, [`set_direct_conv`]).
+fn direct_on() -> bool {
     let mut mode = MODE.load(Relaxed);
     if mode == 0 {
         mode = if std::env::var("YOLO_CONV_DIRECT").is_ok_and(|v| v == "off") {
@@ -47,6 +47,11 @@ pub(crate) fn enabled(g: &ConvGeom) -> bool {
         MODE.store(mode, Relaxed);
     }
     mode == 1
+}
+
+/// Whether the forward convolution `g` takes this path.
+pub(crate) fn enabled(g: &ConvGeom) -> bool {
+    direct_on()
         && g.p.groups == 1
         && g.kh * g.kw > 1
         && g.c_out % OB == 0
@@ -94,6 +99,72 @@ fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// The zero-padded input rows of one (image, band) task: their layout, the bands, and the
+/// offset of every (input channel, tap) from a pixel's top-left input.
+struct Slabs {
+    /// Padded row length.
+    wp: usize,
+    /// Floats per channel (rows of the longest band).
+    plane: usize,
+    /// Output-row bands.
+    bands: Vec<(usize, usize)>,
+    /// `c·plane + ki·dh·wp + kj·dw` for every (c, ki, kj), in weight order.
+    offs: Vec<isize>,
+}
+
+impl Slabs {
+    fn new(g: &ConvGeom, min_tasks: usize) -> Self {
+        let (sh, dh, dw) = (g.p.stride.0, g.p.dilation.0, g.p.dilation.1);
+        let wp = g.w + 2 * g.p.padding.1;
+        let bands = bands(g, wp, min_tasks);
+        let max_rows = bands.iter().map(|b| b.1 - b.0).max().unwrap_or(1);
+        let plane = ((max_rows - 1) * sh + (g.kh - 1) * dh + 1) * wp;
+        let offs = (0..g.c_in)
+            .flat_map(|c| {
+                (0..g.kh).flat_map(move |ki| {
+                    (0..g.kw).map(move |kj| (c * plane + ki * dh * wp + kj * dw) as isize)
+                })
+            })
+            .collect();
+        Self {
+            wp,
+            plane,
+            bands,
+            offs,
+        }
+    }
+}
+
+/// Copies the padded input rows that output rows `oy0..oy1` of image `n` read into `slab`
+/// (padded row `oy0·sh + r` is input row `oy0·sh + r − ph`; outside the image, zeros).
+fn fill_slab(
+    x: &[f32],
+    g: &ConvGeom,
+    n: usize,
+    (oy0, oy1): (usize, usize),
+    wp: usize,
+    plane: usize,
+    slab: &mut [f32],
+) {
+    let (sh, dh) = (g.p.stride.0, g.p.dilation.0);
+    let (ph, pw) = g.p.padding;
+    let rows = (oy1 - oy0 - 1) * sh + (g.kh - 1) * dh + 1;
+    for c in 0..g.c_in {
+        let xc = &x[(n * g.c_in + c) * g.h * g.w..][..g.h * g.w];
+        for r in 0..rows {
+            let dst = &mut slab[c * plane + r * wp..][..wp];
+            let iy = (oy0 * sh + r) as isize - ph as isize;
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            dst[..pw].fill(0.0);
+            dst[pw + g.w..].fill(0.0);
+            dst[pw..pw + g.w].copy_from_slice(&xc[iy as usize * g.w..][..g.w]);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 /// Forward convolution (see [`enabled`] for which): `x` is N×C×H×W, `w` is Cout×C×kh×kw.
 pub(crate) fn forward(
@@ -105,8 +176,6 @@ pub(crate) fn forward(
 ) -> Vec<f32> {
     let (kh, kw, cin, cout) = (g.kh, g.kw, g.c_in, g.c_out);
     let (sh, sw) = g.p.stride;
-    let (ph, pw) = g.p.padding;
-    let (dh, dw) = g.p.dilation;
     let (kk, k) = (kh * kw, cin * kh * kw);
     let nb = cout / OB;
     let chunk = (CHUNK_WEIGHTS / (OB * kk)).clamp(1, cin);
@@ -123,19 +192,12 @@ pub(crate) fn forward(
     }
     let wpk = &wbuf[w0..w0 + nb * k * OB];
     let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
-    let wp = g.w + 2 * pw;
-    let bands = bands(g, wp, min_tasks);
-    let max_rows = bands.iter().map(|b| b.1 - b.0).max().unwrap_or(1);
-    let slab_h = (max_rows - 1) * sh + (kh - 1) * dh + 1;
-    let slab_plane = slab_h * wp;
-    // Offset of every (input channel, tap) from a pixel's top-left input, in the slab.
-    let offs: Vec<isize> = (0..cin)
-        .flat_map(|c| {
-            (0..kh).flat_map(move |ki| {
-                (0..kw).map(move |kj| (c * slab_plane + ki * dh * wp + kj * dw) as isize)
-            })
-        })
-        .collect();
+    let Slabs {
+        wp,
+        plane: slab_plane,
+        bands,
+        offs,
+    } = Slabs::new(g, min_tasks);
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     let outp = OutPtr(out.as_mut_ptr());
@@ -154,23 +216,7 @@ pub(crate) fn forward(
                 if tile.len() < tile_len {
                     tile.resize(tile_len, 0.0);
                 }
-                // The padded rows this band reads: padded row oy0·sh + r is input row
-                // oy0·sh + r − ph.
-                let rows = (oy1 - oy0 - 1) * sh + (kh - 1) * dh + 1;
-                for c in 0..cin {
-                    let xc = &x[(n * cin + c) * g.h * g.w..][..g.h * g.w];
-                    for r in 0..rows {
-                        let dst = &mut slab[c * slab_plane + r * wp..][..wp];
-                        let iy = (oy0 * sh + r) as isize - ph as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        dst[..pw].fill(0.0);
-                        dst[pw + g.w..].fill(0.0);
-                        dst[pw..pw + g.w].copy_from_slice(&xc[iy as usize * g.w..][..g.w]);
-                    }
-                }
+                fill_slab(x, g, n, (oy0, oy1), wp, slab_plane, slab);
                 // Per channel block: rows in groups whose tiles fit L1 next to one chunk of
                 // input channels' weights, so that chunk stays in L1 over the group's rows.
                 let group = (TILE_BUDGET / (g.ow * OB)).clamp(1, oy1 - oy0);
@@ -324,5 +370,232 @@ unsafe fn store_tile(tile: &[f32], ow: usize, dst: *mut f32, rs: usize) {
         for o in 0..OB {
             *dst.add(o * rs + j) = tile[j * OB + o];
         }
+    }
+}
+
+/// Whether the weight gradient of `g` takes this path: the convolutions of [`enabled`], and
+/// 1×1 stride-1 unpadded ones (their input read in place as one long row).
+pub(crate) fn enabled_wgrad(g: &ConvGeom) -> bool {
+    let pointwise = g.is_pointwise();
+    (pointwise || g.kh * g.kw > 1)
+        && WGRAD.load(Relaxed)
+        && direct_on()
+        && g.p.groups == 1
+        && g.c_out % OB == 0
+        && g.oh > 0
+        && g.ow > 0
+        && has_avx2_fma()
+}
+
+/// Whether the weight gradient uses the direct kernel (with the forward pass on).
+static WGRAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Switches the direct weight gradient alone (benchmarks compare it in one process).
+pub fn set_direct_wgrad(on: bool) {
+    WGRAD.store(on, Relaxed);
+}
+
+/// Floats of transposed output gradient per group of pixels (kept in L1).
+const DY_TILE: usize = 4096;
+
+#[cfg(target_arch = "x86_64")]
+/// Weight gradient (see [`enabled_wgrad`] for which): `dW[o, k] = Σ_n Σ_p dy[n, o, p] ·
+/// col[k, p]`, where `col` is the im2col matrix, read in place from padded row slabs. Each
+/// task sums a share of the (image, band) pairs into its own `[block][k][16]` partial.
+pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: usize) -> Vec<f32> {
+    let (cin, cout) = (g.c_in, g.c_out);
+    let k = cin * g.kh * g.kw;
+    let nb = cout / OB;
+    let ohw = g.oh * g.ow;
+    let pointwise = g.is_pointwise();
+    // A 1×1 convolution reads its input in place: one band per image, pixels in groups of
+    // DY_TILE / 16 along the flat plane. Otherwise padded row slabs, as the forward pass.
+    let slabs = (!pointwise).then(|| Slabs::new(g, 1));
+    let nbands = slabs.as_ref().map_or(1, |s| s.bands.len());
+    let items: Vec<(usize, usize)> = (0..g.n)
+        .flat_map(|n| (0..nbands).map(move |b| (n, b)))
+        .collect();
+    let chunks = (min_tasks / 2).clamp(1, items.len());
+    let per = items.len().div_ceil(chunks);
+    let partials: Vec<Vec<f32>> = crate::threads::install(|| {
+        items
+            .par_chunks(per)
+            .map(|items| {
+                let mut part = vec![0.0f32; nb * k * OB];
+                BUFS.with(|bufs| {
+                    let (slab, dyt) = &mut *bufs.borrow_mut();
+                    if dyt.len() < DY_TILE.max(g.ow * OB) {
+                        dyt.resize(DY_TILE.max(g.ow * OB), 0.0);
+                    }
+                    for &(n, band) in items {
+                        match &slabs {
+                            None => {
+                                let xn = &x[n * cin * ohw..(n + 1) * cin * ohw];
+                                let offs: Vec<isize> =
+                                    (0..cin).map(|c| (c * ohw) as isize).collect();
+                                let group = DY_TILE / OB;
+                                for p0 in (0..ohw).step_by(group) {
+                                    let len = group.min(ohw - p0);
+                                    let px = Pixels {
+                                        rows: 1,
+                                        ow: len,
+                                        row_step: 0,
+                                        sw: 1,
+                                    };
+                                    wgrad_group(
+                                        &xn[p0..],
+                                        &offs,
+                                        dy,
+                                        g,
+                                        n,
+                                        (p0, len),
+                                        px,
+                                        dyt,
+                                        &mut part,
+                                    );
+                                }
+                            }
+                            Some(s) => {
+                                let (oy0, oy1) = s.bands[band];
+                                if slab.len() < cin * s.plane {
+                                    slab.resize(cin * s.plane, 0.0);
+                                }
+                                fill_slab(x, g, n, (oy0, oy1), s.wp, s.plane, slab);
+                                let (sh, sw) = g.p.stride;
+                                let group = (DY_TILE / (g.ow * OB)).clamp(1, oy1 - oy0);
+                                for r0 in (oy0..oy1).step_by(group) {
+                                    let r1 = (r0 + group).min(oy1);
+                                    let px = Pixels {
+                                        rows: r1 - r0,
+                                        ow: g.ow,
+                                        row_step: sh * s.wp,
+                                        sw,
+                                    };
+                                    let src = &slab[(r0 - oy0) * sh * s.wp..];
+                                    wgrad_group(
+                                        src,
+                                        &s.offs,
+                                        dy,
+                                        g,
+                                        n,
+                                        (r0 * g.ow, (r1 - r0) * g.ow),
+                                        px,
+                                        dyt,
+                                        &mut part,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                });
+                part
+            })
+            .collect()
+    });
+    let mut dw = vec![0.0f32; cout * k];
+    for part in &partials {
+        for b in 0..nb {
+            for kk in 0..k {
+                let src = &part[(b * k + kk) * OB..][..OB];
+                for (o, v) in src.iter().enumerate() {
+                    dw[(b * OB + o) * k + kk] += v;
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// Where a group's output pixels read their input: `rows` rows of `ow` pixels, pixel
+/// (r, ox) at `r·row_step + ox·sw` from a (channel, tap)'s offset.
+#[derive(Clone, Copy)]
+struct Pixels {
+    rows: usize,
+    ow: usize,
+    row_step: usize,
+    sw: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Adds one group of output pixels (flat range `q0..q0+len` of image `n`'s output plane) to
+/// every channel block of `part`: dy's 16 rows are transposed into `dyt`, then every 6
+/// (channel, tap) offsets run the kernel over the group's pixels.
+#[allow(clippy::too_many_arguments)]
+fn wgrad_group(
+    src: &[f32],
+    offs: &[isize],
+    dy: &[f32],
+    g: &ConvGeom,
+    n: usize,
+    (q0, len): (usize, usize),
+    px: Pixels,
+    dyt: &mut [f32],
+    part: &mut [f32],
+) {
+    let ohw = g.oh * g.ow;
+    let k = offs.len();
+    for b in 0..g.c_out / OB {
+        let rows = &dy[(n * g.c_out + b * OB) * ohw + q0..];
+        super::simd::transpose(rows, ohw, dyt, OB, OB, len);
+        let pb = &mut part[b * k * OB..(b + 1) * k * OB];
+        let mut k0 = 0;
+        while k0 < k {
+            let m = (k - k0).min(PX);
+            // SAFETY: the CPU has AVX2 and FMA (`enabled_wgrad`); every read at offs[kk] +
+            // r·row_step + ox·sw stays inside `src` (the slab or the image) by the output
+            // size arithmetic; `dyt` holds len·16 floats; `pb` holds k·16.
+            unsafe {
+                let acc = pb.as_mut_ptr().add(k0 * OB);
+                let o = &offs[k0..k0 + m];
+                match (m, px.sw) {
+                    (6, 1) => wgrad::<6, 1>(src, o, px, dyt, acc),
+                    (6, 2) => wgrad::<6, 2>(src, o, px, dyt, acc),
+                    (6, _) => wgrad::<6, 0>(src, o, px, dyt, acc),
+                    (5, _) => wgrad::<5, 0>(src, o, px, dyt, acc),
+                    (4, _) => wgrad::<4, 0>(src, o, px, dyt, acc),
+                    (3, _) => wgrad::<3, 0>(src, o, px, dyt, acc),
+                    (2, _) => wgrad::<2, 0>(src, o, px, dyt, acc),
+                    _ => wgrad::<1, 0>(src, o, px, dyt, acc),
+                }
+            }
+            k0 += m;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// The weight-gradient microkernel: `acc[j·16 + o] += Σ_p dyt[p·16 + o] · src[offs[j] +
+/// pixel p's offset]` for `N` (channel, tap) offsets, over every pixel of the group (the
+/// horizontal stride `S`, or `px.sw` when `S` is 0).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wgrad<const N: usize, const S: usize>(
+    src: &[f32],
+    offs: &[isize],
+    px: Pixels,
+    dyt: &[f32],
+    acc: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(offs.len() == N && dyt.len() >= px.rows * px.ow * OB);
+    let sw = if S == 0 { px.sw } else { S };
+    let mut lo: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(acc.add(j * OB)));
+    let mut hi: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(acc.add(j * OB + 8)));
+    let base: [*const f32; N] = std::array::from_fn(|j| src.as_ptr().offset(offs[j]));
+    let mut d = dyt.as_ptr();
+    for r in 0..px.rows {
+        let row: [*const f32; N] = std::array::from_fn(|j| base[j].add(r * px.row_step));
+        for ox in 0..px.ow {
+            let (d0, d1) = (_mm256_loadu_ps(d), _mm256_loadu_ps(d.add(8)));
+            for j in 0..N {
+                let v = _mm256_broadcast_ss(&*row[j].add(ox * sw));
+                lo[j] = _mm256_fmadd_ps(v, d0, lo[j]);
+                hi[j] = _mm256_fmadd_ps(v, d1, hi[j]);
+            }
+            d = d.add(OB);
+        }
+    }
+    for j in 0..N {
+        _mm256_storeu_ps(acc.add(j * OB), lo[j]);
+        _mm256_storeu_ps(acc.add(j * OB + 8), hi[j]);
     }
 }
