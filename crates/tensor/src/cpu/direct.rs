@@ -183,12 +183,8 @@ pub(crate) fn forward(
     let mut wbuf = vec![0.0f32; nb * k * OB + 8];
     let w0 = wbuf.as_ptr().align_offset(32).min(8);
     for b in 0..nb {
-        for o in 0..OB {
-            let src = &w[(b * OB + o) * k..][..k];
-            for (kk, v) in src.iter().enumerate() {
-                wbuf[w0 + (b * k + kk) * OB + o] = *v;
-            }
-        }
+        let dst = &mut wbuf[w0 + b * k * OB..w0 + (b + 1) * k * OB];
+        super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k);
     }
     let wpk = &wbuf[w0..w0 + nb * k * OB];
     let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
@@ -492,16 +488,18 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: us
             })
             .collect()
     });
-    let mut dw = vec![0.0f32; cout * k];
-    for part in &partials {
-        for b in 0..nb {
-            for kk in 0..k {
-                let src = &part[(b * k + kk) * OB..][..OB];
-                for (o, v) in src.iter().enumerate() {
-                    dw[(b * OB + o) * k + kk] += v;
-                }
-            }
+    let mut parts = partials.into_iter();
+    let mut sum = parts.next().unwrap_or_else(|| vec![0.0; nb * k * OB]);
+    for p in parts {
+        for (a, b) in sum.iter_mut().zip(&p) {
+            *a += b;
         }
+    }
+    // [block][k][16] → [o][k].
+    let mut dw = vec![0.0f32; cout * k];
+    for b in 0..nb {
+        let src = &sum[b * k * OB..(b + 1) * k * OB];
+        super::simd::transpose(src, OB, &mut dw[b * OB * k..(b + 1) * OB * k], k, k, OB);
     }
     dw
 }
