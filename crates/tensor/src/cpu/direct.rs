@@ -21,8 +21,9 @@ pub(crate) const OB: usize = 16;
 const PX: usize = 6;
 /// Floats of one channel block's weights for one chunk of input channels (kept in L1).
 const CHUNK_WEIGHTS: usize = 4096;
-/// Floats of pixel-major output tiles per group of rows (kept in L1 next to the weights).
-const TILE_BUDGET: usize = 4096;
+/// Floats of pixel-major output tile per group of pixels (kept in L1 next to the weights;
+/// 2048 measured 4–6 % faster than 4096 on yolov5s at batch 1).
+const TILE_BUDGET: usize = 2048;
 /// Floats of zero-padded input rows per task (kept in L2 while every channel block reads it).
 const SLAB_BUDGET: usize = 48 * 1024;
 
@@ -179,9 +180,9 @@ pub(crate) fn forward(
     let (kk, k) = (kh * kw, cin * kh * kw);
     let nb = cout / OB;
     let chunk = (CHUNK_WEIGHTS / (OB * kk)).clamp(1, cin);
-    // Weights as [block][k][16], the start 32-byte aligned.
-    let mut wbuf = vec![0.0f32; nb * k * OB + 8];
-    let w0 = wbuf.as_ptr().align_offset(32).min(8);
+    // Weights as [block][k][16], the start 64-byte aligned: each k's 16 weights one line.
+    let mut wbuf = vec![0.0f32; nb * k * OB + 16];
+    let w0 = wbuf.as_ptr().align_offset(64).min(16);
     for b in 0..nb {
         let dst = &mut wbuf[w0 + b * k * OB..w0 + (b + 1) * k * OB];
         super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k);
@@ -208,43 +209,55 @@ pub(crate) fn forward(
                 if slab.len() < cin * slab_plane {
                     slab.resize(cin * slab_plane, 0.0);
                 }
-                let tile_len = TILE_BUDGET.max(g.ow * OB);
+                let tile_len = TILE_BUDGET.max(PX * OB);
                 if tile.len() < tile_len {
                     tile.resize(tile_len, 0.0);
                 }
                 fill_slab(x, g, n, (oy0, oy1), wp, slab_plane, slab);
                 // Per channel block: rows in groups whose tiles fit L1 next to one chunk of
                 // input channels' weights, so that chunk stays in L1 over the group's rows.
-                let group = (TILE_BUDGET / (g.ow * OB)).clamp(1, oy1 - oy0);
+                // Per channel block: the band's output pixels (flat over its rows) in groups
+                // whose tiles fit L1 next to one chunk of input channels' weights, so that
+                // chunk stays in L1 over the group.
+                let pix = PixMap {
+                    ow: g.ow,
+                    row_step: sh * wp,
+                    sw,
+                };
+                let band_px = (oy1 - oy0) * g.ow;
+                let group = (TILE_BUDGET / OB).max(PX);
                 for b in 0..nb {
                     let wb = &wpk[b * k * OB..(b + 1) * k * OB];
                     let bb: &[f32; OB] = biasv[b * OB..(b + 1) * OB]
                         .try_into()
                         .expect("a block of 16 bias values");
-                    for r0 in (oy0..oy1).step_by(group) {
-                        let r1 = (r0 + group).min(oy1);
+                    for q0 in (0..band_px).step_by(group) {
+                        let q1 = (q0 + group).min(band_px);
                         for c0 in (0..cin).step_by(chunk) {
                             let c1 = (c0 + chunk).min(cin);
                             let offs = &offs[c0 * kk..c1 * kk];
                             let wc = &wb[c0 * kk * OB..c1 * kk * OB];
-                            for oy in r0..r1 {
-                                let row = &slab[(oy - oy0) * sh * wp..];
-                                let t = &mut tile[(oy - r0) * g.ow * OB..][..g.ow * OB];
-                                // SAFETY: the CPU has AVX2 and FMA (`enabled`); every
-                                // pixel's reads (row offset + (ox + j)·sw + offs[kk]) stay
-                                // inside the slab by the output size arithmetic.
-                                unsafe {
-                                    conv_row(row, g.ow, sw, wc, offs, (c0 == 0).then_some(bb), t)
-                                };
-                            }
-                        }
-                        for oy in r0..r1 {
-                            // SAFETY: rows oy of channels b·16.. of image n are this task's
-                            // alone; the CPU has AVX2.
+                            // SAFETY: the CPU has AVX2 and FMA (`enabled`); every pixel's
+                            // reads (its row and column offset + offs[kk]) stay inside the
+                            // slab by the output size arithmetic; the tile holds
+                            // (q1 − q0)·16 floats.
                             unsafe {
-                                let dst = outp.get().add((n * cout + b * OB) * ohw + oy * g.ow);
-                                store_tile(&tile[(oy - r0) * g.ow * OB..], g.ow, dst, ohw);
-                            }
+                                conv_pixels(
+                                    slab,
+                                    pix,
+                                    (q0, q1),
+                                    wc,
+                                    offs,
+                                    (c0 == 0).then_some(bb),
+                                    tile,
+                                )
+                            };
+                        }
+                        // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
+                        // task's alone; the CPU has AVX2.
+                        unsafe {
+                            let dst = outp.get().add((n * cout + b * OB) * ohw + oy0 * g.ow + q0);
+                            store_tile(tile, q1 - q0, dst, ohw);
                         }
                     }
                 }
@@ -254,70 +267,65 @@ pub(crate) fn forward(
     out
 }
 
-#[cfg(target_arch = "x86_64")]
-/// One output row of one channel block: `tile[ox·16 + o] = start + Σ_kk w[kk, o] ·
-/// row[ox·sw + offs[kk]]`, where `start` is `bias[o]`, or with no bias the tile's own value
-/// (the next chunk of input channels accumulates).
-///
-/// # Safety
-/// The CPU has AVX2 and FMA; `row` holds every element read; `tile` holds `ow·16` floats.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn conv_row(
-    row: &[f32],
+/// Where a band's output pixels read their input in the slab: pixel `q` (flat over the band's
+/// rows) at `(q / ow)·row_step + (q % ow)·sw`.
+#[derive(Clone, Copy)]
+struct PixMap {
     ow: usize,
+    row_step: usize,
     sw: usize,
-    w: &[f32],
-    offs: &[isize],
-    bias: Option<&[f32; OB]>,
-    tile: &mut [f32],
-) {
-    debug_assert!(tile.len() >= ow * OB && w.len() >= offs.len() * OB);
-    // Strides 1 and 2 as constants: the pixels' addresses are then immediate displacements
-    // (a run-time stride took five registers and spilled one in the inner loop).
-    match sw {
-        1 => conv_row_s::<1>(row, ow, 1, w, offs, bias, tile),
-        2 => conv_row_s::<2>(row, ow, 2, w, offs, bias, tile),
-        _ => conv_row_s::<0>(row, ow, sw, w, offs, bias, tile),
-    }
 }
 
-/// [`conv_row`] for a stride of `S` (`0`: `sw`, known at run time only).
-#[inline(always)]
-unsafe fn conv_row_s<const S: usize>(
-    row: &[f32],
-    ow: usize,
-    sw: usize,
+#[cfg(target_arch = "x86_64")]
+/// Output pixels `q0..q1` of one channel block: `tile[(q − q0)·16 + o] = start + Σ_kk w[kk, o]
+/// · slab[pixel q's offset + offs[kk]]`, where `start` is `bias[o]`, or with no bias the
+/// tile's own value (the next chunk of input channels accumulates). Groups of six pixels may
+/// span rows, so only the last group of the range is shorter.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `slab` holds every element read; `tile` holds `(q1 − q0)·16`
+/// floats.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv_pixels(
+    slab: &[f32],
+    pix: PixMap,
+    (q0, q1): (usize, usize),
     w: &[f32],
     offs: &[isize],
     bias: Option<&[f32; OB]>,
     tile: &mut [f32],
 ) {
-    let mut ox = 0;
-    while ox < ow {
-        let n = (ow - ox).min(PX);
-        let (x, t) = (row.as_ptr().add(ox * sw), tile.as_mut_ptr().add(ox * OB));
+    debug_assert!(tile.len() >= (q1 - q0) * OB && w.len() >= offs.len() * OB);
+    let at = |q: usize| {
+        slab.as_ptr()
+            .add((q / pix.ow) * pix.row_step + (q % pix.ow) * pix.sw)
+    };
+    let mut q = q0;
+    while q < q1 {
+        let n = (q1 - q).min(PX);
+        let x: [*const f32; PX] = std::array::from_fn(|j| at(q + j.min(n - 1)));
+        let t = tile.as_mut_ptr().add((q - q0) * OB);
         let w = w.as_ptr();
         // The accumulators' start: the bias for every pixel, or this tile's partial sums.
         let b = bias.map_or((t as *const f32, OB), |b| (b.as_ptr(), 0));
         match n {
-            6 => pixels::<6, S>(x, sw, w, offs, b, t),
-            5 => pixels::<5, S>(x, sw, w, offs, b, t),
-            4 => pixels::<4, S>(x, sw, w, offs, b, t),
-            3 => pixels::<3, S>(x, sw, w, offs, b, t),
-            2 => pixels::<2, S>(x, sw, w, offs, b, t),
-            _ => pixels::<1, S>(x, sw, w, offs, b, t),
+            6 => pixels::<6>(&x, w, offs, b, t),
+            5 => pixels::<5>(&x, w, offs, b, t),
+            4 => pixels::<4>(&x, w, offs, b, t),
+            3 => pixels::<3>(&x, w, offs, b, t),
+            2 => pixels::<2>(&x, w, offs, b, t),
+            _ => pixels::<1>(&x, w, offs, b, t),
         }
-        ox += n;
+        q += n;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-/// The microkernel: `N` pixels (input at `x + j·stride`, the stride `S` or else `sw`) × 16
-/// channels, over every offset; pixel `j` starts from the 16 floats at `init + j·init_step`.
+/// The microkernel: `N` pixels (input at `x[j]`) × 16 channels, over every offset; pixel `j`
+/// starts from the 16 floats at `init + j·init_step`.
 #[inline(always)]
-unsafe fn pixels<const N: usize, const S: usize>(
-    x: *const f32,
-    sw: usize,
+unsafe fn pixels<const N: usize>(
+    x: &[*const f32; PX],
     w: *const f32,
     offs: &[isize],
     (init, init_step): (*const f32, usize),
@@ -326,12 +334,12 @@ unsafe fn pixels<const N: usize, const S: usize>(
     use std::arch::x86_64::*;
     let mut lo: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(init.add(j * init_step)));
     let mut hi: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(init.add(j * init_step + 8)));
+    let x: [*const f32; N] = std::array::from_fn(|j| x[j]);
     let mut wk = w;
     for &o in offs {
-        let xp = x.offset(o);
         let (w0, w1) = (_mm256_loadu_ps(wk), _mm256_loadu_ps(wk.add(8)));
         for j in 0..N {
-            let v = _mm256_broadcast_ss(&*xp.add(j * if S == 0 { sw } else { S }));
+            let v = _mm256_broadcast_ss(&*x[j].offset(o));
             lo[j] = _mm256_fmadd_ps(v, w0, lo[j]);
             hi[j] = _mm256_fmadd_ps(v, w1, hi[j]);
         }
