@@ -336,6 +336,31 @@ fn conv2d_matches_naive() {
             },
         ),
         (
+            // Stride 4 over a 3×3 kernel: some input pixels get no tap (zero gradient).
+            "3x3 s4",
+            Conv {
+                n: 2,
+                c: 16,
+                h: 17,
+                w: 15,
+                co: 5,
+                k: (3, 3),
+                p: Conv2dParams::new(4, 1),
+            },
+        ),
+        (
+            "dilated s2",
+            Conv {
+                n: 1,
+                c: 16,
+                h: 16,
+                w: 15,
+                co: 3,
+                k: (3, 3),
+                p: Conv2dParams::new(2, 2).with_dilation(2),
+            },
+        ),
+        (
             "dilated",
             Conv {
                 n: 1,

@@ -179,7 +179,6 @@ pub(crate) fn forward(
     let (sh, sw) = g.p.stride;
     let (kk, k) = (kh * kw, cin * kh * kw);
     let nb = cout / OB;
-    let chunk = (CHUNK_WEIGHTS / (OB * kk)).clamp(1, cin);
     // Weights as [block][k][16], the start 64-byte aligned: each k's 16 weights one line.
     let mut wbuf = vec![0.0f32; nb * k * OB + 16];
     let w0 = wbuf.as_ptr().align_offset(64).min(16);
@@ -214,57 +213,85 @@ pub(crate) fn forward(
                     tile.resize(tile_len, 0.0);
                 }
                 fill_slab(x, g, n, (oy0, oy1), wp, slab_plane, slab);
-                // Per channel block: rows in groups whose tiles fit L1 next to one chunk of
-                // input channels' weights, so that chunk stays in L1 over the group's rows.
-                // Per channel block: the band's output pixels (flat over its rows) in groups
-                // whose tiles fit L1 next to one chunk of input channels' weights, so that
-                // chunk stays in L1 over the group.
                 let pix = PixMap {
                     ow: g.ow,
                     row_step: sh * wp,
                     sw,
                 };
-                let band_px = (oy1 - oy0) * g.ow;
-                let group = (TILE_BUDGET / OB).max(PX);
-                for b in 0..nb {
-                    let wb = &wpk[b * k * OB..(b + 1) * k * OB];
-                    let bb: &[f32; OB] = biasv[b * OB..(b + 1) * OB]
-                        .try_into()
-                        .expect("a block of 16 bias values");
-                    for q0 in (0..band_px).step_by(group) {
-                        let q1 = (q0 + group).min(band_px);
-                        for c0 in (0..cin).step_by(chunk) {
-                            let c1 = (c0 + chunk).min(cin);
-                            let offs = &offs[c0 * kk..c1 * kk];
-                            let wc = &wb[c0 * kk * OB..c1 * kk * OB];
-                            // SAFETY: the CPU has AVX2 and FMA (`enabled`); every pixel's
-                            // reads (its row and column offset + offs[kk]) stay inside the
-                            // slab by the output size arithmetic; the tile holds
-                            // (q1 − q0)·16 floats.
-                            unsafe {
-                                conv_pixels(
-                                    slab,
-                                    pix,
-                                    (q0, q1),
-                                    wc,
-                                    offs,
-                                    (c0 == 0).then_some(bb),
-                                    tile,
-                                )
-                            };
-                        }
-                        // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
-                        // task's alone; the CPU has AVX2.
-                        unsafe {
-                            let dst = outp.get().add((n * cout + b * OB) * ohw + oy0 * g.ow + q0);
-                            store_tile(tile, q1 - q0, dst, ohw);
-                        }
+                let blocks = Blocks {
+                    w: wpk,
+                    bias: &biasv,
+                    offs: &offs,
+                    taps: kk,
+                };
+                blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, |b, q0, tile| {
+                    // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
+                    // task's alone; the CPU has AVX2.
+                    unsafe {
+                        let dst = outp.get().add((n * cout + b * OB) * ohw + oy0 * g.ow + q0);
+                        store_tile(tile, tile.len() / OB, dst, ohw);
                     }
-                }
+                });
             });
         })
     });
     out
+}
+
+/// Packed weights and offsets of one convolution-like product: `nb` blocks of 16 output
+/// channels, each `[k][16]` with `k` = source channel × tap.
+#[derive(Clone, Copy)]
+struct Blocks<'a> {
+    /// `[block][k][16]`.
+    w: &'a [f32],
+    /// 16 starting values per block.
+    bias: &'a [f32],
+    /// Offset of every (source channel, tap) in the source, in `k` order.
+    offs: &'a [isize],
+    /// Taps per source channel.
+    taps: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Blocks<'_> {
+    /// For every block, the `px` output pixels reading `src` through `pix`, in groups whose
+    /// tiles fit L1 next to one chunk of source channels' weights (so that chunk stays in L1
+    /// over the group); `store(block, q0, tile)` takes each finished group (`tile` is its
+    /// pixels × 16).
+    fn run(
+        &self,
+        src: &[f32],
+        pix: PixMap,
+        px: usize,
+        tile: &mut [f32],
+        mut store: impl FnMut(usize, usize, &[f32]),
+    ) {
+        let k = self.offs.len();
+        let channels = k / self.taps;
+        let chunk = (CHUNK_WEIGHTS / (OB * self.taps)).clamp(1, channels.max(1));
+        let group = (TILE_BUDGET / OB).max(PX);
+        for b in 0..self.bias.len() / OB {
+            let wb = &self.w[b * k * OB..(b + 1) * k * OB];
+            let bb: &[f32; OB] = self.bias[b * OB..(b + 1) * OB]
+                .try_into()
+                .expect("a block of 16 starting values");
+            for q0 in (0..px).step_by(group) {
+                let q1 = (q0 + group).min(px);
+                for c0 in (0..channels).step_by(chunk) {
+                    let c1 = (c0 + chunk).min(channels);
+                    let offs = &self.offs[c0 * self.taps..c1 * self.taps];
+                    let wc = &wb[c0 * self.taps * OB..c1 * self.taps * OB];
+                    // SAFETY: the CPU has AVX2 and FMA (the callers' `enabled…`); every
+                    // pixel's reads (its offset through `pix` + offs[kk]) stay inside `src`
+                    // by the callers' size arithmetic; the tile holds (q1 − q0)·16 floats.
+                    unsafe {
+                        conv_pixels(src, pix, (q0, q1), wc, offs, (c0 == 0).then_some(bb), tile)
+                    };
+                }
+                store(b, q0, &tile[..(q1 - q0) * OB]);
+            }
+        }
+    }
 }
 
 /// Where a band's output pixels read their input in the slab: pixel `q` (flat over the band's
