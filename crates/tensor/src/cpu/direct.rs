@@ -182,10 +182,14 @@ pub(crate) fn forward(
     // Weights as [block][k][16], the start 64-byte aligned: each k's 16 weights one line.
     let mut wbuf = vec![0.0f32; nb * k * OB + 16];
     let w0 = wbuf.as_ptr().align_offset(64).min(16);
-    for b in 0..nb {
-        let dst = &mut wbuf[w0 + b * k * OB..w0 + (b + 1) * k * OB];
-        super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k);
-    }
+    crate::threads::install(|| {
+        wbuf[w0..w0 + nb * k * OB]
+            .par_chunks_mut(k * OB)
+            .enumerate()
+            .for_each(|(b, dst)| {
+                super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k)
+            })
+    });
     let wpk = &wbuf[w0..w0 + nb * k * OB];
     let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
     let Slabs {
