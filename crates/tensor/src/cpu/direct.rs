@@ -1,13 +1,25 @@
-//! Direct (im2col-free) forward convolution for k > 1, ungrouped convolutions whose output
-//! channels come in blocks of [`OB`] (AVX2 + FMA). The microkernel keeps [`PX`] output pixels ×
-//! 16 output channels in registers (two 8-channel vectors per pixel: 12 accumulators); for
-//! every (input channel, tap) it loads 16 packed weights and broadcasts each pixel's input value,
-//! so any stride or dilation is only a different address, and the input is read in place from a
-//! zero-padded copy of the task's rows instead of being unrolled nine times. Finished rows of
+//! Direct (im2col-free) convolution kernels for ungrouped convolutions whose output channels
+//! come in blocks of [`OB`] (AVX2 + FMA): the forward pass of k > 1 convolutions, and the
+//! weight gradient of those and of 1×1 ones.
+//!
+//! Forward: the microkernel keeps [`PX`] output pixels × 16 output channels in registers (two
+//! 8-channel vectors per pixel: 12 accumulators); for every (input channel, tap) it loads 16
+//! packed weights and broadcasts each pixel's input value, so any stride or dilation is only a
+//! different address, and the input is read from a zero-padded copy of the task's rows instead
+//! of being unrolled k² times. Groups of six pixels run flat over a band's rows; finished
 //! pixel-major tiles are transposed into the NCHW output with 8 × 8 register transposes.
 //!
-//! Against im2col + the `gemm` crate on yolov5n's 3×3 and 6×6 shapes at batch 8 (in one
-//! process, alternating): 0.62–0.84 of the time (see docs/benchmarks.md).
+//! Weight gradient: the same 12 accumulators hold 6 (input channel, tap) pairs × 16 output
+//! channels, summed over every output pixel of the task (dy transposed to pixel-major per
+//! group of pixels, the input broadcast from the same padded rows).
+//!
+//! Measured (docs/benchmarks.md, in one process, alternating): a yolov5n training step at
+//! batch 8 takes 0.90 of the time with these kernels off (median of 12 pairs, 1 thread) and
+//! 0.88 at 2 threads; yolov5n / yolov5s inference at 320 px, 1 thread: 0.91 / 0.93. The strided
+//! input gradient by stride phases with the same microkernel was slower than col2im (K is only
+//! Cout × 1–4 taps per phase), so it stays on im2col + GEMM.
+
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use super::simd::has_avx2_fma;
 use crate::op::ConvGeom;
@@ -74,14 +86,12 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl OutPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
 }
 
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 /// Output-row bands: padded input rows per band within [`SLAB_BUDGET`], and at least
 /// `min_tasks` (image, band) tasks overall.
 fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Vec<(usize, usize)> {
@@ -370,15 +380,40 @@ unsafe fn pixels<const N: usize>(
     for &o in offs {
         let (w0, w1) = (_mm256_loadu_ps(wk), _mm256_loadu_ps(wk.add(8)));
         for j in 0..N {
-            let v = _mm256_broadcast_ss(&*x[j].offset(o));
-            lo[j] = _mm256_fmadd_ps(v, w0, lo[j]);
-            hi[j] = _mm256_fmadd_ps(v, w1, hi[j]);
+            fma16(*x[j].offset(o), (w0, w1), &mut lo[j], &mut hi[j]);
         }
         wk = wk.add(OB);
     }
+    store16(&lo, &hi, tile);
+}
+
+#[cfg(target_arch = "x86_64")]
+/// `lo/hi += v · (v0, v1)`: one broadcast value times 16 channels.
+#[inline(always)]
+unsafe fn fma16(
+    v: f32,
+    (v0, v1): (std::arch::x86_64::__m256, std::arch::x86_64::__m256),
+    lo: &mut std::arch::x86_64::__m256,
+    hi: &mut std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
+    let b = _mm256_set1_ps(v);
+    *lo = _mm256_fmadd_ps(b, v0, *lo);
+    *hi = _mm256_fmadd_ps(b, v1, *hi);
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Stores `N` accumulator pairs as `N` rows of 16 floats at `dst`.
+#[inline(always)]
+unsafe fn store16<const N: usize>(
+    lo: &[std::arch::x86_64::__m256; N],
+    hi: &[std::arch::x86_64::__m256; N],
+    dst: *mut f32,
+) {
+    use std::arch::x86_64::*;
     for j in 0..N {
-        _mm256_storeu_ps(tile.add(j * OB), lo[j]);
-        _mm256_storeu_ps(tile.add(j * OB + 8), hi[j]);
+        _mm256_storeu_ps(dst.add(j * OB), lo[j]);
+        _mm256_storeu_ps(dst.add(j * OB + 8), hi[j]);
     }
 }
 
@@ -624,15 +659,10 @@ unsafe fn wgrad<const N: usize, const S: usize>(
         for ox in 0..px.ow {
             let (d0, d1) = (_mm256_loadu_ps(d), _mm256_loadu_ps(d.add(8)));
             for j in 0..N {
-                let v = _mm256_broadcast_ss(&*row[j].add(ox * sw));
-                lo[j] = _mm256_fmadd_ps(v, d0, lo[j]);
-                hi[j] = _mm256_fmadd_ps(v, d1, hi[j]);
+                fma16(*row[j].add(ox * sw), (d0, d1), &mut lo[j], &mut hi[j]);
             }
             d = d.add(OB);
         }
     }
-    for j in 0..N {
-        _mm256_storeu_ps(acc.add(j * OB), lo[j]);
-        _mm256_storeu_ps(acc.add(j * OB + 8), hi[j]);
-    }
+    store16(&lo, &hi, acc);
 }
