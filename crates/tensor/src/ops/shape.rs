@@ -397,7 +397,7 @@ impl Tensor {
         Ok(())
     }
 
-    /// `torch.gather`: output[p] = self[p with axis coordinate replaced by index[p]].
+    /// `torch.gather`: `output[p] = self[p with the axis coordinate replaced by index[p]]`.
     pub fn gather(&self, axis: isize, index: &[usize], index_shape: &[usize]) -> Result<Tensor> {
         let ax = norm_axis("gather", axis, self.rank())?;
         Self::check_index("gather", self.shape(), ax, index, index_shape)?;
@@ -417,8 +417,8 @@ impl Tensor {
         ))
     }
 
-    /// `torch.scatter_add`: a copy of self with `src[p]` added at self[p with axis coordinate
-    /// index[p]]; `src` has the index's shape.
+    /// `torch.scatter_add`: a copy of self with `src[p]` added at `self[p with the axis
+    /// coordinate index[p]]`; `src` has the index's shape.
     pub fn scatter_add(
         &self,
         axis: isize,
