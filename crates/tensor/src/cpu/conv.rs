@@ -1,7 +1,9 @@
 //! 2-D convolution: 1×1 stride-1 convs are plain GEMMs on the input; the rest run as tiled
 //! im2col + GEMM, where each task unrolls a band of output rows into a cache-sized scratch
 //! buffer and multiplies it on its own thread. Backward-data splits work by input channel so
-//! col2im writes never collide; backward-weight keeps one partial sum per task.
+//! col2im writes never collide; backward-weight keeps one partial sum per task. On AVX2 CPUs,
+//! ungrouped convolutions with output channels in blocks of 16 take [`super::direct`] instead
+//! for the forward pass (k > 1) and the weight gradient.
 
 use super::gemm::{sgemm_raw, sgemm_raw_strided, MatRef};
 use crate::op::ConvGeom;

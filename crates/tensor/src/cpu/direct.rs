@@ -482,6 +482,8 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: us
     // DY_TILE / 16 along the flat plane. Otherwise padded row slabs, as the forward pass.
     let slabs = (!pointwise).then(|| Slabs::new(g, 1));
     let nbands = slabs.as_ref().map_or(1, |s| s.bands.len());
+    // 1×1: channel c of the image at c·ohw.
+    let plane_offs: Vec<isize> = (0..cin).map(|c| (c * ohw) as isize).collect();
     let items: Vec<(usize, usize)> = (0..g.n)
         .flat_map(|n| (0..nbands).map(move |b| (n, b)))
         .collect();
@@ -501,20 +503,20 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: us
                         match &slabs {
                             None => {
                                 let xn = &x[n * cin * ohw..(n + 1) * cin * ohw];
-                                let offs: Vec<isize> =
-                                    (0..cin).map(|c| (c * ohw) as isize).collect();
                                 let group = DY_TILE / OB;
                                 for p0 in (0..ohw).step_by(group) {
                                     let len = group.min(ohw - p0);
                                     let px = Pixels {
                                         rows: 1,
-                                        ow: len,
-                                        row_step: 0,
-                                        sw: 1,
+                                        map: PixMap {
+                                            ow: len,
+                                            row_step: 0,
+                                            sw: 1,
+                                        },
                                     };
                                     wgrad_group(
                                         &xn[p0..],
-                                        &offs,
+                                        &plane_offs,
                                         dy,
                                         g,
                                         n,
@@ -537,9 +539,11 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: us
                                     let r1 = (r0 + group).min(oy1);
                                     let px = Pixels {
                                         rows: r1 - r0,
-                                        ow: g.ow,
-                                        row_step: sh * s.wp,
-                                        sw,
+                                        map: PixMap {
+                                            ow: g.ow,
+                                            row_step: sh * s.wp,
+                                            sw,
+                                        },
                                     };
                                     let src = &slab[(r0 - oy0) * sh * s.wp..];
                                     wgrad_group(
@@ -578,14 +582,12 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: us
     dw
 }
 
-/// Where a group's output pixels read their input: `rows` rows of `ow` pixels, pixel
-/// (r, ox) at `r·row_step + ox·sw` from a (channel, tap)'s offset.
+/// A group of output pixels for the weight gradient: `rows` rows of `map.ow` pixels, read
+/// through `map` (pixel (r, ox) at `r·row_step + ox·sw` from a (channel, tap)'s offset).
 #[derive(Clone, Copy)]
 struct Pixels {
     rows: usize,
-    ow: usize,
-    row_step: usize,
-    sw: usize,
+    map: PixMap,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -619,7 +621,7 @@ fn wgrad_group(
             unsafe {
                 let acc = pb.as_mut_ptr().add(k0 * OB);
                 let o = &offs[k0..k0 + m];
-                match (m, px.sw) {
+                match (m, px.map.sw) {
                     (6, 1) => wgrad::<6, 1>(src, o, px, dyt, acc),
                     (6, 2) => wgrad::<6, 2>(src, o, px, dyt, acc),
                     (6, _) => wgrad::<6, 0>(src, o, px, dyt, acc),
@@ -638,7 +640,7 @@ fn wgrad_group(
 #[cfg(target_arch = "x86_64")]
 /// The weight-gradient microkernel: `acc[j·16 + o] += Σ_p dyt[p·16 + o] · src[offs[j] +
 /// pixel p's offset]` for `N` (channel, tap) offsets, over every pixel of the group (the
-/// horizontal stride `S`, or `px.sw` when `S` is 0).
+/// horizontal stride `S`, or `px.map.sw` when `S` is 0).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn wgrad<const N: usize, const S: usize>(
     src: &[f32],
@@ -648,15 +650,16 @@ unsafe fn wgrad<const N: usize, const S: usize>(
     acc: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(offs.len() == N && dyt.len() >= px.rows * px.ow * OB);
-    let sw = if S == 0 { px.sw } else { S };
+    let PixMap { ow, row_step, sw } = px.map;
+    debug_assert!(offs.len() == N && dyt.len() >= px.rows * ow * OB);
+    let sw = if S == 0 { sw } else { S };
     let mut lo: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(acc.add(j * OB)));
     let mut hi: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(acc.add(j * OB + 8)));
     let base: [*const f32; N] = std::array::from_fn(|j| src.as_ptr().offset(offs[j]));
     let mut d = dyt.as_ptr();
     for r in 0..px.rows {
-        let row: [*const f32; N] = std::array::from_fn(|j| base[j].add(r * px.row_step));
-        for ox in 0..px.ow {
+        let row: [*const f32; N] = std::array::from_fn(|j| base[j].add(r * row_step));
+        for ox in 0..ow {
             let (d0, d1) = (_mm256_loadu_ps(d), _mm256_loadu_ps(d.add(8)));
             for j in 0..N {
                 fma16(*row[j].add(ox * sw), (d0, d1), &mut lo[j], &mut hi[j]);
