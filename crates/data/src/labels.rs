@@ -494,15 +494,26 @@ impl LabelCache {
         Ok(cache)
     }
 
-    /// Writes the cache atomically (temporary file + rename).
+    /// Writes the cache atomically: a temporary file, synced to disk, then renamed over
+    /// `path` (a crash leaves the old cache or the new one, never half a file); on an error
+    /// the temporary file is removed.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self).map_err(|e| DataError::Cache {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
         let tmp = path.with_extension("cache.tmp");
-        std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(&bytes).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, path).map_err(io_err(path))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 

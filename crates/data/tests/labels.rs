@@ -252,6 +252,13 @@ fn label_cache_round_trip() {
         LabelCache::load(&other, "0000"),
         Err(DataError::Cache { .. })
     ));
+    // A save that cannot rename into place (a directory is in the way) fails with the path
+    // and leaves no temporary file behind.
+    let blocked = shapes.join("blocked.cache");
+    std::fs::create_dir_all(blocked.join("inside")).unwrap();
+    let err = c.save(&blocked).unwrap_err().to_string();
+    assert!(err.contains("blocked.cache"), "{err}");
+    assert!(!blocked.with_extension("cache.tmp").exists());
     // A different nc is a different cache.
     assert_ne!(files_hash(&listed, &labels, Some(7)), hash);
 
