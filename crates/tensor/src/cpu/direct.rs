@@ -79,19 +79,6 @@ thread_local! {
     static BUFS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// A raw pointer that tasks share to write disjoint rows of one output buffer.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes only its own output rows (see `forward`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Output-row bands: padded input rows per band within [`SLAB_BUDGET`], and at least
 /// `min_tasks` (image, band) tasks overall.
 fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Vec<(usize, usize)> {
@@ -210,7 +197,8 @@ pub(crate) fn forward(
     } = Slabs::new(g, min_tasks);
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * cout * ohw);
-    let outp = OutPtr(out.as_mut_ptr());
+    // Tasks write disjoint output rows through it (see the store below).
+    let outp = super::conv::SharedMut(out.as_mut_ptr());
     let tasks: Vec<(usize, usize)> = (0..g.n)
         .flat_map(|n| (0..bands.len()).map(move |b| (n, b)))
         .collect();
