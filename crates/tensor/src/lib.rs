@@ -43,6 +43,8 @@ pub use autograd::{
 pub use cpu::convgemm::set_pointwise_gemm;
 #[doc(hidden)]
 pub use cpu::direct::{set_direct_conv, set_direct_wgrad};
+#[doc(hidden)]
+pub use cpu::winograd::set_winograd;
 pub use cuda::{
     cuda_conv_backend, cuda_device_count, cuda_memory_stats, cuda_status, mixed_precision,
     reset_cuda_peak_memory, set_mixed_precision, synchronize, CudaMemoryStats,

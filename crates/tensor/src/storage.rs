@@ -358,7 +358,12 @@ impl Storage {
         match self {
             Storage::Cpu(x) => {
                 let b = bias.map(host);
-                Storage::Cpu(cpu::conv::forward(x, &host(w), b.as_deref(), g).into())
+                // Without autograd recording (inference) the weights' packed forms are kept.
+                let stamp = match w {
+                    Storage::Cpu(wb) if !crate::is_grad_enabled() => Some(wb.stamp()),
+                    _ => None,
+                };
+                Storage::Cpu(cpu::conv::forward(x, &host(w), stamp, b.as_deref(), g).into())
             }
             Storage::Cuda(x) => {
                 let b = bias.map(|b| dev(b, &x.gpu));

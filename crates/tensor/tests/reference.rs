@@ -13,6 +13,8 @@ struct Conv {
     co: usize,
     k: (usize, usize),
     p: Conv2dParams,
+    /// Forward tolerance (relative, floored at 1 as in `assert_close`).
+    tol: f32,
 }
 
 impl Conv {
@@ -126,7 +128,7 @@ impl Conv {
             "{name}: output shape"
         );
         let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
-        assert_close(&format!("{name} forward"), &out.to_vec(), &f(&y), 1e-5);
+        assert_close(&format!("{name} forward"), &out.to_vec(), &f(&y), self.tol);
         out.backward_with(&t(gy, out.shape())).unwrap();
         assert_close(
             &format!("{name} d/dx"),
@@ -156,6 +158,7 @@ fn conv2d_matches_naive() {
                 co: 24,
                 k: (3, 3),
                 p: Conv2dParams::new(1, 1),
+                tol: 1e-5,
             },
         ),
         (
@@ -168,6 +171,7 @@ fn conv2d_matches_naive() {
                 co: 10,
                 k: (3, 3),
                 p: Conv2dParams::new(2, 1),
+                tol: 1e-5,
             },
         ),
         (
@@ -180,6 +184,7 @@ fn conv2d_matches_naive() {
                 co: 17,
                 k: (1, 1),
                 p: Conv2dParams::new(1, 0),
+                tol: 1e-5,
             },
         ),
         (
@@ -194,6 +199,7 @@ fn conv2d_matches_naive() {
                 co: 67,
                 k: (1, 1),
                 p: Conv2dParams::new(1, 0),
+                tol: 1e-5,
             },
         ),
         (
@@ -207,6 +213,7 @@ fn conv2d_matches_naive() {
                 co: 13,
                 k: (1, 1),
                 p: Conv2dParams::new(1, 0),
+                tol: 1e-5,
             },
         ),
         (
@@ -219,6 +226,7 @@ fn conv2d_matches_naive() {
                 co: 134,
                 k: (1, 1),
                 p: Conv2dParams::new(1, 0).with_groups(2),
+                tol: 1e-5,
             },
         ),
         (
@@ -231,6 +239,7 @@ fn conv2d_matches_naive() {
                 co: 9,
                 k: (3, 3),
                 p: Conv2dParams::new(1, 1).with_groups(3),
+                tol: 1e-5,
             },
         ),
         (
@@ -243,6 +252,7 @@ fn conv2d_matches_naive() {
                 co: 7,
                 k: (5, 5),
                 p: Conv2dParams::new(1, 2).with_groups(7),
+                tol: 1e-5,
             },
         ),
         (
@@ -255,6 +265,7 @@ fn conv2d_matches_naive() {
                 co: 8,
                 k: (6, 6),
                 p: Conv2dParams::new(2, 2),
+                tol: 1e-5,
             },
         ),
         (
@@ -267,12 +278,14 @@ fn conv2d_matches_naive() {
                 co: 6,
                 k: (3, 3),
                 p: Conv2dParams::new(1, 0),
+                tol: 1e-5,
             },
         ),
         (
-            // The direct convolution (output channels in blocks of 16): two blocks, rows of
-            // 13 pixels (two 6-pixel groups and a 1-pixel tail), the input gradient through the
-            // same path (stride 1), more than one band per image.
+            // Output channels in blocks of 16, stride 1: Winograd with 7 tiles per row (scalar
+            // transforms), two blocks, more than one band per image, the input gradient
+            // through the same path; the direct kernel's weight gradient. (The direct forward
+            // kernel's 6-pixel groups and tails: the stride-2, stem and dilated cases.)
             "3x3 direct",
             Conv {
                 n: 2,
@@ -282,6 +295,54 @@ fn conv2d_matches_naive() {
                 co: 32,
                 k: (3, 3),
                 p: Conv2dParams::new(1, 1),
+                tol: 1e-5,
+            },
+        ),
+        (
+            // Winograd F(2×2, 3×3): odd output rows and columns (a dropped last row and
+            // column), 12 tiles per row (one vector of 8 and the overlapping last 8), two
+            // chunks of input channels (256 + 44).
+            "3x3 winograd tails",
+            Conv {
+                n: 2,
+                c: 300,
+                h: 19,
+                w: 23,
+                co: 16,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 1),
+                // 2700 products per output, through transforms that add 4 inputs per V and 9
+                // products per output: 1.1e-5 off on outputs near 0 (1e-6 of the largest).
+                tol: 3e-5,
+            },
+        ),
+        (
+            // Winograd: 35 tiles per row, several bands per image; the input gradient (16 → 64
+            // channels) takes the same path.
+            "3x3 winograd bands",
+            Conv {
+                n: 1,
+                c: 64,
+                h: 20,
+                w: 70,
+                co: 16,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 1),
+                tol: 1e-5,
+            },
+        ),
+        (
+            // Winograd, unpadded, fewer than 8 tiles per row (scalar transforms only).
+            "3x3 winograd unpadded",
+            Conv {
+                n: 1,
+                c: 16,
+                h: 9,
+                w: 12,
+                co: 32,
+                k: (3, 3),
+                p: Conv2dParams::new(1, 0),
+                tol: 1e-5,
             },
         ),
         (
@@ -295,6 +356,7 @@ fn conv2d_matches_naive() {
                 co: 16,
                 k: (3, 3),
                 p: Conv2dParams::new(2, 1),
+                tol: 1e-5,
             },
         ),
         (
@@ -307,6 +369,7 @@ fn conv2d_matches_naive() {
                 co: 16,
                 k: (6, 6),
                 p: Conv2dParams::new(2, 2),
+                tol: 1e-5,
             },
         ),
         (
@@ -319,6 +382,7 @@ fn conv2d_matches_naive() {
                 co: 16,
                 k: (3, 5),
                 p: Conv2dParams::new(1, 0).with_dilation(2),
+                tol: 1e-5,
             },
         ),
         (
@@ -333,6 +397,7 @@ fn conv2d_matches_naive() {
                 co: 32,
                 k: (1, 1),
                 p: Conv2dParams::new(1, 0),
+                tol: 1e-5,
             },
         ),
         (
@@ -346,6 +411,7 @@ fn conv2d_matches_naive() {
                 co: 5,
                 k: (3, 3),
                 p: Conv2dParams::new(4, 1),
+                tol: 1e-5,
             },
         ),
         (
@@ -358,6 +424,7 @@ fn conv2d_matches_naive() {
                 co: 3,
                 k: (3, 3),
                 p: Conv2dParams::new(2, 2).with_dilation(2),
+                tol: 1e-5,
             },
         ),
         (
@@ -370,6 +437,7 @@ fn conv2d_matches_naive() {
                 co: 5,
                 k: (3, 3),
                 p: Conv2dParams::new(1, 2).with_dilation(2),
+                tol: 1e-5,
             },
         ),
     ];
@@ -381,12 +449,10 @@ fn conv2d_matches_naive() {
 #[test]
 fn conv2d_same_result_at_any_thread_count() {
     let x = t(uniform(2 * 16 * 21 * 19, -1.0, 1.0, 5), &[2, 16, 21, 19]);
-    let w = t(uniform(8 * 16 * 9, -1.0, 1.0, 6), &[8, 16, 3, 3]);
-    let run = || {
-        x.conv2d(&w, None, Conv2dParams::new(1, 1))
-            .unwrap()
-            .to_vec()
-    };
+    // Eight output channels (im2col + GEMM) and sixteen (Winograd, bands by thread count).
+    let w8 = t(uniform(8 * 16 * 9, -1.0, 1.0, 6), &[8, 16, 3, 3]);
+    let w16 = t(uniform(16 * 16 * 9, -1.0, 1.0, 7), &[16, 16, 3, 3]);
+    let run = || [&w8, &w16].map(|w| x.conv2d(w, None, Conv2dParams::new(1, 1)).unwrap().to_vec());
     yolo_tensor::set_num_threads(1);
     let one = run();
     yolo_tensor::set_num_threads(2);
@@ -602,6 +668,38 @@ fn closed_form_values() {
         .matmul(&t(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]))
         .unwrap();
     assert_eq!(m.to_vec(), vec![4.0, 5.0, 10.0, 11.0]);
+}
+
+/// Inference keeps the packed weights of the direct and Winograd paths across calls; they must
+/// follow every change of the weights (in place, or by assignment).
+#[test]
+fn packed_weights_follow_weight_updates() {
+    let _g = yolo_tensor::no_grad();
+    let x = t(uniform(16 * 9 * 10, -1.0, 1.0, 21), &[1, 16, 9, 10]);
+    for stride in [1, 2] {
+        let p = Conv2dParams::new(stride, 1);
+        let w = t(uniform(16 * 16 * 9, -1.0, 1.0, 22), &[16, 16, 3, 3]);
+        let y1 = x.conv2d(&w, None, p).unwrap().to_vec();
+        assert_eq!(
+            x.conv2d(&w, None, p).unwrap().to_vec(),
+            y1,
+            "s{stride}: again"
+        );
+        // Scaling by −½ is exact, so the result must be exactly −½·y1.
+        w.update_data(|d| d.iter_mut().for_each(|v| *v *= -0.5))
+            .unwrap();
+        let y2 = x.conv2d(&w, None, p).unwrap().to_vec();
+        let half: Vec<f32> = y1.iter().map(|v| v * -0.5).collect();
+        assert_eq!(y2, half, "s{stride}: after update_data");
+        let other = t(uniform(16 * 16 * 9, -1.0, 1.0, 23), &[16, 16, 3, 3]);
+        w.assign(&other).unwrap();
+        let fresh = x.conv2d(&other, None, p).unwrap().to_vec();
+        assert_eq!(
+            x.conv2d(&w, None, p).unwrap().to_vec(),
+            fresh,
+            "s{stride}: after assign"
+        );
+    }
 }
 
 #[test]

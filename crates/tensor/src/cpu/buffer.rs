@@ -69,40 +69,62 @@ pub(crate) fn filled(n: usize, value: f32) -> Vec<f32> {
     }
 }
 
-/// Host storage of one tensor; its memory returns to the pool when dropped.
+/// Host storage of one tensor; its memory returns to the pool when dropped. Its stamp is
+/// unique to its current contents: a new one on creation, on clone and on every mutable
+/// access, so caches of data derived from it (packed conv weights) can key on it.
 #[derive(Debug)]
-pub(crate) struct CpuBuf(Vec<f32>);
+pub(crate) struct CpuBuf {
+    data: Vec<f32>,
+    stamp: u64,
+}
+
+/// A stamp no buffer has had before.
+fn next_stamp() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl CpuBuf {
+    /// The stamp of the current contents (changes whenever they may have changed).
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp
+    }
+}
 
 impl From<Vec<f32>> for CpuBuf {
-    fn from(v: Vec<f32>) -> Self {
-        CpuBuf(v)
+    fn from(data: Vec<f32>) -> Self {
+        CpuBuf {
+            data,
+            stamp: next_stamp(),
+        }
     }
 }
 
 impl Clone for CpuBuf {
     fn clone(&self) -> Self {
-        let mut v = alloc(self.0.len());
-        v.copy_from_slice(&self.0);
-        CpuBuf(v)
+        let mut v = alloc(self.data.len());
+        v.copy_from_slice(&self.data);
+        v.into()
     }
 }
 
 impl Drop for CpuBuf {
     fn drop(&mut self) {
-        give(std::mem::take(&mut self.0));
+        give(std::mem::take(&mut self.data));
     }
 }
 
 impl Deref for CpuBuf {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.0
+        &self.data
     }
 }
 
 impl DerefMut for CpuBuf {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+        self.stamp = next_stamp();
+        &mut self.data
     }
 }
 
@@ -118,5 +140,20 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr, "same size comes back from the pool");
         let c = super::filled(n, 2.0);
         assert!(c.iter().all(|&v| v == 2.0));
+    }
+
+    #[test]
+    fn stamps_change_with_every_mutable_access_and_clone() {
+        let mut a = super::CpuBuf::from(vec![1.0; 4]);
+        let s0 = a.stamp();
+        assert_eq!(a.stamp(), s0, "reading keeps the stamp");
+        let _ = a[0];
+        assert_eq!(a.stamp(), s0);
+        a[1] = 2.0;
+        let s1 = a.stamp();
+        assert_ne!(s1, s0, "a write gets a new stamp");
+        let b = a.clone();
+        assert_ne!(b.stamp(), s1, "a clone is another buffer");
+        assert_ne!(super::CpuBuf::from(vec![1.0; 4]).stamp(), s0);
     }
 }

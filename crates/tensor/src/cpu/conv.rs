@@ -256,14 +256,25 @@ fn min_tasks() -> usize {
     2 * crate::threads::num_threads()
 }
 
-/// Forward convolution: `x` is N×C×H×W, `w` is Cout×(C/groups)×kh×kw.
-pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
+/// Forward convolution: `x` is N×C×H×W, `w` is Cout×(C/groups)×kh×kw; with `w_stamp` (see
+/// [`super::packed`]) the weights' packed forms are kept for later calls.
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    w_stamp: Option<u64>,
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+) -> Vec<f32> {
     if is_depthwise(g) {
         return depthwise_forward(x, w, bias, g);
     }
     #[cfg(target_arch = "x86_64")]
+    if super::winograd::enabled(g) {
+        return super::winograd::forward(x, w, w_stamp, bias, g, min_tasks());
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::direct::enabled(g) {
-        return super::direct::forward(x, w, bias, g, min_tasks());
+        return super::direct::forward(x, w, w_stamp, bias, g, min_tasks());
     }
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
@@ -501,7 +512,7 @@ fn backward_input_as_conv(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
             groups: g.p.groups,
         },
     };
-    forward(dy, &wt, None, &gt)
+    forward(dy, &wt, None, None, &gt)
 }
 
 /// Gradient of the weight: Cout×(C/groups)×kh×kw.

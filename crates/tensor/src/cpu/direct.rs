@@ -135,7 +135,7 @@ impl Slabs {
 
 /// Copies the padded input rows that output rows `oy0..oy1` of image `n` read into `slab`
 /// (padded row `oy0·sh + r` is input row `oy0·sh + r − ph`; outside the image, zeros).
-fn fill_slab(
+pub(super) fn fill_slab(
     x: &[f32],
     g: &ConvGeom,
     n: usize,
@@ -164,10 +164,12 @@ fn fill_slab(
 }
 
 #[cfg(target_arch = "x86_64")]
-/// Forward convolution (see [`enabled`] for which): `x` is N×C×H×W, `w` is Cout×C×kh×kw.
+/// Forward convolution (see [`enabled`] for which): `x` is N×C×H×W, `w` is Cout×C×kh×kw;
+/// `w_stamp` as in [`super::conv::forward`].
 pub(crate) fn forward(
     x: &[f32],
     w: &[f32],
+    w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
     min_tasks: usize,
@@ -177,16 +179,21 @@ pub(crate) fn forward(
     let (kk, k) = (kh * kw, cin * kh * kw);
     let nb = cout / OB;
     // Weights as [block][k][16], the start 64-byte aligned: each k's 16 weights one line.
-    let mut wbuf = vec![0.0f32; nb * k * OB + 16];
-    let w0 = wbuf.as_ptr().align_offset(64).min(16);
-    crate::threads::install(|| {
-        wbuf[w0..w0 + nb * k * OB]
-            .par_chunks_mut(k * OB)
-            .enumerate()
-            .for_each(|(b, dst)| {
-                super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k)
-            })
+    let wbuf = super::packed::packed(super::packed::Form::Direct, w, w_stamp, || {
+        let mut wbuf = vec![0.0f32; nb * k * OB + 16];
+        let w0 = wbuf.as_ptr().align_offset(64).min(16);
+        crate::threads::install(|| {
+            wbuf[w0..w0 + nb * k * OB]
+                .par_chunks_mut(k * OB)
+                .enumerate()
+                .for_each(|(b, dst)| {
+                    super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k)
+                })
+        });
+        wbuf
     });
+    // The Vec kept in the cache never moves, so the aligned start is the one packed above.
+    let w0 = wbuf.as_ptr().align_offset(64).min(16);
     let wpk = &wbuf[w0..w0 + nb * k * OB];
     let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
     let Slabs {
@@ -299,10 +306,10 @@ impl Blocks<'_> {
 /// Where a band's output pixels read their input in the slab: pixel `q` (flat over the band's
 /// rows) at `(q / ow)·row_step + (q % ow)·sw`.
 #[derive(Clone, Copy)]
-struct PixMap {
-    ow: usize,
-    row_step: usize,
-    sw: usize,
+pub(super) struct PixMap {
+    pub(super) ow: usize,
+    pub(super) row_step: usize,
+    pub(super) sw: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -315,7 +322,7 @@ struct PixMap {
 /// The CPU has AVX2 and FMA; `slab` holds every element read; `tile` holds `(q1 − q0)·16`
 /// floats.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn conv_pixels(
+pub(super) unsafe fn conv_pixels(
     slab: &[f32],
     pix: PixMap,
     (q0, q1): (usize, usize),
@@ -412,7 +419,7 @@ unsafe fn store16<const N: usize>(
 /// # Safety
 /// The CPU has AVX2; `dst` is valid for writes at `o·rs + j`, `o < 16`, `j < ow`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store_tile(tile: &[f32], ow: usize, dst: *mut f32, rs: usize) {
+pub(super) unsafe fn store_tile(tile: &[f32], ow: usize, dst: *mut f32, rs: usize) {
     let full = ow / 8 * 8;
     for j in (0..full).step_by(8) {
         for h in 0..2 {

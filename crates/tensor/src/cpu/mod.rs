@@ -7,8 +7,10 @@ pub(crate) mod convgemm;
 pub(crate) mod direct;
 pub(crate) mod gemm;
 pub(crate) mod norm;
+pub(crate) mod packed;
 pub(crate) mod pool;
 pub(crate) mod simd;
+pub(crate) mod winograd;
 
 use crate::op::{BinaryOp, ReduceOp, UnaryOp};
 use crate::shape::{broadcast_strides, numel, strides};

@@ -1,0 +1,433 @@
+//! Winograd F(2×2, 3×3) forward convolution for ungrouped 3×3 stride-1 undilated convolutions
+//! whose output channels come in blocks of 16 (AVX2 + FMA): every 2 × 2 output tile is
+//! `Aᵀ·[Σ_c U_c ⊙ V_c]·A` with `U = G·g·Gᵀ` (the 3 × 3 kernel) and `V = Bᵀ·d·B` (the 4 × 4 input
+//! patch), so the product step takes 16 multiplications per tile and channel pair instead of
+//! 36, as 16 independent products over channels, one per transformed position ξ.
+//!
+//! Those products run on the direct convolution's microkernel (6 tiles × 16 output channels
+//! in registers, a broadcast per tile and channel); the input transform vectorises over 8 tiles
+//! of a row (even and odd columns split with two shuffles), the output transform over the 16
+//! channels of a block, and finished output rows go to NCHW through the same 8 × 8 transposes.
+//! Every transform coefficient is 0, ±1 or ±½, so the results stay within a few ulp of the
+//! direct sum's (the reference tests hold them to the f64 naive result at 1e-5).
+//!
+//! Tasks are (image, band of tile rows), the band's transformed input (16 × C × tiles floats)
+//! sized to stay in L2 while every block of output channels reads it. The stride-1 input
+//! gradient, a forward convolution of dy, takes the same path. `YOLO_CONV_WINOGRAD=off` (or
+//! [`set_winograd`]) keeps these convolutions on the direct kernel.
+
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+use super::direct::OB;
+use crate::op::ConvGeom;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Transformed positions per 4 × 4 tile.
+const XI: usize = 16;
+/// Floats of transformed input per task (kept in L2 while every channel block reads it).
+const V_BUDGET: usize = 96 * 1024;
+/// Input channels per product chunk (their 16 weights per channel stay in L1).
+const CHUNK: usize = 256;
+
+/// 0: not read yet, 1: on, 2: off (`YOLO_CONV_WINOGRAD=off`).
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the Winograd path at run time (benchmarks compare both in one process): on by
+/// default, off (the direct kernel) with `YOLO_CONV_WINOGRAD=off`.
+pub fn set_winograd(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, Relaxed);
+}
+
+/// Whether the Winograd path is on (`YOLO_CONV_WINOGRAD`, [`set_winograd`]).
+fn winograd_on() -> bool {
+    let mut mode = MODE.load(Relaxed);
+    if mode == 0 {
+        mode = if std::env::var("YOLO_CONV_WINOGRAD").is_ok_and(|v| v == "off") {
+            2
+        } else {
+            1
+        };
+        MODE.store(mode, Relaxed);
+    }
+    mode == 1
+}
+
+/// Whether the forward convolution `g` takes this path: the direct kernel's convolutions
+/// (see [`super::direct::enabled`]) that are 3 × 3, stride 1 and undilated.
+pub(crate) fn enabled(g: &ConvGeom) -> bool {
+    g.kh == 3
+        && g.kw == 3
+        && g.p.stride == (1, 1)
+        && g.p.dilation == (1, 1)
+        && super::direct::enabled(g)
+        && winograd_on()
+}
+
+/// `U = G·g·Gᵀ` of one 3 × 3 kernel (row-major `g`), as 16 values in ξ order.
+fn kernel_transform(g: &[f32]) -> [f32; XI] {
+    let mut a = [[0.0f32; 3]; 4];
+    for j in 0..3 {
+        let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+        a[0][j] = g0;
+        a[1][j] = 0.5 * (g0 + g1 + g2);
+        a[2][j] = 0.5 * (g0 - g1 + g2);
+        a[3][j] = g2;
+    }
+    let mut u = [0.0; XI];
+    for (i, &[h0, h1, h2]) in a.iter().enumerate() {
+        u[i * 4] = h0;
+        u[i * 4 + 1] = 0.5 * (h0 + h1 + h2);
+        u[i * 4 + 2] = 0.5 * (h0 - h1 + h2);
+        u[i * 4 + 3] = h2;
+    }
+    u
+}
+
+/// The transformed weights as `[block][ξ][c][16]`: per (block, ξ) one `c × 16` matrix whose
+/// rows are the microkernel's 64-byte weight lines.
+fn transform_weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut u = vec![0.0f32; cout * XI * cin];
+    crate::threads::install(|| {
+        u.par_chunks_mut(XI * cin * OB)
+            .enumerate()
+            .for_each(|(b, ub)| {
+                for c in 0..cin {
+                    let t: [[f32; XI]; OB] = std::array::from_fn(|o| {
+                        kernel_transform(&w[((b * OB + o) * cin + c) * 9..][..9])
+                    });
+                    for xi in 0..XI {
+                        let line = &mut ub[(xi * cin + c) * OB..][..OB];
+                        for (o, d) in line.iter_mut().enumerate() {
+                            *d = t[o][xi];
+                        }
+                    }
+                }
+            })
+    });
+    u
+}
+
+/// Add and subtract on one lane type (a float, or 8 floats in an AVX register), so the
+/// transforms are written once for the vector path and the scalar tail.
+trait Lane: Copy {
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+}
+
+impl Lane for f32 {
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self + o
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        self - o
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lane for std::arch::x86_64::__m256 {
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        // SAFETY: only reached from `#[target_feature(enable = "avx2,fma")]` functions,
+        // called after `has_avx2_fma` (through `enabled`).
+        unsafe { std::arch::x86_64::_mm256_add_ps(self, o) }
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        // SAFETY: as in `add`.
+        unsafe { std::arch::x86_64::_mm256_sub_ps(self, o) }
+    }
+}
+
+/// `Bᵀ·d·B` of a 4 × 4 patch `d[row][col]`, in ξ order (row-major).
+#[inline(always)]
+fn input_tile<T: Lane>(d: [[T; 4]; 4]) -> [T; XI] {
+    // Bᵀ rows: (1, 0, −1, 0), (0, 1, 1, 0), (0, −1, 1, 0), (0, 1, 0, −1).
+    let bt = |a: [T; 4]| {
+        [
+            a[0].sub(a[2]),
+            a[1].add(a[2]),
+            a[2].sub(a[1]),
+            a[1].sub(a[3]),
+        ]
+    };
+    let cols: [[T; 4]; 4] = std::array::from_fn(|j| bt([d[0][j], d[1][j], d[2][j], d[3][j]]));
+    // cols[j][i] = (Bᵀ·d)[i][j]; now the same on every row.
+    let mut v = [d[0][0]; XI];
+    for i in 0..4 {
+        let r = bt([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+        v[i * 4..i * 4 + 4].copy_from_slice(&r);
+    }
+    v
+}
+
+/// `Aᵀ·m·A` of a 4 × 4 product tile `m` (ξ order): the 2 × 2 outputs, row-major.
+#[inline(always)]
+fn output_tile<T: Lane>(m: &[T; XI]) -> [T; 4] {
+    // Aᵀ rows: (1, 1, 1, 0), (0, 1, −1, −1).
+    let at = |a: [T; 4]| [a[0].add(a[1]).add(a[2]), a[1].sub(a[2]).sub(a[3])];
+    let s: [[T; 2]; 4] = std::array::from_fn(|j| at([m[j], m[4 + j], m[8 + j], m[12 + j]]));
+    let r0 = at([s[0][0], s[1][0], s[2][0], s[3][0]]);
+    let r1 = at([s[0][1], s[1][1], s[2][1], s[3][1]]);
+    [r0[0], r0[1], r1[0], r1[1]]
+}
+
+#[cfg(target_arch = "x86_64")]
+std::thread_local! {
+    /// This thread's padded input rows, transformed input, one block's products and two
+    /// pixel-major output rows.
+    static BUFS: std::cell::RefCell<[Vec<f32>; 4]> =
+        const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Grows `v` to at least `len` floats.
+fn reserve(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Forward convolution (see [`enabled`] for which): `x` is N×C×H×W, `w` is Cout×C×3×3;
+/// `w_stamp` as in [`super::conv::forward`].
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    w_stamp: Option<u64>,
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+    min_tasks: usize,
+) -> Vec<f32> {
+    use super::direct::{conv_pixels, fill_slab, PixMap};
+    use rayon::prelude::*;
+    let (cin, cout) = (g.c_in, g.c_out);
+    let u = super::packed::packed(super::packed::Form::Winograd, w, w_stamp, || {
+        transform_weights(w, cin, cout)
+    });
+    let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let mut rows = th;
+    while rows > 1 && XI * cin * rows * tw > V_BUDGET {
+        rows = rows.div_ceil(2);
+    }
+    while rows > 1 && g.n * th.div_ceil(rows) < min_tasks {
+        rows = rows.div_ceil(2);
+    }
+    let bands: Vec<(usize, usize)> = (0..th)
+        .step_by(rows)
+        .map(|r| (r, (r + rows).min(th)))
+        .collect();
+    // Tiles per band (the transformed input's row length), padded row length (two columns
+    // past the last tile) and floats per padded channel.
+    let tmax = rows * tw;
+    let wp = (g.w + 2 * g.p.padding.1).max(2 * tw + 2);
+    let plane = (2 * rows + 2) * wp;
+    // Product row (ξ, c) of the transformed input starts at (ξ·C + c)·tmax.
+    let offs: Vec<isize> = (0..XI * cin).map(|i| (i * tmax) as isize).collect();
+    let ohw = g.oh * g.ow;
+    let mut out = super::buffer::alloc(g.n * cout * ohw);
+    // Tasks write disjoint output rows through it (see the store below).
+    let outp = super::conv::SharedMut(out.as_mut_ptr());
+    let tasks: Vec<(usize, usize)> = (0..g.n)
+        .flat_map(|n| (0..bands.len()).map(move |b| (n, b)))
+        .collect();
+    static ZERO: [f32; OB] = [0.0; OB];
+    crate::threads::install(|| {
+        tasks.par_iter().for_each(|&(n, band)| {
+            let (ty0, ty1) = bands[band];
+            let tiles = (ty1 - ty0) * tw;
+            BUFS.with(|bufs| {
+                let [slab, v, m, rowbuf] = &mut *bufs.borrow_mut();
+                reserve(slab, cin * plane);
+                reserve(v, XI * cin * tmax);
+                reserve(m, XI * tmax * OB);
+                reserve(rowbuf, 2 * 2 * tw * OB);
+                fill_slab(x, g, n, (2 * ty0, 2 * ty1), wp, plane, slab);
+                let geo = TileGeom {
+                    cin,
+                    plane,
+                    wp,
+                    rows: ty1 - ty0,
+                    tw,
+                    tmax,
+                };
+                // SAFETY: the CPU has AVX2 and FMA (`enabled`); the slab holds 2·rows + 2
+                // padded rows of wp ≥ 2·tw + 2 floats per channel, v holds 16·C·tmax floats.
+                unsafe { input_transform(slab, geo, v) };
+                let pix = PixMap {
+                    ow: tmax,
+                    row_step: 0,
+                    sw: 1,
+                };
+                for b in 0..cout / OB {
+                    let ub = &u[b * XI * cin * OB..][..XI * cin * OB];
+                    for xi in 0..XI {
+                        for c0 in (0..cin).step_by(CHUNK) {
+                            let c1 = (c0 + CHUNK).min(cin);
+                            let row = xi * cin;
+                            // SAFETY: as above; tile q of row (ξ, c) is v[(ξ·C + c)·tmax + q]
+                            // with q < tiles ≤ tmax; m holds tmax·16 floats per ξ.
+                            unsafe {
+                                conv_pixels(
+                                    v,
+                                    pix,
+                                    (0, tiles),
+                                    &ub[(row + c0) * OB..(row + c1) * OB],
+                                    &offs[row + c0..row + c1],
+                                    (c0 == 0).then_some(&ZERO),
+                                    &mut m[xi * tmax * OB..],
+                                )
+                            };
+                        }
+                    }
+                    let bb: &[f32; OB] = biasv[b * OB..(b + 1) * OB]
+                        .try_into()
+                        .expect("a block of 16 biases");
+                    // SAFETY: output rows 2·ty0.. (below oh) of channels b·16.. of image n are
+                    // this task's alone; the CPU has AVX2.
+                    unsafe {
+                        let dst = outp.get().add((n * cout + b * OB) * ohw);
+                        output_transform(m, geo, bb, (g.oh, g.ow, ty0), rowbuf, dst);
+                    }
+                }
+            });
+        })
+    });
+    out
+}
+
+/// The tile layout of one task.
+#[derive(Clone, Copy)]
+struct TileGeom {
+    /// Input channels.
+    cin: usize,
+    /// Floats per padded channel in the slab.
+    plane: usize,
+    /// Padded row length.
+    wp: usize,
+    /// Tile rows in the band.
+    rows: usize,
+    /// Tiles per row.
+    tw: usize,
+    /// Tiles per transformed row (the band capacity).
+    tmax: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+/// `v[(ξ·C + c)·tmax + r·tw + t] = (Bᵀ·d·B)[ξ]` of the 4 × 4 patch at padded rows 2r.., columns
+/// 2t.. of channel c; 8 tiles per vector, the row's remainder one by one.
+///
+/// # Safety
+/// The CPU has AVX2; the slab holds `cin` planes of `2·rows + 2` rows of `wp ≥ 2·tw + 2`
+/// floats; `v` holds `16·cin·tmax` floats.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_transform(slab: &[f32], geo: TileGeom, v: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let TileGeom {
+        cin,
+        plane,
+        wp,
+        rows,
+        tw,
+        tmax,
+    } = geo;
+    debug_assert!(slab.len() >= cin * plane && v.len() >= XI * cin * tmax);
+    debug_assert!(wp >= 2 * tw + 2 && plane >= (2 * rows + 2) * wp);
+    let xs = cin * tmax;
+    // Even and odd elements of 16 consecutive floats at p.
+    let split = |p: *const f32| {
+        let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+        let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+        let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+        (
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                even,
+            ))),
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                odd,
+            ))),
+        )
+    };
+    for c in 0..cin {
+        for r in 0..rows {
+            let base = slab.as_ptr().add(c * plane + 2 * r * wp);
+            let vt = v.as_mut_ptr().add(c * tmax + r * tw);
+            let vector = |t: usize| {
+                let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
+                    let p = base.add(i * wp + 2 * t);
+                    let ((e0, o0), (e1, o1)) = (split(p), split(p.add(2)));
+                    [e0, o0, e1, o1]
+                });
+                for (xi, val) in input_tile(d).into_iter().enumerate() {
+                    _mm256_storeu_ps(vt.add(xi * xs + t), val);
+                }
+            };
+            let mut t = 0;
+            while t + 8 <= tw {
+                vector(t);
+                t += 8;
+            }
+            if t < tw && tw >= 8 {
+                // The remainder as the row's last 8 tiles (some computed twice, same values).
+                vector(tw - 8);
+                continue;
+            }
+            for t in t..tw {
+                let d: [[f32; 4]; 4] =
+                    std::array::from_fn(|i| std::array::from_fn(|j| *base.add(i * wp + 2 * t + j)));
+                for (xi, val) in input_tile(d).into_iter().enumerate() {
+                    *vt.add(xi * xs + t) = val;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Turns one block's products `m[(ξ·tmax + t)·16 + o]` into output rows: per tile row, two
+/// pixel-major rows (`Aᵀ·m·A` + bias, 16 channels at a time) stored to NCHW at `dst` (the
+/// block's first channel of the image; `(oh, ow, ty0)`: output size and the band's first tile
+/// row). A last odd row or column is computed and dropped.
+///
+/// # Safety
+/// The CPU has AVX2; `m` holds `16·tmax·16` floats, `rowbuf` `4·tw·16`; `dst` is valid for
+/// writes at `o·oh·ow + y·ow + x` for `o < 16` and the band's rows.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_transform(
+    m: &[f32],
+    geo: TileGeom,
+    bias: &[f32; OB],
+    (oh, ow, ty0): (usize, usize, usize),
+    rowbuf: &mut [f32],
+    dst: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let TileGeom { rows, tw, tmax, .. } = geo;
+    debug_assert!(m.len() >= XI * tmax * OB && rowbuf.len() >= 4 * tw * OB);
+    let (r0, r1) = rowbuf.split_at_mut(2 * tw * OB);
+    let ohw = oh * ow;
+    for r in 0..rows {
+        for t in 0..tw {
+            let q = r * tw + t;
+            for h in 0..2 {
+                let mv: [__m256; XI] = std::array::from_fn(|xi| {
+                    _mm256_loadu_ps(m.as_ptr().add((xi * tmax + q) * OB + h * 8))
+                });
+                let bv = _mm256_loadu_ps(bias.as_ptr().add(h * 8));
+                let y = output_tile(&mv);
+                let at = |row: &mut [f32], j: usize| row.as_mut_ptr().add((2 * t + j) * OB + h * 8);
+                _mm256_storeu_ps(at(r0, 0), _mm256_add_ps(y[0], bv));
+                _mm256_storeu_ps(at(r0, 1), _mm256_add_ps(y[1], bv));
+                _mm256_storeu_ps(at(r1, 0), _mm256_add_ps(y[2], bv));
+                _mm256_storeu_ps(at(r1, 1), _mm256_add_ps(y[3], bv));
+            }
+        }
+        let oy = 2 * (ty0 + r);
+        super::direct::store_tile(r0, ow, dst.add(oy * ow), ohw);
+        if oy + 1 < oh {
+            super::direct::store_tile(r1, ow, dst.add((oy + 1) * ow), ohw);
+        }
+    }
+}
