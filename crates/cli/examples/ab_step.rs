@@ -7,8 +7,9 @@
 //! ```
 //!
 //! `--switch direct`: the direct convolution kernels (`YOLO_CONV_DIRECT`); `wgrad`: the direct
-//! weight gradient alone; `pointwise`: the 1×1 convolutions' own GEMM (`YOLO_CONV_GEMM`). Prints the median and minimum step time of each
-//! setting and their ratio (on / off).
+//! weight gradient alone; `winograd`: Winograd for stride-1 3×3 convolutions
+//! (`YOLO_CONV_WINOGRAD`); `pointwise`: the 1×1 convolutions' own GEMM (`YOLO_CONV_GEMM`).
+//! Prints the median and minimum step time of each setting and their ratio (on / off).
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -38,7 +39,7 @@ struct Args {
     /// Timed steps per setting (after one untimed step each).
     #[arg(long, default_value_t = 10)]
     rounds: usize,
-    /// What to switch: `direct`, `wgrad` or `pointwise`.
+    /// What to switch: `direct`, `wgrad`, `winograd` or `pointwise`.
     #[arg(long, default_value = "direct")]
     switch: String,
 }
@@ -54,7 +55,8 @@ fn main() -> Result<()> {
         "direct" => yolo_tensor::set_direct_conv,
         "wgrad" => yolo_tensor::set_direct_wgrad,
         "pointwise" => yolo_tensor::set_pointwise_gemm,
-        s => bail!("--switch {s}: expected direct, wgrad or pointwise"),
+        "winograd" => yolo_tensor::set_winograd,
+        s => bail!("--switch {s}: expected direct, wgrad, winograd or pointwise"),
     };
     let mut cfg = ModelConfig::from_file(&a.cfg)?;
     cfg.nc = a.nc;
