@@ -109,6 +109,9 @@ macro_rules! unary_kernels {
                     if c == SILU {
                         return silu_fwd_avx2(x, y);
                     }
+                    if c == SIGMOID {
+                        return sigmoid_fwd_avx2(x, y);
+                    }
                     match c {
                         $($c => fwd_avx2::<$c>(a, b, x, y),)*
                         _ => fwd_avx2::<24>(a, b, x, y),
@@ -149,6 +152,8 @@ unary_kernels!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
 
 /// `UnaryOp::Silu`'s code.
 const SILU: u8 = 18;
+/// `UnaryOp::Sigmoid`'s code.
+const SIGMOID: u8 = 6;
 
 /// SiLU and its derivative by hand, four vectors interleaved per step, with `math::exp`'s range
 /// reduction and polynomial in FMAs and the division as a reciprocal estimate plus a Newton
@@ -229,11 +234,13 @@ mod silu {
         _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)))
     }
 
+    /// `x·σ(x)`, or `σ(x)` alone when `SIG`.
     #[inline(always)]
-    unsafe fn fwd8<const N: usize>(x: [__m256; N]) -> [__m256; N] {
+    unsafe fn fwd8<const N: usize, const SIG: bool>(x: [__m256; N]) -> [__m256; N] {
         let mut e = exp_neg8(x);
         for i in 0..N {
-            e[i] = _mm256_mul_ps(x[i], recip8(_mm256_add_ps(_mm256_set1_ps(1.0), e[i])));
+            let s = recip8(_mm256_add_ps(_mm256_set1_ps(1.0), e[i]));
+            e[i] = if SIG { s } else { _mm256_mul_ps(x[i], s) };
         }
         e
     }
@@ -265,26 +272,38 @@ mod silu {
     /// `y = silu(x)`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn fwd(x: &[f32], y: &mut [f32]) {
+        fwd_any::<false>(x, y)
+    }
+
+    /// `y = σ(x)` (the same exp and reciprocal; `σ(x)` of NaN is NaN).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sigmoid(x: &[f32], y: &mut [f32]) {
+        fwd_any::<true>(x, y)
+    }
+
+    /// `y = silu(x)`, or `σ(x)` when `SIG`.
+    #[inline(always)]
+    unsafe fn fwd_any<const SIG: bool>(x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let mut i = 0;
         while i + 32 <= n {
             let v = load4(xp.add(i));
-            let r = fwd8(v);
+            let r = fwd8::<4, SIG>(v);
             for (j, r) in r.iter().enumerate() {
                 _mm256_storeu_ps(yp.add(i + 8 * j), *r);
             }
             i += 32;
         }
         while i + 8 <= n {
-            _mm256_storeu_ps(yp.add(i), fwd8([_mm256_loadu_ps(xp.add(i))])[0]);
+            _mm256_storeu_ps(yp.add(i), fwd8::<1, SIG>([_mm256_loadu_ps(xp.add(i))])[0]);
             i += 8;
         }
         if i < n {
             // The tail through a zero-padded vector, so every element takes the same path.
             let mut buf = [0.0f32; 8];
             buf[..n - i].copy_from_slice(&x[i..n]);
-            let r = fwd8([_mm256_loadu_ps(buf.as_ptr())])[0];
+            let r = fwd8::<1, SIG>([_mm256_loadu_ps(buf.as_ptr())])[0];
             _mm256_storeu_ps(buf.as_mut_ptr(), r);
             y[i..n].copy_from_slice(&buf[..n - i]);
         }
@@ -325,7 +344,7 @@ mod silu {
 }
 
 #[cfg(target_arch = "x86_64")]
-use silu::{bwd as silu_bwd_avx2, fwd as silu_fwd_avx2};
+use silu::{bwd as silu_bwd_avx2, fwd as silu_fwd_avx2, sigmoid as sigmoid_fwd_avx2};
 
 /// Sum with 16 independent lanes (a strict left-to-right float sum cannot vectorise).
 #[inline(always)]
@@ -655,5 +674,46 @@ mod silu_tests {
             }
         }
         assert_eq!(UnaryOp::Silu.code().0, super::SILU);
+    }
+
+    /// The vector sigmoid against f64 and the scalar definition, on the same inputs.
+    #[test]
+    fn sigmoid_kernel_matches_f64_and_the_scalar_definition() {
+        let mut xs: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.0237).collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            1e-40,
+            87.0,
+            -87.0,
+            88.4,
+            -88.4,
+            -100.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        for len in [xs.len(), 37, 8, 5, 0] {
+            let x = &xs[xs.len() - len..];
+            let mut y = vec![0.0; len];
+            super::unary(super::SIGMOID, 0.0, 0.0, x, &mut y);
+            for (&v, &got) in x.iter().zip(&y) {
+                if v.is_nan() {
+                    assert!(got.is_nan(), "sigmoid(NaN) = {got}");
+                    continue;
+                }
+                let want = 1.0 / (1.0 + (-(v as f64)).exp());
+                let close = (got as f64 - want).abs() <= 4e-7 * want + 1e-30;
+                assert!(close, "sigmoid({v}) = {got} not {want}");
+                let scalar = UnaryOp::Sigmoid.f(v);
+                assert!(
+                    (got - scalar).abs() <= 5e-7 * scalar + 1e-30,
+                    "sigmoid({v}): {got} vs {scalar}"
+                );
+            }
+        }
+        assert_eq!(UnaryOp::Sigmoid.code().0, super::SIGMOID);
     }
 }
