@@ -670,6 +670,56 @@ fn closed_form_values() {
     assert_eq!(m.to_vec(), vec![4.0, 5.0, 10.0, 11.0]);
 }
 
+/// Concat and narrow on every axis against index arithmetic, at sizes that take the parallel,
+/// coalesced copy (whole trailing axes joined into one run) and at small ones.
+#[test]
+fn concat_and_narrow_match_naive_indexing() {
+    for dims in [[2usize, 24, 40, 50], [2, 3, 4, 5]] {
+        let n: usize = dims.iter().product();
+        let (a, b) = (uniform(n, -1.0, 1.0, 31), uniform(n, -1.0, 1.0, 32));
+        let (ta, tb) = (t(a.clone(), &dims), t(b.clone(), &dims));
+        let at = |v: &[f32], s: [usize; 4], i: [usize; 4]| {
+            v[((i[0] * s[1] + i[1]) * s[2] + i[2]) * s[3] + i[3]]
+        };
+        for axis in 0..4 {
+            let c = Tensor::concat(&[&ta, &tb], axis as isize).unwrap();
+            let mut cs = dims;
+            cs[axis] *= 2;
+            assert_eq!(c.shape(), &cs);
+            let cv = c.to_vec();
+            let len = dims[axis] - 1;
+            let nar = ta.narrow(axis as isize, 1, len).unwrap().to_vec();
+            let mut ns = dims;
+            ns[axis] = len;
+            let mut i = [0usize; 4];
+            for f in 0..cv.len() {
+                let mut r = f;
+                for ax in (0..4).rev() {
+                    i[ax] = r % cs[ax];
+                    r /= cs[ax];
+                }
+                let mut j = i;
+                let want = if i[axis] < dims[axis] {
+                    at(&a, dims, i)
+                } else {
+                    j[axis] -= dims[axis];
+                    at(&b, dims, j)
+                };
+                assert_eq!(cv[f], want, "concat axis {axis} at {i:?}");
+                if i[axis] < len && i.iter().zip(&ns).all(|(x, s)| x < s) {
+                    let mut k = i;
+                    k[axis] += 1;
+                    assert_eq!(
+                        at(&nar, ns, i),
+                        at(&a, dims, k),
+                        "narrow axis {axis} at {i:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Inference keeps the packed weights of the direct and Winograd paths across calls; they must
 /// follow every change of the weights (in place, or by assignment).
 #[test]

@@ -319,18 +319,44 @@ pub(crate) fn copy_region(
     }
     let base_s: usize = src_start.iter().zip(&ss).map(|(a, b)| a * b).sum();
     let base_d: usize = dst_start.iter().zip(&ds).map(|(a, b)| a * b).sum();
-    let inner = region[r - 1];
+    // Trailing axes that the region spans whole in both shapes join the contiguous run (a
+    // channel slice of an N×C×H×W map is one run of C'·H·W per image, not C'·H rows).
+    let mut k = r - 1;
+    let mut inner = region[k];
+    while k > 0 && region[k] == src_shape[k] && region[k] == dst_shape[k] {
+        k -= 1;
+        inner *= region[k];
+    }
     let rows = n / inner;
-    for row in 0..rows {
+    let offsets = |row: usize| {
         let (mut os, mut od, mut rem) = (base_s, base_d, row);
-        for ax in (0..r - 1).rev() {
+        for ax in (0..k).rev() {
             let i = rem % region[ax];
             rem /= region[ax];
             os += i * ss[ax];
             od += i * ds[ax];
         }
-        dst[od..od + inner].copy_from_slice(&src[os..os + inner]);
+        (os, od)
+    };
+    if n < 2 * CHUNK || rows < 2 {
+        for row in 0..rows {
+            let (os, od) = offsets(row);
+            dst[od..od + inner].copy_from_slice(&src[os..os + inner]);
+        }
+        return;
     }
+    // Rows go to disjoint destination ranges.
+    let dp = conv::SharedMut(dst.as_mut_ptr());
+    let dlen = dst.len();
+    crate::threads::install(|| {
+        (0..rows).into_par_iter().for_each(|row| {
+            let (os, od) = offsets(row);
+            assert!(od + inner <= dlen, "copy_region: destination row in bounds");
+            // SAFETY: in bounds (checked); distinct rows map to disjoint ranges of `dst`.
+            let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(od), inner) };
+            d.copy_from_slice(&src[os..os + inner]);
+        })
+    });
 }
 
 /// Transposes axes: output axis `i` is input axis `perm[i]`.
