@@ -692,7 +692,7 @@ fn concat_and_narrow_match_naive_indexing() {
             let mut ns = dims;
             ns[axis] = len;
             let mut i = [0usize; 4];
-            for f in 0..cv.len() {
+            for (f, &got) in cv.iter().enumerate() {
                 let mut r = f;
                 for ax in (0..4).rev() {
                     i[ax] = r % cs[ax];
@@ -705,7 +705,7 @@ fn concat_and_narrow_match_naive_indexing() {
                     j[axis] -= dims[axis];
                     at(&b, dims, j)
                 };
-                assert_eq!(cv[f], want, "concat axis {axis} at {i:?}");
+                assert_eq!(got, want, "concat axis {axis} at {i:?}");
                 if i[axis] < len && i.iter().zip(&ns).all(|(x, s)| x < s) {
                     let mut k = i;
                     k[axis] += 1;
