@@ -9,6 +9,28 @@ same protocol as `yolo-forge bench` (2 warm-up runs, median of --runs). Prints o
 import argparse, contextlib, io, json, os, sys, tempfile, time
 
 
+def export_session(repo, cfg, imgsz, threads):
+    """The fused eval model of `cfg` exported from the upstream checkout `repo` (opset 17) and
+    loaded into an ONNX Runtime CPU session with `threads` intra-op threads: (session, input)."""
+    cfg = os.path.abspath(cfg)
+    sys.path.insert(0, os.path.abspath(repo))
+    os.chdir(repo)
+    import torch, onnxruntime as ort
+    from models.yolo import Model
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        m = Model(cfg).fuse().eval()
+        for mod in m.modules():
+            if hasattr(mod, "export"):
+                mod.export = True  # Detect returns the decoded tensor only
+        x = torch.rand(1, 3, imgsz, imgsz)
+        path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+        torch.onnx.export(m, x, path, opset_version=17, input_names=["images"], output_names=["output"], dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]), x.numpy()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", required=True)
@@ -17,24 +39,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=10)
     a = ap.parse_args()
-    cfg = os.path.abspath(a.cfg)
-    sys.path.insert(0, os.path.abspath(a.repo))
-    os.chdir(a.repo)
-    import numpy as np, torch, onnxruntime as ort
-    from models.yolo import Model
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        m = Model(cfg).fuse().eval()
-        for mod in m.modules():
-            if hasattr(mod, "export"):
-                mod.export = True  # Detect returns the decoded tensor only
-        x = torch.rand(1, 3, a.imgsz, a.imgsz)
-        path = os.path.join(tempfile.mkdtemp(), "model.onnx")
-        torch.onnx.export(m, x, path, opset_version=17, input_names=["images"], output_names=["output"], dynamo=False)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    xn = x.numpy()
+    import onnxruntime as ort
+    sess, xn = export_session(a.repo, a.cfg, a.imgsz, a.threads)
     times = []
     for i in range(a.runs + 2):
         t = time.perf_counter()

@@ -3,7 +3,9 @@
 //! buffer and multiplies it on its own thread. Backward-data splits work by input channel so
 //! col2im writes never collide; backward-weight keeps one partial sum per task. On AVX2 CPUs,
 //! ungrouped convolutions with output channels in blocks of 16 take [`super::direct`] instead
-//! for the forward pass (k > 1) and the weight gradient.
+//! for the forward pass (k > 1) and the weight gradient, and the 3×3 stride-1 ones among them
+//! [`super::winograd`] for the forward pass; without autograd recording their packed weights
+//! are kept across calls ([`super::packed`]).
 
 use super::gemm::{sgemm_raw, sgemm_raw_strided, MatRef};
 use crate::op::ConvGeom;

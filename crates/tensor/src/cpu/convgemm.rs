@@ -203,30 +203,17 @@ unsafe fn kernel(
     }
 }
 
-/// 0: not read yet, 1: on, 2: off (`YOLO_CONV_GEMM=crate`).
-static MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// This GEMM for 1×1 convolutions, or the `gemm` crate's (`YOLO_CONV_GEMM=crate`).
+static OWN: super::KernelSwitch = super::KernelSwitch::new("YOLO_CONV_GEMM", "crate");
 
 /// Chooses the 1×1 convolutions' GEMM at run time (benchmarks compare both in one process):
 /// this one by default, the `gemm` crate's with `YOLO_CONV_GEMM=crate`.
 pub fn set_pointwise_gemm(own: bool) {
-    MODE.store(
-        if own { 1 } else { 2 },
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    OWN.set(own);
 }
 
 /// Whether a 1×1 convolution product with `m` output rows and an inner size of `k` takes this
 /// path: at `k` ≤ 32 (the 16- and 32-channel stages of yolov5n) it measured no faster.
 pub(crate) fn enabled(m: usize, k: usize) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut mode = MODE.load(Relaxed);
-    if mode == 0 {
-        mode = if std::env::var("YOLO_CONV_GEMM").is_ok_and(|v| v == "crate") {
-            2
-        } else {
-            1
-        };
-        MODE.store(mode, Relaxed);
-    }
-    mode == 1 && m >= NR && k >= 64 && super::simd::has_avx2_fma()
+    OWN.on() && m >= NR && k >= 64 && super::simd::has_avx2_fma()
 }

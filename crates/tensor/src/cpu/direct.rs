@@ -25,7 +25,7 @@ use super::simd::has_avx2_fma;
 use crate::op::ConvGeom;
 use rayon::prelude::*;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Output channels per block (two AVX vectors).
 pub(crate) const OB: usize = 16;
@@ -39,27 +39,18 @@ const TILE_BUDGET: usize = 2048;
 /// Floats of zero-padded input rows per task (kept in L2 while every channel block reads it).
 const SLAB_BUDGET: usize = 48 * 1024;
 
-/// 0: not read yet, 1: on, 2: off (`YOLO_CONV_DIRECT=off`).
-static MODE: AtomicU8 = AtomicU8::new(0);
+/// The direct kernels, or im2col + GEMM (`YOLO_CONV_DIRECT=off`).
+static DIRECT: super::KernelSwitch = super::KernelSwitch::new("YOLO_CONV_DIRECT", "off");
 
 /// Chooses the direct convolution at run time (benchmarks compare both in one process): on by
 /// default, off (im2col + GEMM) with `YOLO_CONV_DIRECT=off`.
 pub fn set_direct_conv(on: bool) {
-    MODE.store(if on { 1 } else { 2 }, Relaxed);
+    DIRECT.set(on);
 }
 
 /// Whether the direct kernels are on (`YOLO_CONV_DIRECT`, [`set_direct_conv`]).
 fn direct_on() -> bool {
-    let mut mode = MODE.load(Relaxed);
-    if mode == 0 {
-        mode = if std::env::var("YOLO_CONV_DIRECT").is_ok_and(|v| v == "off") {
-            2
-        } else {
-            1
-        };
-        MODE.store(mode, Relaxed);
-    }
-    mode == 1
+    DIRECT.on()
 }
 
 /// Whether the forward convolution `g` takes this path.

@@ -16,6 +16,45 @@ use crate::op::{BinaryOp, ReduceOp, UnaryOp};
 use crate::shape::{broadcast_strides, numel, strides};
 use rayon::prelude::*;
 
+/// A kernel choice made at run time: on by default, off when the environment variable `var`
+/// has the value `off_value` (read at first use), or as set by [`KernelSwitch::set`]
+/// (benchmarks compare both settings in one process).
+pub(crate) struct KernelSwitch {
+    /// 0: not read yet, 1: on, 2: off.
+    mode: std::sync::atomic::AtomicU8,
+    var: &'static str,
+    off_value: &'static str,
+}
+
+impl KernelSwitch {
+    /// A switch read from `var` (off when it equals `off_value`).
+    pub(crate) const fn new(var: &'static str, off_value: &'static str) -> Self {
+        KernelSwitch {
+            mode: std::sync::atomic::AtomicU8::new(0),
+            var,
+            off_value,
+        }
+    }
+
+    /// Overrides the environment.
+    pub(crate) fn set(&self, on: bool) {
+        self.mode
+            .store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the kernel is on.
+    pub(crate) fn on(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut mode = self.mode.load(Relaxed);
+        if mode == 0 {
+            let off = std::env::var(self.var).is_ok_and(|v| v == self.off_value);
+            mode = if off { 2 } else { 1 };
+            self.mode.store(mode, Relaxed);
+        }
+        mode == 1
+    }
+}
+
 /// Elements per parallel chunk of pointwise kernels.
 const CHUNK: usize = 1 << 15;
 

@@ -594,11 +594,9 @@ mod silu_tests {
         s * (1.0 + x * (1.0 - s))
     }
 
-    /// The vector SiLU and derivative against f64 and against the scalar `UnaryOp::f`/`df`,
-    /// on every kind of input: the clamp's edges, ±0, denormals, huge, infinite and NaN
-    /// values, and lengths that use the 4-vector, 1-vector and padded tails.
-    #[test]
-    fn silu_kernels_match_f64_and_the_scalar_definition() {
+    /// A ramp over ±95 and every kind of edge input: the exp clamp's edges, ±0, denormals,
+    /// huge, infinite and NaN values.
+    fn edge_inputs() -> Vec<f32> {
         let mut xs: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.0237).collect();
         xs.extend([
             0.0,
@@ -618,6 +616,15 @@ mod silu_tests {
             f32::NAN,
             f32::MIN_POSITIVE,
         ]);
+        xs
+    }
+
+    /// The vector SiLU and derivative against f64 and against the scalar `UnaryOp::f`/`df`,
+    /// on every kind of input: the clamp's edges, ±0, denormals, huge, infinite and NaN
+    /// values, and lengths that use the 4-vector, 1-vector and padded tails.
+    #[test]
+    fn silu_kernels_match_f64_and_the_scalar_definition() {
+        let xs = edge_inputs();
         let g: Vec<f32> = (0..xs.len()).map(|i| 0.5 - (i % 7) as f32 * 0.3).collect();
         for len in [xs.len(), 37, 8, 5, 0] {
             let (x, gy) = (&xs[xs.len() - len..], &g[..len]);
@@ -679,22 +686,7 @@ mod silu_tests {
     /// The vector sigmoid against f64 and the scalar definition, on the same inputs.
     #[test]
     fn sigmoid_kernel_matches_f64_and_the_scalar_definition() {
-        let mut xs: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.0237).collect();
-        xs.extend([
-            0.0,
-            -0.0,
-            1e-40,
-            87.0,
-            -87.0,
-            88.4,
-            -88.4,
-            -100.0,
-            1e30,
-            -1e30,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-        ]);
+        let xs = edge_inputs();
         for len in [xs.len(), 37, 8, 5, 0] {
             let x = &xs[xs.len() - len..];
             let mut y = vec![0.0; len];

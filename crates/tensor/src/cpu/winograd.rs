@@ -20,7 +20,6 @@
 
 use super::direct::OB;
 use crate::op::ConvGeom;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// Transformed positions per 4 × 4 tile.
 const XI: usize = 16;
@@ -29,27 +28,13 @@ const V_BUDGET: usize = 96 * 1024;
 /// Input channels per product chunk (their 16 weights per channel stay in L1).
 const CHUNK: usize = 256;
 
-/// 0: not read yet, 1: on, 2: off (`YOLO_CONV_WINOGRAD=off`).
-static MODE: AtomicU8 = AtomicU8::new(0);
+/// Winograd, or the direct kernel (`YOLO_CONV_WINOGRAD=off`).
+static WINOGRAD: super::KernelSwitch = super::KernelSwitch::new("YOLO_CONV_WINOGRAD", "off");
 
 /// Chooses the Winograd path at run time (benchmarks compare both in one process): on by
 /// default, off (the direct kernel) with `YOLO_CONV_WINOGRAD=off`.
 pub fn set_winograd(on: bool) {
-    MODE.store(if on { 1 } else { 2 }, Relaxed);
-}
-
-/// Whether the Winograd path is on (`YOLO_CONV_WINOGRAD`, [`set_winograd`]).
-fn winograd_on() -> bool {
-    let mut mode = MODE.load(Relaxed);
-    if mode == 0 {
-        mode = if std::env::var("YOLO_CONV_WINOGRAD").is_ok_and(|v| v == "off") {
-            2
-        } else {
-            1
-        };
-        MODE.store(mode, Relaxed);
-    }
-    mode == 1
+    WINOGRAD.set(on);
 }
 
 /// Whether the forward convolution `g` takes this path: the direct kernel's convolutions
@@ -60,7 +45,7 @@ pub(crate) fn enabled(g: &ConvGeom) -> bool {
         && g.p.stride == (1, 1)
         && g.p.dilation == (1, 1)
         && super::direct::enabled(g)
-        && winograd_on()
+        && WINOGRAD.on()
 }
 
 /// `U = G·g·Gᵀ` of one 3 × 3 kernel (row-major `g`), as 16 values in ξ order.
