@@ -131,8 +131,17 @@ impl Spinners {
                 if rayon::current_thread_index() == me {
                     return;
                 }
+                let mut idle = 0u32;
                 while !done.load(Ordering::Acquire) {
-                    if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+                    if matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+                        idle = 0;
+                        continue;
+                    }
+                    idle = idle.wrapping_add(1);
+                    if idle % 64 == 0 {
+                        // Let other runnable threads (a data loader's workers) have the core.
+                        std::thread::yield_now();
+                    } else {
                         std::hint::spin_loop();
                     }
                 }
