@@ -75,17 +75,44 @@ thread_local! {
 fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Vec<(usize, usize)> {
     let (sh, dh) = (g.p.stride.0, g.p.dilation.0);
     let slab_rows = |r: usize| (r - 1) * sh + (g.kh - 1) * dh + 1;
-    let mut rows = g.oh;
-    while rows > 1 && g.c_in * slab_rows(rows) * wp > SLAB_BUDGET {
+    split_rows(g.oh, g.n, min_tasks, |rows| {
+        g.c_in * slab_rows(rows) * wp <= SLAB_BUDGET
+    })
+}
+
+/// Splits `total` rows into equal bands (the last shorter), halving the band from all rows
+/// until `fits(rows)` holds and until `images` × bands makes at least `min_tasks` tasks.
+pub(super) fn split_rows(
+    total: usize,
+    images: usize,
+    min_tasks: usize,
+    fits: impl Fn(usize) -> bool,
+) -> Vec<(usize, usize)> {
+    let mut rows = total;
+    while rows > 1 && !fits(rows) {
         rows = rows.div_ceil(2);
     }
-    while rows > 1 && g.n * g.oh.div_ceil(rows) < min_tasks {
+    while rows > 1 && images * total.div_ceil(rows) < min_tasks {
         rows = rows.div_ceil(2);
     }
-    (0..g.oh)
-        .step_by(rows)
-        .map(|r| (r, (r + rows).min(g.oh)))
+    (0..total)
+        .step_by(rows.max(1))
+        .map(|r| (r, (r + rows).min(total)))
         .collect()
+}
+
+/// Every (image, band) pair: the tasks of a banded kernel.
+pub(super) fn image_bands(images: usize, bands: usize) -> Vec<(usize, usize)> {
+    (0..images)
+        .flat_map(|n| (0..bands).map(move |b| (n, b)))
+        .collect()
+}
+
+/// Grows `v` to at least `len` floats (a thread's scratch, kept between calls).
+pub(super) fn reserve(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
 }
 
 /// The zero-padded input rows of one (image, band) task: their layout, the bands, and the
@@ -197,21 +224,14 @@ pub(crate) fn forward(
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     // Tasks write disjoint output rows through it (see the store below).
     let outp = super::conv::SharedMut(out.as_mut_ptr());
-    let tasks: Vec<(usize, usize)> = (0..g.n)
-        .flat_map(|n| (0..bands.len()).map(move |b| (n, b)))
-        .collect();
+    let tasks = image_bands(g.n, bands.len());
     crate::threads::install(|| {
         tasks.par_iter().for_each(|&(n, band)| {
             let (oy0, oy1) = bands[band];
             BUFS.with(|bufs| {
                 let (slab, tile) = &mut *bufs.borrow_mut();
-                if slab.len() < cin * slab_plane {
-                    slab.resize(cin * slab_plane, 0.0);
-                }
-                let tile_len = TILE_BUDGET.max(PX * OB);
-                if tile.len() < tile_len {
-                    tile.resize(tile_len, 0.0);
-                }
+                reserve(slab, cin * slab_plane);
+                reserve(tile, TILE_BUDGET.max(PX * OB));
                 fill_slab(x, g, n, (oy0, oy1), wp, slab_plane, slab);
                 let pix = PixMap {
                     ow: g.ow,

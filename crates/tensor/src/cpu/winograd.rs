@@ -167,13 +167,6 @@ std::thread_local! {
         const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Grows `v` to at least `len` floats.
-fn reserve(v: &mut Vec<f32>, len: usize) {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 /// Forward convolution (see [`enabled`] for which): `x` is N×C×H×W, `w` is Cout×C×3×3;
 /// `w_stamp` as in [`super::conv::forward`].
@@ -185,7 +178,7 @@ pub(crate) fn forward(
     g: &ConvGeom,
     min_tasks: usize,
 ) -> Vec<f32> {
-    use super::direct::{conv_pixels, fill_slab, PixMap};
+    use super::direct::{conv_pixels, fill_slab, image_bands, reserve, split_rows, PixMap};
     use rayon::prelude::*;
     let (cin, cout) = (g.c_in, g.c_out);
     let u = super::packed::packed(super::packed::Form::Winograd, w, w_stamp, || {
@@ -193,17 +186,8 @@ pub(crate) fn forward(
     });
     let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-    let mut rows = th;
-    while rows > 1 && XI * cin * rows * tw > V_BUDGET {
-        rows = rows.div_ceil(2);
-    }
-    while rows > 1 && g.n * th.div_ceil(rows) < min_tasks {
-        rows = rows.div_ceil(2);
-    }
-    let bands: Vec<(usize, usize)> = (0..th)
-        .step_by(rows)
-        .map(|r| (r, (r + rows).min(th)))
-        .collect();
+    let bands = split_rows(th, g.n, min_tasks, |rows| XI * cin * rows * tw <= V_BUDGET);
+    let rows = bands.iter().map(|b| b.1 - b.0).max().unwrap_or(1);
     // Tiles per band (the transformed input's row length), padded row length (two columns
     // past the last tile) and floats per padded channel.
     let tmax = rows * tw;
@@ -215,9 +199,7 @@ pub(crate) fn forward(
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     // Tasks write disjoint output rows through it (see the store below).
     let outp = super::conv::SharedMut(out.as_mut_ptr());
-    let tasks: Vec<(usize, usize)> = (0..g.n)
-        .flat_map(|n| (0..bands.len()).map(move |b| (n, b)))
-        .collect();
+    let tasks = image_bands(g.n, bands.len());
     static ZERO: [f32; OB] = [0.0; OB];
     crate::threads::install(|| {
         tasks.par_iter().for_each(|&(n, band)| {
