@@ -53,7 +53,8 @@ pub struct BenchArgs {
     /// step; 4 targets per image).
     #[arg(long)]
     train: bool,
-    /// With --train: also print the median time of each phase (forward, loss, backward,
+    /// Also print where the time goes: for inference, each layer's median time (upstream's
+    /// `profile=True`); with --train, the median time of each phase (forward, loss, backward,
     /// optimiser) and the backward pass's time per op.
     #[arg(long)]
     profile: bool,
@@ -131,15 +132,33 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let _g = yolo_tensor::no_grad();
     let mut times = Vec::with_capacity(a.runs);
     reset_peak(device);
+    // per layer: one time (ms) per timed run, and its GFLOPs
+    let mut layers: Vec<Vec<f64>> = Vec::new();
+    let mut gflops: Vec<f64> = Vec::new();
     for i in 0..a.runs + 2 {
         let t = Instant::now();
-        let out = model.forward(&x, false)?;
+        let out = if a.profile {
+            let (out, dt) = model.forward_profiled(&x, false)?;
+            if i >= 2 {
+                layers.resize_with(dt.len(), Vec::new);
+                gflops = dt.iter().map(|d| d.1).collect();
+                for (l, d) in layers.iter_mut().zip(dt) {
+                    l.push(d.0 * 1e3);
+                }
+            }
+            out
+        } else {
+            model.forward(&x, false)?
+        };
         // kernels run asynchronously on a GPU: the clock is read once they are done
         yolo_tensor::synchronize(device)?;
         std::hint::black_box(out);
         if i >= 2 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
+    }
+    if a.profile && !a.json {
+        print_layer_profile(&model, &mut layers, &gflops);
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -155,6 +174,41 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("forward {imgsz}×{imgsz} batch {} on {}{}: median {median:.1} ms, min {min:.1} ms over {} runs{}", a.batch, where_text(device, threads), if a.no_fuse { "" } else { ", fused" }, a.runs, peak_text(peak_dev));
     }
     Ok(())
+}
+
+/// Upstream's per-layer profile: median ms per layer, its share, GFLOPs, the rate they ran at,
+/// parameters and module.
+fn print_layer_profile(model: &yolo_models::Model, layers: &mut [Vec<f64>], gflops: &[f64]) {
+    let med: Vec<f64> = layers
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    let total: f64 = med.iter().sum();
+    let rate = |g: f64, ms: f64| if ms > 0.0 { g / ms * 1e3 } else { 0.0 };
+    println!(
+        "{:>3} {:>10} {:>6} {:>8} {:>8} {:>10}  module (median of the timed runs)",
+        "", "time (ms)", "%", "GFLOPs", "GFLOP/s", "params"
+    );
+    for ((row, ms), g) in model.layer_table().iter().zip(&med).zip(gflops) {
+        println!(
+            "{:>3} {ms:>10.2} {:>6.1} {g:>8.3} {:>8.1} {:>10}  {}",
+            row.index,
+            100.0 * ms / total.max(f64::MIN_POSITIVE),
+            rate(*g, *ms),
+            row.params,
+            row.module
+        );
+    }
+    let g: f64 = gflops.iter().sum();
+    println!(
+        "    {total:>10.2} {:>6.1} {g:>8.3} {:>8.1} {:>10}  total",
+        100.0,
+        rate(g, total),
+        ""
+    );
 }
 
 /// The benchmark input: a deterministic N×C×S×S pattern in 0..1 on `device`.

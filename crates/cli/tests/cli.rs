@@ -111,6 +111,44 @@ fn bench_json() {
 }
 
 #[test]
+fn bench_profile_prints_every_layer() {
+    let out = bin()
+        .args([
+            "bench",
+            "--model",
+            "configs/models/yolov5n.yaml",
+            "--imgsz",
+            "64",
+            "--runs",
+            "2",
+            "--profile",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // A header, the 25 layers of yolov5n (0 … 24, Detect last), the total and the summary.
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<usize>().is_ok())
+        })
+        .collect();
+    assert_eq!(rows.len(), 25, "{text}");
+    assert!(
+        rows[24].ends_with("Detect") && rows[0].ends_with("Conv"),
+        "{text}"
+    );
+    assert!(text.contains("GFLOP/s") && text.contains("total"), "{text}");
+}
+
+#[test]
 fn bench_train_step_json_on_the_chosen_device() {
     let out = bin()
         .args([

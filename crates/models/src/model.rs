@@ -373,17 +373,37 @@ impl Model {
         // The FLOP counter is thread-local: count on this thread; otherwise run the whole pass on
         // a pool thread (one hand-off instead of one per op).
         if flops::counting() {
-            self.forward_here(x, train)
+            self.forward_here(x, train, None)
         } else {
-            yolo_tensor::in_pool(|| self.forward_here(x, train))
+            yolo_tensor::in_pool(|| self.forward_here(x, train, None))
         }
     }
 
-    fn forward_here(&self, x: &Tensor, train: bool) -> Result<DetectOutput> {
+    /// [`Model::forward`] that also returns each layer's wall time in seconds and its GFLOPs
+    /// (2 × multiply-accumulates), in layer order (upstream's `profile=True`). On a GPU the
+    /// device is synchronised after every layer.
+    pub fn forward_profiled(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<(DetectOutput, Vec<(f64, f64)>)> {
+        let mut times = Vec::with_capacity(self.nodes.len());
+        let out = yolo_tensor::in_pool(|| self.forward_here(x, train, Some(&mut times)))?;
+        Ok((out, times))
+    }
+
+    fn forward_here(
+        &self,
+        x: &Tensor,
+        train: bool,
+        mut times: Option<&mut Vec<(f64, f64)>>,
+    ) -> Result<DetectOutput> {
+        let device = x.device();
         let mut outs: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         let mut prev = x.clone();
         let last = self.nodes.len() - 1;
         for (i, node) in self.nodes.iter().enumerate() {
+            let start = times.is_some().then(std::time::Instant::now);
             let inputs: Vec<Tensor> = node
                 .from
                 .iter()
@@ -393,19 +413,21 @@ impl Model {
                     Some(j) => outs[*j].clone().expect("kept outputs are stored"),
                 })
                 .collect();
+            let profiling = start.is_some();
             if i == last {
-                let head = node.layer.forward_head(&inputs, train);
-                return Ok(head.expect("last node is the head")?);
+                let (head, macs) = count_if(profiling, || node.layer.forward_head(&inputs, train));
+                let head = head.expect("last node is the head")?;
+                record(times.as_deref_mut(), start, macs, device)?;
+                return Ok(head);
             }
-            let y = node
-                .layer
-                .run(&inputs, train)
-                .map_err(|e| ModelError::Row {
-                    index: i,
-                    module: node.module.clone(),
-                    message: e.to_string(),
-                    file: None,
-                })?;
+            let (y, macs) = count_if(profiling, || node.layer.run(&inputs, train));
+            let y = y.map_err(|e| ModelError::Row {
+                index: i,
+                module: node.module.clone(),
+                message: e.to_string(),
+                file: None,
+            })?;
+            record(times.as_deref_mut(), start, macs, device)?;
             if self.keep[i] {
                 outs[i] = Some(y.clone());
             }
@@ -489,6 +511,29 @@ impl Model {
     pub fn is_fused(&self) -> bool {
         self.fused
     }
+}
+
+/// `f()` and, when `on`, the multiply-accumulates it counted.
+fn count_if<R>(on: bool, f: impl FnOnce() -> R) -> (R, f64) {
+    if on {
+        flops::count(f)
+    } else {
+        (f(), 0.0)
+    }
+}
+
+/// Appends a profiled layer's (seconds since `start`, GFLOPs) once the device is done.
+fn record(
+    times: Option<&mut Vec<(f64, f64)>>,
+    start: Option<std::time::Instant>,
+    macs: f64,
+    device: yolo_tensor::Device,
+) -> Result<()> {
+    if let (Some(t), Some(s)) = (times, start) {
+        yolo_tensor::synchronize(device)?;
+        t.push((s.elapsed().as_secs_f64(), 2.0 * macs / 1e9));
+    }
+    Ok(())
 }
 
 /// Replaces `nc` and `anchors` by their values, as upstream's `eval` of row arguments does.

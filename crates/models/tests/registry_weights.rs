@@ -246,3 +246,39 @@ fn config_errors_are_clear() {
         .to_string();
     assert!(e.contains("/nonexistent/model.yaml"), "{e}");
 }
+
+#[test]
+fn forward_profiled_times_every_layer_and_counts_its_flops() {
+    let model = yolov5n();
+    let x = input(3, 64);
+    let _g = yolo_tensor::no_grad();
+    let plain = model.forward(&x, false).unwrap();
+    let (out, layers) = model.forward_profiled(&x, false).unwrap();
+    assert_eq!(
+        layers.len(),
+        model.layer_table().len(),
+        "one entry per layer"
+    );
+    assert!(layers.iter().all(|&(s, g)| s >= 0.0 && g >= 0.0));
+    // The per-layer GFLOPs add up to the summary's (info counts at 64 px for this model).
+    let total: f64 = layers.iter().map(|l| l.1).sum();
+    let info = model.info(64).unwrap().gflops;
+    assert!(
+        (total - info).abs() <= 1e-9 * info.max(1.0),
+        "{total} vs {info}"
+    );
+    // Convolution rows count, parameter-free rows (Upsample, Concat) do not.
+    assert!(layers[0].1 > 0.0);
+    let up = model
+        .layer_table()
+        .iter()
+        .position(|r| r.module == "nn.Upsample")
+        .unwrap();
+    assert_eq!(layers[up].1, 0.0);
+    // Profiling changes nothing in the result.
+    assert_eq!(
+        out.pred.unwrap().to_vec(),
+        plain.pred.unwrap().to_vec(),
+        "same predictions"
+    );
+}

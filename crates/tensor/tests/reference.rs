@@ -452,16 +452,43 @@ fn conv2d_same_result_at_any_thread_count() {
     // Eight output channels (im2col + GEMM) and sixteen (Winograd, bands by thread count).
     let w8 = t(uniform(8 * 16 * 9, -1.0, 1.0, 6), &[8, 16, 3, 3]);
     let w16 = t(uniform(16 * 16 * 9, -1.0, 1.0, 7), &[16, 16, 3, 3]);
-    let run = || [&w8, &w16].map(|w| x.conv2d(w, None, Conv2dParams::new(1, 1)).unwrap().to_vec());
-    yolo_tensor::set_num_threads(1);
-    let one = run();
+    // A small deep map: with more threads, too few row bands split the output channels into
+    // parts (the 1×1 GEMM, the stride-2 direct kernel and Winograd).
+    let xs = t(uniform(40 * 5 * 6, -1.0, 1.0, 8), &[1, 40, 5, 6]);
+    let w1 = t(uniform(68 * 40, -1.0, 1.0, 9), &[68, 40, 1, 1]);
+    let w3 = t(uniform(64 * 40 * 9, -1.0, 1.0, 10), &[64, 40, 3, 3]);
+    let b = t(uniform(68, -1.0, 1.0, 11), &[68]);
+    let run = || {
+        let _g = yolo_tensor::no_grad();
+        let mut v: Vec<Vec<f32>> = [&w8, &w16]
+            .map(|w| x.conv2d(w, None, Conv2dParams::new(1, 1)).unwrap().to_vec())
+            .into();
+        v.push(
+            xs.conv2d(&w1, Some(&b), Conv2dParams::new(1, 0))
+                .unwrap()
+                .to_vec(),
+        );
+        for s in [1, 2] {
+            v.push(
+                xs.conv2d(&w3, None, Conv2dParams::new(s, 1))
+                    .unwrap()
+                    .to_vec(),
+            );
+        }
+        v
+    };
+    let mut results = Vec::new();
+    for n in [1, 2, 4] {
+        yolo_tensor::set_num_threads(n);
+        assert_eq!(yolo_tensor::num_threads(), n);
+        results.push(run());
+    }
     yolo_tensor::set_num_threads(2);
-    assert_eq!(yolo_tensor::num_threads(), 2);
-    let two = run();
     assert_eq!(
-        one, two,
+        results[0], results[1],
         "tiles are independent, so results are bitwise equal"
     );
+    assert_eq!(results[0], results[2], "and with channel parts too");
 }
 
 #[test]

@@ -289,10 +289,20 @@ pub(crate) fn forward(
     } else {
         row_bands(g, others, min_tasks())
     };
-    let tasks = task_list(g.n, g.p.groups, bands.len());
-    let own = pointwise && super::convgemm::enabled(cout_g, k);
+    let own = pointwise && super::convgemm::enabled_forward(cout_g, k);
+    // Too few pixel bands (the deep layers' 10×10 maps are one band) also split the output
+    // channels, in multiples of the microkernel's rows; each part packs its band itself.
+    let per = if own {
+        let parts = min_tasks().div_ceil(others * bands.len()).max(1);
+        cout_g.div_ceil(parts).next_multiple_of(super::convgemm::NR)
+    } else {
+        cout_g
+    };
+    let parts = cout_g.div_ceil(per);
+    let tasks = task_list(g.n, g.p.groups, bands.len() * parts);
     crate::threads::install(|| {
-        tasks.par_iter().for_each(|&(n, grp, b)| {
+        tasks.par_iter().for_each(|&(n, grp, bp)| {
+            let (b, part) = (bp / parts, bp % parts);
             let (lo, hi) = bands[b];
             let (p0, t) = if pointwise {
                 (lo, hi - lo)
@@ -300,14 +310,18 @@ pub(crate) fn forward(
                 (lo * g.ow, (hi - lo) * g.ow)
             };
             let obase = (n * g.c_out + grp * cout_g) * ohw + p0;
-            // SAFETY: this task alone writes rows grp·cout_g.. of image n, pixels p0..p0+t.
+            // SAFETY: this task alone writes its part of rows grp·cout_g.. of image n, pixels
+            // p0..p0+t.
             let c = unsafe { outp.get().add(obase) };
             if own {
+                let (o0, o1) = (part * per, ((part + 1) * per).min(cout_g));
                 let xb = &x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..];
-                let wg = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
-                let bg = bias.map(|b| &b[grp * cout_g..(grp + 1) * cout_g]);
-                // SAFETY: as above; the CPU has AVX2 and FMA (convgemm::enabled).
-                unsafe { pointwise_own(xb, ohw, wg, cout_g, k, t, c, ohw, bg) };
+                let (r0, r1) = (grp * cout_g + o0, grp * cout_g + o1);
+                let wg = &w[r0 * k..r1 * k];
+                let bg = bias.map(|b| &b[r0..r1]);
+                // SAFETY: as above, channels o0..o1 of them being this part's; the CPU has
+                // AVX2 and FMA (convgemm::enabled_forward).
+                unsafe { pointwise_own(xb, ohw, wg, o1 - o0, k, t, c.add(o0 * ohw), ohw, bg) };
                 return;
             }
             if let Some(bias) = bias {

@@ -4,8 +4,10 @@
 //! band of input rows is packed once into `[pixel strip][c][MR]` (zero-padded), the weights are
 //! read in place as four row streams, and the bias is the accumulators' start. On yolov5n's
 //! pointwise shapes with ≥ 64 channels forward + backward took 0.87–0.96 of the `gemm` crate's
-//! time (`conv_layers` with `AB=1`); with 16–32 channels, and on 3×3 convolutions through
-//! im2col, it was no faster, so those keep the general GEMM.
+//! time (`conv_layers` with `AB=1`); with 16–32 channels forward + backward, and on 3×3
+//! convolutions through im2col, it was no faster, so the input gradient of those keeps the
+//! general GEMM. The forward alone takes this GEMM from 8 input channels on
+//! ([`enabled_forward`]).
 
 /// Pixels per microkernel tile (three AVX vectors).
 pub(crate) const MR: usize = 24;
@@ -212,8 +214,17 @@ pub fn set_pointwise_gemm(own: bool) {
     OWN.set(own);
 }
 
-/// Whether a 1×1 convolution product with `m` output rows and an inner size of `k` takes this
-/// path: at `k` ≤ 32 (the 16- and 32-channel stages of yolov5n) it measured no faster.
+/// Whether a 1×1 convolution's input-gradient product with `m` output rows and an inner size
+/// of `k` takes this path: at `k` ≤ 32 (the 16- and 32-channel stages of yolov5n) forward +
+/// backward measured no faster.
 pub(crate) fn enabled(m: usize, k: usize) -> bool {
     OWN.on() && m >= NR && k >= 64 && super::simd::has_avx2_fma()
+}
+
+/// Whether a 1×1 convolution's forward product takes this path: from 8 input channels on.
+/// Batch 1, one thread, alternating in one process, this GEMM took 0.74–0.87 of the `gemm`
+/// crate's time on yolov5n/s's 16- and 32-channel shapes (e.g. 32→32 at 160 × 160: 1.34
+/// against 1.81 ms; 16→32: 0.55 against 0.86 ms).
+pub(crate) fn enabled_forward(m: usize, k: usize) -> bool {
+    OWN.on() && m >= NR && k >= 8 && super::simd::has_avx2_fma()
 }

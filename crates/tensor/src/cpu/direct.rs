@@ -72,17 +72,17 @@ thread_local! {
 
 /// Output-row bands: padded input rows per band within [`SLAB_BUDGET`], and at least
 /// `min_tasks` (image, band) tasks overall.
-fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Vec<(usize, usize)> {
+fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Work {
     let (sh, dh) = (g.p.stride.0, g.p.dilation.0);
     let slab_rows = |r: usize| (r - 1) * sh + (g.kh - 1) * dh + 1;
-    split_rows(g.oh, g.n, min_tasks, |rows| {
+    split_work(g.oh, g.n, g.c_out / OB, min_tasks, |rows| {
         g.c_in * slab_rows(rows) * wp <= SLAB_BUDGET
     })
 }
 
 /// Splits `total` rows into equal bands (the last shorter), halving the band from all rows
 /// until `fits(rows)` holds and until `images` × bands makes at least `min_tasks` tasks.
-pub(super) fn split_rows(
+fn split_rows(
     total: usize,
     images: usize,
     min_tasks: usize,
@@ -101,11 +101,41 @@ pub(super) fn split_rows(
         .collect()
 }
 
-/// Every (image, band) pair: the tasks of a banded kernel.
-pub(super) fn image_bands(images: usize, bands: usize) -> Vec<(usize, usize)> {
-    (0..images)
-        .flat_map(|n| (0..bands).map(move |b| (n, b)))
-        .collect()
+/// The tasks of a banded kernel: row bands, blocks of 16 output channels per part, and every
+/// (image, band, part) triple.
+pub(super) struct Work {
+    pub(super) bands: Vec<(usize, usize)>,
+    pub(super) per: usize,
+    pub(super) tasks: Vec<(usize, usize, usize)>,
+}
+
+/// The tasks of a banded kernel over `blocks` blocks of 16 output channels: row bands within
+/// the budget (`fits`), and when the (image, band) pairs are fewer than `min_tasks`, the blocks
+/// split into equal parts first (no input row is then handled twice, and equal parts balance),
+/// the rows only past that.
+pub(super) fn split_work(
+    total: usize,
+    images: usize,
+    blocks: usize,
+    min_tasks: usize,
+    fits: impl Fn(usize) -> bool,
+) -> Work {
+    let mut bands = split_rows(total, images, 1, &fits);
+    let pairs = images * bands.len();
+    let mut per = blocks.max(1);
+    if pairs < min_tasks {
+        per = blocks.div_ceil(min_tasks.div_ceil(pairs)).max(1);
+        let parts = blocks.div_ceil(per);
+        if pairs * parts < min_tasks {
+            bands = split_rows(total, images, min_tasks.div_ceil(parts), fits);
+        }
+    }
+    let parts = blocks.div_ceil(per).max(1);
+    let nb = bands.len();
+    let tasks = (0..images)
+        .flat_map(|n| (0..nb).flat_map(move |b| (0..parts).map(move |p| (n, b, p))))
+        .collect();
+    Work { bands, per, tasks }
 }
 
 /// Grows `v` to at least `len` floats (a thread's scratch, kept between calls).
@@ -122,8 +152,8 @@ struct Slabs {
     wp: usize,
     /// Floats per channel (rows of the longest band).
     plane: usize,
-    /// Output-row bands.
-    bands: Vec<(usize, usize)>,
+    /// Output-row bands, blocks per part and the tasks.
+    work: Work,
     /// `c·plane + ki·dh·wp + kj·dw` for every (c, ki, kj), in weight order.
     offs: Vec<isize>,
 }
@@ -132,8 +162,8 @@ impl Slabs {
     fn new(g: &ConvGeom, min_tasks: usize) -> Self {
         let (sh, dh, dw) = (g.p.stride.0, g.p.dilation.0, g.p.dilation.1);
         let wp = g.w + 2 * g.p.padding.1;
-        let bands = bands(g, wp, min_tasks);
-        let max_rows = bands.iter().map(|b| b.1 - b.0).max().unwrap_or(1);
+        let work = bands(g, wp, min_tasks);
+        let max_rows = work.bands.iter().map(|b| b.1 - b.0).max().unwrap_or(1);
         let plane = ((max_rows - 1) * sh + (g.kh - 1) * dh + 1) * wp;
         let offs = (0..g.c_in)
             .flat_map(|c| {
@@ -145,7 +175,7 @@ impl Slabs {
         Self {
             wp,
             plane,
-            bands,
+            work,
             offs,
         }
     }
@@ -217,17 +247,17 @@ pub(crate) fn forward(
     let Slabs {
         wp,
         plane: slab_plane,
-        bands,
+        work: Work { bands, per, tasks },
         offs,
     } = Slabs::new(g, min_tasks);
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     // Tasks write disjoint output rows through it (see the store below).
     let outp = super::conv::SharedMut(out.as_mut_ptr());
-    let tasks = image_bands(g.n, bands.len());
     crate::threads::install(|| {
-        tasks.par_iter().for_each(|&(n, band)| {
+        tasks.par_iter().for_each(|&(n, band, part)| {
             let (oy0, oy1) = bands[band];
+            let (b0, b1) = (part * per, ((part + 1) * per).min(nb));
             BUFS.with(|bufs| {
                 let (slab, tile) = &mut *bufs.borrow_mut();
                 reserve(slab, cin * slab_plane);
@@ -239,12 +269,13 @@ pub(crate) fn forward(
                     sw,
                 };
                 let blocks = Blocks {
-                    w: wpk,
-                    bias: &biasv,
+                    w: &wpk[b0 * k * OB..b1 * k * OB],
+                    bias: &biasv[b0 * OB..b1 * OB],
                     offs: &offs,
                     taps: kk,
                 };
                 blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, |b, q0, tile| {
+                    let b = b0 + b;
                     // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
                     // task's alone; the CPU has AVX2.
                     unsafe {
@@ -487,7 +518,7 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: us
     // A 1×1 convolution reads its input in place: one band per image, pixels in groups of
     // DY_TILE / 16 along the flat plane. Otherwise padded row slabs, as the forward pass.
     let slabs = (!pointwise).then(|| Slabs::new(g, 1));
-    let nbands = slabs.as_ref().map_or(1, |s| s.bands.len());
+    let nbands = slabs.as_ref().map_or(1, |s| s.work.bands.len());
     // 1×1: channel c of the image at c·ohw.
     let plane_offs: Vec<isize> = (0..cin).map(|c| (c * ohw) as isize).collect();
     let items: Vec<(usize, usize)> = (0..g.n)
@@ -534,7 +565,7 @@ pub(crate) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, min_tasks: us
                                 }
                             }
                             Some(s) => {
-                                let (oy0, oy1) = s.bands[band];
+                                let (oy0, oy1) = s.work.bands[band];
                                 if slab.len() < cin * s.plane {
                                     slab.resize(cin * s.plane, 0.0);
                                 }

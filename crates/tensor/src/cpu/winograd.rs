@@ -178,7 +178,7 @@ pub(crate) fn forward(
     g: &ConvGeom,
     min_tasks: usize,
 ) -> Vec<f32> {
-    use super::direct::{conv_pixels, fill_slab, image_bands, reserve, split_rows, PixMap};
+    use super::direct::{conv_pixels, fill_slab, reserve, split_work, PixMap, Work};
     use rayon::prelude::*;
     let (cin, cout) = (g.c_in, g.c_out);
     let u = super::packed::packed(super::packed::Form::Winograd, w, w_stamp, || {
@@ -186,7 +186,9 @@ pub(crate) fn forward(
     });
     let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-    let bands = split_rows(th, g.n, min_tasks, |rows| XI * cin * rows * tw <= V_BUDGET);
+    let Work { bands, per, tasks } = split_work(th, g.n, cout / OB, min_tasks, |rows| {
+        XI * cin * rows * tw <= V_BUDGET
+    });
     let rows = bands.iter().map(|b| b.1 - b.0).max().unwrap_or(1);
     // Tiles per band (the transformed input's row length), padded row length (two columns
     // past the last tile) and floats per padded channel.
@@ -199,11 +201,11 @@ pub(crate) fn forward(
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     // Tasks write disjoint output rows through it (see the store below).
     let outp = super::conv::SharedMut(out.as_mut_ptr());
-    let tasks = image_bands(g.n, bands.len());
     static ZERO: [f32; OB] = [0.0; OB];
     crate::threads::install(|| {
-        tasks.par_iter().for_each(|&(n, band)| {
+        tasks.par_iter().for_each(|&(n, band, part)| {
             let (ty0, ty1) = bands[band];
+            let (b0, b1) = (part * per, ((part + 1) * per).min(cout / OB));
             let tiles = (ty1 - ty0) * tw;
             BUFS.with(|bufs| {
                 let [slab, v, m, rowbuf] = &mut *bufs.borrow_mut();
@@ -228,7 +230,7 @@ pub(crate) fn forward(
                     row_step: 0,
                     sw: 1,
                 };
-                for b in 0..cout / OB {
+                for b in b0..b1 {
                     let ub = &u[b * XI * cin * OB..][..XI * cin * OB];
                     for xi in 0..XI {
                         for c0 in (0..cin).step_by(CHUNK) {
