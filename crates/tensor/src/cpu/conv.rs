@@ -70,14 +70,21 @@ fn row_bands_budget(
         .collect()
 }
 
+/// Pixel bands of a 1×1 convolution: at most [`POINTWISE_COLS`] pixels, and more bands while
+/// there are fewer than `min_tasks` tasks and the bands keep ≥ 256 pixels; bands of equal
+/// length in whole 24-pixel strips (only the last shorter), so that the threads' shares match.
 fn pointwise_bands(g: &ConvGeom, others: usize, min_tasks: usize) -> Vec<(usize, usize)> {
     let hw = g.oh * g.ow;
-    let mut cols = POINTWISE_COLS.min(hw.max(1));
-    while cols > 256 && others * hw.div_ceil(cols) < min_tasks {
-        cols = cols.div_ceil(2);
+    let mut nb = hw.div_ceil(POINTWISE_COLS).max(1);
+    while others * nb < min_tasks && hw.div_ceil(nb + 1) >= 256 {
+        nb += 1;
     }
+    let cols = hw
+        .div_ceil(nb)
+        .next_multiple_of(super::convgemm::MR)
+        .min(hw.max(1));
     (0..hw)
-        .step_by(cols.max(1))
+        .step_by(cols)
         .map(|p| (p, (p + cols).min(hw)))
         .collect()
 }
@@ -290,9 +297,10 @@ pub(crate) fn forward(
         row_bands(g, others, min_tasks())
     };
     let own = pointwise && super::convgemm::enabled_forward(cout_g, k);
-    // Too few pixel bands (the deep layers' 10×10 maps are one band) also split the output
-    // channels, in multiples of the microkernel's rows; each part packs its band itself.
-    let per = if own {
+    // With several threads, too few pixel bands (the deep layers' 10×10 maps are one band)
+    // also split the output channels, in multiples of the microkernel's rows; each part packs
+    // its band itself (so one thread keeps one part).
+    let per = if own && crate::threads::num_threads() > 1 {
         let parts = min_tasks().div_ceil(others * bands.len()).max(1);
         cout_g.div_ceil(parts).next_multiple_of(super::convgemm::NR)
     } else {

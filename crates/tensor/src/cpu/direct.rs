@@ -80,24 +80,33 @@ fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Work {
     })
 }
 
-/// Splits `total` rows into equal bands (the last shorter), halving the band from all rows
-/// until `fits(rows)` holds and until `images` × bands makes at least `min_tasks` tasks.
+/// Splits `total` rows into the fewest bands of equal size (the first `total % bands` one row
+/// longer) such that `fits(longest band)` holds and `images` × bands makes at least
+/// `min_tasks` tasks. Equal bands keep the threads' shares equal (10 rows in four tasks are
+/// 3, 3, 2, 2, not 3, 3, 3, 1).
 fn split_rows(
     total: usize,
     images: usize,
     min_tasks: usize,
     fits: impl Fn(usize) -> bool,
 ) -> Vec<(usize, usize)> {
-    let mut rows = total;
-    while rows > 1 && !fits(rows) {
-        rows = rows.div_ceil(2);
+    let total1 = total.max(1);
+    let mut nb = 1;
+    while nb < total1 && !fits(total1.div_ceil(nb)) {
+        nb += 1;
     }
-    while rows > 1 && images * total.div_ceil(rows) < min_tasks {
-        rows = rows.div_ceil(2);
+    while nb < total1 && images * nb < min_tasks {
+        nb += 1;
     }
-    (0..total)
-        .step_by(rows.max(1))
-        .map(|r| (r, (r + rows).min(total)))
+    let (q, r) = (total / nb, total % nb);
+    let mut start = 0;
+    (0..nb)
+        .map(|i| {
+            let band = (start, start + q + usize::from(i < r));
+            start = band.1;
+            band
+        })
+        .filter(|b| b.1 > b.0)
         .collect()
 }
 
@@ -110,9 +119,9 @@ pub(super) struct Work {
 }
 
 /// The tasks of a banded kernel over `blocks` blocks of 16 output channels: row bands within
-/// the budget (`fits`), and when the (image, band) pairs are fewer than `min_tasks`, the blocks
-/// split into equal parts first (no input row is then handled twice, and equal parts balance),
-/// the rows only past that.
+/// the budget (`fits`), and when, with several threads, the (image, band) pairs are fewer than
+/// `min_tasks`, the blocks split into equal parts first (no output row is then split, and
+/// equal parts balance), the rows only past that.
 pub(super) fn split_work(
     total: usize,
     images: usize,
@@ -123,7 +132,10 @@ pub(super) fn split_work(
     let mut bands = split_rows(total, images, 1, &fits);
     let pairs = images * bands.len();
     let mut per = blocks.max(1);
-    if pairs < min_tasks {
+    if crate::threads::num_threads() == 1 {
+        // One thread: no parts (each would fill the slab again), bands as before.
+        bands = split_rows(total, images, min_tasks, fits);
+    } else if pairs < min_tasks {
         per = blocks.div_ceil(min_tasks.div_ceil(pairs)).max(1);
         let parts = blocks.div_ceil(per);
         if pairs * parts < min_tasks {
@@ -705,4 +717,39 @@ unsafe fn wgrad<const N: usize, const S: usize>(
         }
     }
     store16(&lo, &hi, acc);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_rows;
+
+    #[test]
+    fn split_rows_makes_equal_bands_within_the_budget() {
+        // Enough tasks: 10 rows, 4 wanted → 3, 3, 2, 2.
+        assert_eq!(
+            split_rows(10, 1, 4, |_| true),
+            vec![(0, 3), (3, 6), (6, 8), (8, 10)]
+        );
+        // The budget alone: at most 7 rows → 3 bands of 7, 7, 6.
+        assert_eq!(
+            split_rows(20, 2, 1, |r| r <= 7),
+            vec![(0, 7), (7, 14), (14, 20)]
+        );
+        // Images count as tasks; never more bands than rows; every row covered once.
+        assert_eq!(split_rows(5, 4, 4, |_| true), vec![(0, 5)]);
+        assert_eq!(split_rows(3, 1, 8, |_| true).len(), 3);
+        for total in 1..40 {
+            for budget in 1..9 {
+                let b = split_rows(total, 1, 3, |r| r <= budget);
+                assert_eq!((b[0].0, b[b.len() - 1].1), (0, total));
+                assert!(b.windows(2).all(|w| w[0].1 == w[1].0));
+                let (lo, hi) = b.iter().fold((usize::MAX, 0), |(lo, hi), (s, e)| {
+                    (lo.min(e - s), hi.max(e - s))
+                });
+                assert!(hi - lo <= 1 && hi <= budget, "{total} {budget}: {b:?}");
+                assert!(b.len() >= 3.min(total));
+            }
+        }
+        assert!(split_rows(0, 1, 4, |_| true).is_empty());
+    }
 }

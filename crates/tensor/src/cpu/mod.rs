@@ -377,23 +377,31 @@ pub(crate) fn copy_region(
         }
         (os, od)
     };
-    if n < 2 * CHUNK || rows < 2 {
+    if n < 2 * CHUNK {
         for row in 0..rows {
             let (os, od) = offsets(row);
             dst[od..od + inner].copy_from_slice(&src[os..os + inner]);
         }
         return;
     }
-    // Rows go to disjoint destination ranges.
+    // Rows, and long rows in pieces of CHUNK floats (a concat's input along channels is one
+    // run per image), go to disjoint destination ranges.
+    let pieces = inner.div_ceil(CHUNK);
     let dp = conv::SharedMut(dst.as_mut_ptr());
     let dlen = dst.len();
     crate::threads::install(|| {
-        (0..rows).into_par_iter().for_each(|row| {
+        (0..rows * pieces).into_par_iter().for_each(|i| {
+            let (row, lo) = (i / pieces, (i % pieces) * CHUNK);
+            let len = CHUNK.min(inner - lo);
             let (os, od) = offsets(row);
-            assert!(od + inner <= dlen, "copy_region: destination row in bounds");
-            // SAFETY: in bounds (checked); distinct rows map to disjoint ranges of `dst`.
-            let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(od), inner) };
-            d.copy_from_slice(&src[os..os + inner]);
+            assert!(
+                od + lo + len <= dlen,
+                "copy_region: destination piece in bounds"
+            );
+            // SAFETY: in bounds (checked); distinct (row, piece) pairs map to disjoint ranges
+            // of `dst`.
+            let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(od + lo), len) };
+            d.copy_from_slice(&src[os + lo..os + lo + len]);
         })
     });
 }
