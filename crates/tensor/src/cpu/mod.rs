@@ -55,8 +55,22 @@ impl KernelSwitch {
     }
 }
 
-/// Elements per parallel chunk of pointwise kernels.
+/// Elements per parallel chunk of pointwise kernels (at most).
 const CHUNK: usize = 1 << 15;
+/// Fewest elements a pointwise kernel splits across threads.
+const MIN_PARALLEL: usize = 1 << 13;
+
+/// The chunk length of a pointwise kernel over `len` elements, or `None` to run it on this
+/// thread: chunks of at most [`CHUNK`], as many as a multiple of the thread count and of
+/// equal length (in whole cache lines), so that every thread gets the same share.
+fn chunk_len(len: usize) -> Option<usize> {
+    let threads = crate::threads::num_threads();
+    if threads < 2 || len < MIN_PARALLEL {
+        return (len > CHUNK).then_some(CHUNK);
+    }
+    let parts = len.div_ceil(CHUNK).next_multiple_of(threads);
+    Some(len.div_ceil(parts).next_multiple_of(16))
+}
 
 /// Applies `op` to every element.
 pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
@@ -70,27 +84,25 @@ pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
 pub(crate) fn unary_backward(op: UnaryOp, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = buffer::alloc(x.len());
     let (c, a, b) = op.code();
-    if x.len() <= CHUNK {
-        simd::unary_backward(c, a, b, x, dy, &mut dx);
-    } else {
-        crate::threads::install(|| {
-            dx.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+    match chunk_len(x.len()) {
+        None => simd::unary_backward(c, a, b, x, dy, &mut dx),
+        Some(n) => crate::threads::install(|| {
+            dx.par_chunks_mut(n)
+                .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
                 .for_each(|(d, (s, g))| simd::unary_backward(c, a, b, s, g, d));
-        })
+        }),
     }
     dx
 }
 
 fn par_chunks1(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
-    if x.len() <= CHUNK {
-        f(x, y);
-    } else {
-        crate::threads::install(|| {
-            y.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK))
+    match chunk_len(x.len()) {
+        None => f(x, y),
+        Some(n) => crate::threads::install(|| {
+            y.par_chunks_mut(n)
+                .zip(x.par_chunks(n))
                 .for_each(|(d, s)| f(s, d));
-        })
+        }),
     }
 }
 
@@ -104,14 +116,13 @@ pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
 }
 
 fn par_map2<F: Fn(f32, f32) -> f32 + Sync + Send>(a: &[f32], b: &[f32], y: &mut [f32], f: F) {
-    if a.len() <= CHUNK {
-        simd::map2(a, b, y, f);
-    } else {
-        crate::threads::install(|| {
-            y.par_chunks_mut(CHUNK)
-                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+    match chunk_len(a.len()) {
+        None => simd::map2(a, b, y, f),
+        Some(n) => crate::threads::install(|| {
+            y.par_chunks_mut(n)
+                .zip(a.par_chunks(n).zip(b.par_chunks(n)))
                 .for_each(|(d, (s, t))| simd::map2(s, t, d, &f));
-        })
+        }),
     }
 }
 
