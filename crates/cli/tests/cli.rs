@@ -80,8 +80,9 @@ fn bad_inputs_exit_2_with_a_message() {
     }
 }
 
-#[test]
-fn bench_json() {
+/// `yolo-forge bench` on yolov5n at 64 px, two runs, with `extra` flags; its stdout (the
+/// command must succeed).
+fn bench_yolov5n_64(extra: &str) -> Vec<u8> {
     let out = bin()
         .args([
             "bench",
@@ -91,7 +92,7 @@ fn bench_json() {
             "64",
             "--runs",
             "2",
-            "--json",
+            extra,
         ])
         .output()
         .unwrap();
@@ -100,7 +101,12 @@ fn bench_json() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    out.stdout
+}
+
+#[test]
+fn bench_json() {
+    let v: serde_json::Value = serde_json::from_slice(&bench_yolov5n_64("--json")).unwrap();
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(v["imgsz"], 64);
     assert_eq!(v["device"], "cpu");
@@ -112,25 +118,7 @@ fn bench_json() {
 
 #[test]
 fn bench_profile_prints_every_layer() {
-    let out = bin()
-        .args([
-            "bench",
-            "--model",
-            "configs/models/yolov5n.yaml",
-            "--imgsz",
-            "64",
-            "--runs",
-            "2",
-            "--profile",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(bench_yolov5n_64("--profile")).unwrap();
     // A header, the 25 layers of yolov5n (0 … 24, Detect last), the total and the summary.
     let rows: Vec<&str> = text
         .lines()

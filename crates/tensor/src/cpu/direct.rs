@@ -70,8 +70,8 @@ thread_local! {
     static BUFS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Output-row bands: padded input rows per band within [`SLAB_BUDGET`], and at least
-/// `min_tasks` (image, band) tasks overall.
+/// The forward's tasks ([`split_work`]): output-row bands whose padded input rows fit
+/// [`SLAB_BUDGET`], and at least `min_tasks` tasks overall.
 fn bands(g: &ConvGeom, wp: usize, min_tasks: usize) -> Work {
     let (sh, dh) = (g.p.stride.0, g.p.dilation.0);
     let slab_rows = |r: usize| (r - 1) * sh + (g.kh - 1) * dh + 1;
@@ -133,7 +133,8 @@ pub(super) fn split_work(
     let pairs = images * bands.len();
     let mut per = blocks.max(1);
     if crate::threads::num_threads() == 1 {
-        // One thread: no parts (each would fill the slab again), bands as before.
+        // One thread: no parts (each would fill the slab again); the rows alone make the
+        // tasks, as before the parts.
         bands = split_rows(total, images, min_tasks, fits);
     } else if pairs < min_tasks {
         per = blocks.div_ceil(min_tasks.div_ceil(pairs)).max(1);
