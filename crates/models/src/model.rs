@@ -381,14 +381,16 @@ impl Model {
 
     /// [`Model::forward`] that also returns each layer's wall time in seconds and its GFLOPs
     /// (2 × multiply-accumulates), in layer order (upstream's `profile=True`). On a GPU the
-    /// device is synchronised after every layer.
+    /// device is synchronised after every layer. It runs on the calling thread, as the FLOP
+    /// counter is thread-local (a pool thread waiting inside a kernel may run other callers'
+    /// jobs, whose ops it would count), so each op's hand-off to the pool is in the times.
     pub fn forward_profiled(
         &self,
         x: &Tensor,
         train: bool,
     ) -> Result<(DetectOutput, Vec<(f64, f64)>)> {
         let mut times = Vec::with_capacity(self.nodes.len());
-        let out = yolo_tensor::in_pool(|| self.forward_here(x, train, Some(&mut times)))?;
+        let out = self.forward_here(x, train, Some(&mut times))?;
         Ok((out, times))
     }
 
