@@ -129,14 +129,13 @@ pub(super) fn split_work(
     min_tasks: usize,
     fits: impl Fn(usize) -> bool,
 ) -> Work {
-    let mut bands = split_rows(total, images, 1, &fits);
+    // One thread: no parts (each would fill the slab again); the rows alone make the tasks,
+    // as before the parts.
+    let one = crate::threads::num_threads() == 1;
+    let mut bands = split_rows(total, images, if one { min_tasks } else { 1 }, &fits);
     let pairs = images * bands.len();
     let mut per = blocks.max(1);
-    if crate::threads::num_threads() == 1 {
-        // One thread: no parts (each would fill the slab again); the rows alone make the
-        // tasks, as before the parts.
-        bands = split_rows(total, images, min_tasks, fits);
-    } else if pairs < min_tasks {
+    if !one && pairs < min_tasks {
         per = blocks.div_ceil(min_tasks.div_ceil(pairs)).max(1);
         let parts = blocks.div_ceil(per);
         if pairs * parts < min_tasks {
