@@ -9,9 +9,10 @@ same protocol as `yolo-forge bench` (2 warm-up runs, median of --runs). Prints o
 import argparse, contextlib, io, json, os, sys, tempfile, time
 
 
-def export_session(repo, cfg, imgsz, threads):
+def export_session(repo, cfg, imgsz, threads, profile=False):
     """The fused eval model of `cfg` exported from the upstream checkout `repo` (opset 17) and
-    loaded into an ONNX Runtime CPU session with `threads` intra-op threads: (session, input)."""
+    loaded into an ONNX Runtime CPU session with `threads` intra-op threads (its profiler on when
+    `profile`): (session, input)."""
     cfg = os.path.abspath(cfg)
     sys.path.insert(0, os.path.abspath(repo))
     os.chdir(repo)
@@ -28,6 +29,7 @@ def export_session(repo, cfg, imgsz, threads):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.enable_profiling = profile
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]), x.numpy()
 
 

@@ -43,6 +43,7 @@ pub use autograd::{
 pub use cpu::convgemm::set_pointwise_gemm;
 #[doc(hidden)]
 pub use cpu::direct::{set_direct_conv, set_direct_wgrad};
+pub use cpu::simd::{cpu_has_avx512, set_avx512};
 #[doc(hidden)]
 pub use cpu::winograd::set_winograd;
 pub use cuda::{

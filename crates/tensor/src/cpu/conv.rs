@@ -81,7 +81,7 @@ fn pointwise_bands(g: &ConvGeom, others: usize, min_tasks: usize) -> Vec<(usize,
     }
     let cols = hw
         .div_ceil(nb)
-        .next_multiple_of(super::convgemm::MR)
+        .next_multiple_of(super::convgemm::mr())
         .min(hw.max(1));
     (0..hw)
         .step_by(cols)
@@ -395,14 +395,15 @@ unsafe fn pointwise_own(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::convgemm::{k_blocks, multiply, packed_len, scatter_row};
+        use super::convgemm::{k_blocks, mr, multiply, packed_len, scatter_row};
         let blocks = k_blocks(k);
-        with_scratch(packed_len(t, blocks[0].1), |packed| {
+        let mr = mr();
+        with_scratch(packed_len(t, blocks[0].1, mr), |packed| {
             for &(k0, kcl) in &blocks {
                 for kk in 0..kcl {
-                    scatter_row(&src[(k0 + kk) * src_rs..][..t], kk, kcl, packed);
+                    scatter_row(&src[(k0 + kk) * src_rs..][..t], kk, kcl, packed, mr);
                 }
-                multiply(m, t, (k, k0, kcl), w, packed, c, c_rs, k0 == 0, bias);
+                multiply(mr, m, t, (k, k0, kcl), w, packed, c, c_rs, k0 == 0, bias);
             }
         })
     }

@@ -386,6 +386,9 @@ pub(super) unsafe fn conv_pixels(
     tile: &mut [f32],
 ) {
     debug_assert!(tile.len() >= (q1 - q0) * OB && w.len() >= offs.len() * OB);
+    if super::simd::has_avx512() && (pix.sw == 1 || pix.sw == 2) {
+        return conv_pixels_512(slab, pix, (q0, q1), w, offs, bias, tile);
+    }
     let at = |q: usize| {
         slab.as_ptr()
             .add((q / pix.ow) * pix.row_step + (q % pix.ow) * pix.sw)
@@ -407,6 +410,82 @@ pub(super) unsafe fn conv_pixels(
             _ => pixels::<1>(&x, w, offs, b, t),
         }
         q += n;
+    }
+}
+
+/// Most output pixels per AVX-512 microkernel call (one 16-channel register each).
+const PX512: usize = 12;
+
+#[cfg(target_arch = "x86_64")]
+/// [`conv_pixels`] on AVX-512 for horizontal strides 1 and 2: each row's pixels of the range
+/// run in near-equal groups of at most [`PX512`] (a group never spans rows, so its inputs are
+/// one pointer plus constant offsets and every FMA takes its input as a broadcast operand).
+///
+/// # Safety
+/// As [`conv_pixels`], and the CPU has AVX-512 F; `pix.sw` is 1 or 2.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn conv_pixels_512(
+    slab: &[f32],
+    pix: PixMap,
+    (q0, q1): (usize, usize),
+    w: &[f32],
+    offs: &[isize],
+    bias: Option<&[f32; OB]>,
+    tile: &mut [f32],
+) {
+    let mut q = q0;
+    while q < q1 {
+        let (row, col) = (q / pix.ow, q % pix.ow);
+        let len = (pix.ow - col).min(q1 - q);
+        let groups = len.div_ceil(PX512);
+        let (size, extra) = (len / groups, len % groups);
+        for i in 0..groups {
+            let n = size + usize::from(i < extra);
+            let x = slab
+                .as_ptr()
+                .add(row * pix.row_step + (q % pix.ow) * pix.sw);
+            let t = tile.as_mut_ptr().add((q - q0) * OB);
+            let b = bias.map_or((t as *const f32, OB), |b| (b.as_ptr(), 0));
+            let w = w.as_ptr();
+            macro_rules! go {
+                ($($n:literal)*) => {
+                    match (n, pix.sw) {
+                        $(($n, 1) => pixels512::<$n, 1>(x, w, offs, b, t),
+                          ($n, _) => pixels512::<$n, 2>(x, w, offs, b, t),)*
+                        _ => unreachable!("groups hold 1 to 12 pixels"),
+                    }
+                };
+            }
+            go!(1 2 3 4 5 6 7 8 9 10 11 12);
+            q += n;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// The AVX-512 microkernel: `N` pixels of one row (input at `x + j·SW`) × 16 channels, over
+/// every offset; pixel `j` starts from the 16 floats at `init + j·init_step`.
+#[inline(always)]
+unsafe fn pixels512<const N: usize, const SW: usize>(
+    x: *const f32,
+    w: *const f32,
+    offs: &[isize],
+    (init, init_step): (*const f32, usize),
+    tile: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc: [__m512; N] = std::array::from_fn(|j| _mm512_loadu_ps(init.add(j * init_step)));
+    let mut wk = w;
+    for &o in offs {
+        let wv = _mm512_loadu_ps(wk);
+        let p = x.offset(o);
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(_mm512_set1_ps(*p.add(j * SW)), wv, *a);
+        }
+        wk = wk.add(OB);
+    }
+    for (j, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(tile.add(j * OB), *a);
     }
 }
 

@@ -20,6 +20,36 @@ pub(crate) fn has_avx2_fma() -> bool {
     })
 }
 
+/// The AVX-512 kernels, or AVX2 only (`YOLO_AVX512=off`, [`set_avx512`]).
+static AVX512: super::KernelSwitch = super::KernelSwitch::new("YOLO_AVX512", "off");
+
+/// Chooses the AVX-512 microkernels at run time where the CPU has them (on by default; off,
+/// the AVX2 ones, with `YOLO_AVX512=off`): tests and benchmarks compare both in one process.
+pub fn set_avx512(on: bool) {
+    AVX512.set(on);
+}
+
+/// Whether the AVX-512 microkernels run: the CPU has AVX-512 F (with AVX2 and FMA) and they
+/// are not switched off.
+pub(crate) fn has_avx512() -> bool {
+    cpu_has_avx512() && AVX512.on()
+}
+
+/// Whether the CPU has AVX-512 F (with AVX2 and FMA), switched off or not.
+pub fn cpu_has_avx512() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            has_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// `dst[i] = f(src[i])`.
 #[inline(always)]
 fn map1_generic<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
@@ -106,11 +136,12 @@ macro_rules! unary_kernels {
             if has_avx2_fma() {
                 // SAFETY: the CPU supports the enabled features (checked above).
                 unsafe {
+                    let wide = has_avx512();
                     if c == SILU {
-                        return silu_fwd_avx2(x, y);
+                        return if wide { silu::fwd512(x, y) } else { silu::fwd(x, y) };
                     }
                     if c == SIGMOID {
-                        return sigmoid_fwd_avx2(x, y);
+                        return if wide { silu::sigmoid512(x, y) } else { silu::sigmoid(x, y) };
                     }
                     match c {
                         $($c => fwd_avx2::<$c>(a, b, x, y),)*
@@ -131,7 +162,7 @@ macro_rules! unary_kernels {
                 // SAFETY: the CPU supports the enabled features (checked above).
                 unsafe {
                     if c == SILU {
-                        return silu_bwd_avx2(x, g, dx);
+                        return if has_avx512() { silu::bwd512(x, g, dx) } else { silu::bwd(x, g, dx) };
                     }
                     match c {
                         $($c => bwd_avx2::<$c>(a, b, x, g, dx),)*
@@ -164,24 +195,177 @@ const SIGMOID: u8 = 6;
 mod silu {
     use std::arch::x86_64::*;
 
-    /// `math::exp` on N vectors of eight lanes, in FMAs, step by step across the vectors so
-    /// that their dependency chains interleave (one vector at a time was latency bound).
-    /// Plain loops, not closures: a closure would not inherit the caller's AVX2 target.
+    /// The float-vector operations the kernels need, on 8 (AVX2) or 16 (AVX-512) lanes, so
+    /// that exp, SiLU and its derivative are written once. Only reached from functions with
+    /// the matching `#[target_feature]`, into which these inline.
+    pub(super) trait Vf: Copy {
+        const LANES: usize;
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+        unsafe fn add(self, o: Self) -> Self;
+        unsafe fn sub(self, o: Self) -> Self;
+        unsafe fn mul(self, o: Self) -> Self;
+        unsafe fn min(self, o: Self) -> Self;
+        unsafe fn max(self, o: Self) -> Self;
+        unsafe fn neg(self) -> Self;
+        /// `self · b + c`.
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self;
+        /// `c − self · b`.
+        unsafe fn fnmadd(self, b: Self, c: Self) -> Self;
+        /// The hardware reciprocal estimate.
+        unsafe fn rcp(self) -> Self;
+        /// `2^n` where `t = n + MAGIC` holds `n` in its low mantissa bits.
+        unsafe fn pow2(t: Self, magic: f32) -> Self;
+    }
+
+    impl Vf for __m256 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            _mm256_add_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            _mm256_sub_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            _mm256_mul_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn min(self, o: Self) -> Self {
+            _mm256_min_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn max(self, o: Self) -> Self {
+            _mm256_max_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn neg(self) -> Self {
+            _mm256_xor_ps(self, _mm256_set1_ps(-0.0))
+        }
+        #[inline(always)]
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn fnmadd(self, b: Self, c: Self) -> Self {
+            _mm256_fnmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn rcp(self) -> Self {
+            _mm256_rcp_ps(self)
+        }
+        #[inline(always)]
+        unsafe fn pow2(t: Self, magic: f32) -> Self {
+            let n = _mm256_sub_epi32(
+                _mm256_castps_si256(t),
+                _mm256_set1_epi32(magic.to_bits() as i32),
+            );
+            _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_add_epi32(n, _mm256_set1_epi32(127)),
+                23,
+            ))
+        }
+    }
+
+    impl Vf for __m512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm512_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            _mm512_add_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            _mm512_sub_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            _mm512_mul_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn min(self, o: Self) -> Self {
+            _mm512_min_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn max(self, o: Self) -> Self {
+            _mm512_max_ps(self, o)
+        }
+        #[inline(always)]
+        unsafe fn neg(self) -> Self {
+            _mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(self),
+                _mm512_set1_epi32(i32::MIN),
+            ))
+        }
+        #[inline(always)]
+        unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn fnmadd(self, b: Self, c: Self) -> Self {
+            _mm512_fnmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn rcp(self) -> Self {
+            _mm512_rcp14_ps(self)
+        }
+        #[inline(always)]
+        unsafe fn pow2(t: Self, magic: f32) -> Self {
+            let n = _mm512_sub_epi32(
+                _mm512_castps_si512(t),
+                _mm512_set1_epi32(magic.to_bits() as i32),
+            );
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+                n,
+                _mm512_set1_epi32(127),
+            )))
+        }
+    }
+
+    /// `math::exp` on N vectors, in FMAs, step by step across the vectors so that their
+    /// dependency chains interleave (one vector at a time was latency bound). Plain loops, not
+    /// closures: a closure would not inherit the caller's target features.
     #[inline(always)]
-    unsafe fn exp8<const N: usize>(mut x: [__m256; N]) -> [__m256; N] {
+    unsafe fn exp<V: Vf, const N: usize>(mut x: [V; N]) -> [V; N] {
         const MAGIC: f32 = 12_582_912.0;
-        let ps = _mm256_set1_ps;
-        let z = _mm256_setzero_ps();
+        let ps = |v| V::splat(v);
+        let z = ps(0.0);
         let (mut t, mut r, mut p) = ([z; N], [z; N], [z; N]);
         for i in 0..N {
             // f32::clamp's NaN rule: vmaxps/vminps return their second operand on NaN.
-            x[i] = _mm256_min_ps(ps(88.376_26), _mm256_max_ps(ps(-87.336_55), x[i]));
-            t[i] = _mm256_fmadd_ps(x[i], ps(std::f32::consts::LOG2_E), ps(MAGIC));
+            x[i] = ps(88.376_26).min(ps(-87.336_55).max(x[i]));
+            t[i] = x[i].fmadd(ps(std::f32::consts::LOG2_E), ps(MAGIC));
         }
         for i in 0..N {
-            let n = _mm256_sub_ps(t[i], ps(MAGIC));
-            r[i] = _mm256_fnmadd_ps(n, ps(0.693_359_4), x[i]);
-            r[i] = _mm256_fnmadd_ps(n, ps(-2.121_944_4e-4), r[i]);
+            let n = t[i].sub(ps(MAGIC));
+            r[i] = n.fnmadd(ps(0.693_359_4), x[i]);
+            r[i] = n.fnmadd(ps(-2.121_944_4e-4), r[i]);
             p[i] = ps(1.987_569_1e-4);
         }
         for c in [
@@ -192,55 +376,41 @@ mod silu {
             0.5,
         ] {
             for i in 0..N {
-                p[i] = _mm256_fmadd_ps(p[i], r[i], ps(c));
+                p[i] = p[i].fmadd(r[i], ps(c));
             }
         }
         for i in 0..N {
-            let y = _mm256_fmadd_ps(
-                _mm256_mul_ps(p[i], r[i]),
-                r[i],
-                _mm256_add_ps(r[i], ps(1.0)),
-            );
+            let y = p[i].mul(r[i]).fmadd(r[i], r[i].add(ps(1.0)));
             // 2^n from t's low mantissa bits, as math::exp does.
-            let bits = _mm256_slli_epi32(
-                _mm256_add_epi32(
-                    _mm256_sub_epi32(
-                        _mm256_castps_si256(t[i]),
-                        _mm256_set1_epi32(MAGIC.to_bits() as i32),
-                    ),
-                    _mm256_set1_epi32(127),
-                ),
-                23,
-            );
-            x[i] = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+            x[i] = y.mul(V::pow2(t[i], MAGIC));
         }
         x
     }
 
     /// `e^-x`.
     #[inline(always)]
-    unsafe fn exp_neg8<const N: usize>(mut x: [__m256; N]) -> [__m256; N] {
+    unsafe fn exp_neg<V: Vf, const N: usize>(mut x: [V; N]) -> [V; N] {
         for v in x.iter_mut() {
-            *v = _mm256_xor_ps(*v, _mm256_set1_ps(-0.0));
+            *v = v.neg();
         }
-        exp8(x)
+        exp(x)
     }
 
     /// `1/d` from the hardware estimate and one Newton step, within 2^-22 relative: the
     /// division's throughput bounded these loops.
     #[inline(always)]
-    unsafe fn recip8(d: __m256) -> __m256 {
-        let r = _mm256_rcp_ps(d);
-        _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)))
+    unsafe fn recip<V: Vf>(d: V) -> V {
+        let r = d.rcp();
+        r.mul(d.fnmadd(r, V::splat(2.0)))
     }
 
     /// `x·σ(x)`, or `σ(x)` alone when `SIG`.
     #[inline(always)]
-    unsafe fn fwd8<const N: usize, const SIG: bool>(x: [__m256; N]) -> [__m256; N] {
-        let mut e = exp_neg8(x);
+    unsafe fn fwd_v<V: Vf, const N: usize, const SIG: bool>(x: [V; N]) -> [V; N] {
+        let mut e = exp_neg(x);
         for i in 0..N {
-            let s = recip8(_mm256_add_ps(_mm256_set1_ps(1.0), e[i]));
-            e[i] = if SIG { s } else { _mm256_mul_ps(x[i], s) };
+            let s = recip(V::splat(1.0).add(e[i]));
+            e[i] = if SIG { s } else { x[i].mul(s) };
         }
         e
     }
@@ -248,63 +418,70 @@ mod silu {
     /// σ(x)·(1 + x·(1 − σ(x))), with 1 − σ(x) = e^−x·σ(x) (no cancellation when σ ≈ 1,
     /// where the reciprocal's last-bit error would otherwise be multiplied by x).
     #[inline(always)]
-    unsafe fn df8<const N: usize>(x: [__m256; N]) -> [__m256; N] {
-        let one = _mm256_set1_ps(1.0);
-        let mut e = exp_neg8(x);
+    unsafe fn df_v<V: Vf, const N: usize>(x: [V; N]) -> [V; N] {
+        let one = V::splat(1.0);
+        let mut e = exp_neg(x);
         for i in 0..N {
-            let s = recip8(_mm256_add_ps(one, e[i]));
-            let q = _mm256_mul_ps(e[i], s);
-            e[i] = _mm256_mul_ps(s, _mm256_fmadd_ps(x[i], q, one));
+            let s = recip(one.add(e[i]));
+            let q = e[i].mul(s);
+            e[i] = s.mul(x[i].fmadd(q, one));
         }
         e
     }
 
     /// Four consecutive vectors from `p`.
     #[inline(always)]
-    unsafe fn load4(p: *const f32) -> [__m256; 4] {
-        let mut v = [_mm256_setzero_ps(); 4];
-        for (j, v) in v.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(p.add(8 * j));
-        }
-        v
+    unsafe fn load4<V: Vf>(p: *const f32) -> [V; 4] {
+        std::array::from_fn(|j| V::load(p.add(V::LANES * j)))
     }
 
     /// `y = silu(x)`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn fwd(x: &[f32], y: &mut [f32]) {
-        fwd_any::<false>(x, y)
+        fwd_any::<__m256, false>(x, y)
     }
 
     /// `y = σ(x)` (the same exp and reciprocal; `σ(x)` of NaN is NaN).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn sigmoid(x: &[f32], y: &mut [f32]) {
-        fwd_any::<true>(x, y)
+        fwd_any::<__m256, true>(x, y)
+    }
+
+    /// [`fwd`] on AVX-512.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn fwd512(x: &[f32], y: &mut [f32]) {
+        fwd_any::<__m512, false>(x, y)
+    }
+
+    /// [`sigmoid`] on AVX-512.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn sigmoid512(x: &[f32], y: &mut [f32]) {
+        fwd_any::<__m512, true>(x, y)
     }
 
     /// `y = silu(x)`, or `σ(x)` when `SIG`.
     #[inline(always)]
-    unsafe fn fwd_any<const SIG: bool>(x: &[f32], y: &mut [f32]) {
+    unsafe fn fwd_any<V: Vf, const SIG: bool>(x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        let l = V::LANES;
         let mut i = 0;
-        while i + 32 <= n {
-            let v = load4(xp.add(i));
-            let r = fwd8::<4, SIG>(v);
+        while i + 4 * l <= n {
+            let r = fwd_v::<V, 4, SIG>(load4(xp.add(i)));
             for (j, r) in r.iter().enumerate() {
-                _mm256_storeu_ps(yp.add(i + 8 * j), *r);
+                r.store(yp.add(i + l * j));
             }
-            i += 32;
+            i += 4 * l;
         }
-        while i + 8 <= n {
-            _mm256_storeu_ps(yp.add(i), fwd8::<1, SIG>([_mm256_loadu_ps(xp.add(i))])[0]);
-            i += 8;
+        while i + l <= n {
+            fwd_v::<V, 1, SIG>([V::load(xp.add(i))])[0].store(yp.add(i));
+            i += l;
         }
         if i < n {
             // The tail through a zero-padded vector, so every element takes the same path.
-            let mut buf = [0.0f32; 8];
+            let mut buf = [0.0f32; 16];
             buf[..n - i].copy_from_slice(&x[i..n]);
-            let r = fwd8::<1, SIG>([_mm256_loadu_ps(buf.as_ptr())])[0];
-            _mm256_storeu_ps(buf.as_mut_ptr(), r);
+            fwd_v::<V, 1, SIG>([V::load(buf.as_ptr())])[0].store(buf.as_mut_ptr());
             y[i..n].copy_from_slice(&buf[..n - i]);
         }
     }
@@ -312,39 +489,44 @@ mod silu {
     /// `dx = g · silu'(x)`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn bwd(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        bwd_any::<__m256>(x, g, dx)
+    }
+
+    /// [`bwd`] on AVX-512.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn bwd512(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        bwd_any::<__m512>(x, g, dx)
+    }
+
+    /// `dx = g · silu'(x)` on vectors of `V`.
+    #[inline(always)]
+    unsafe fn bwd_any<V: Vf>(x: &[f32], g: &[f32], dx: &mut [f32]) {
         let n = x.len().min(g.len()).min(dx.len());
         let (xp, gp, dp) = (x.as_ptr(), g.as_ptr(), dx.as_mut_ptr());
+        let l = V::LANES;
         let mut i = 0;
-        while i + 32 <= n {
-            let v = load4(xp.add(i));
-            let d = df8(v);
+        while i + 4 * l <= n {
+            let d = df_v::<V, 4>(load4(xp.add(i)));
             for (j, d) in d.iter().enumerate() {
-                let gv = _mm256_loadu_ps(gp.add(i + 8 * j));
-                _mm256_storeu_ps(dp.add(i + 8 * j), _mm256_mul_ps(gv, *d));
+                V::load(gp.add(i + l * j)).mul(*d).store(dp.add(i + l * j));
             }
-            i += 32;
+            i += 4 * l;
         }
-        while i + 8 <= n {
-            let d = df8([_mm256_loadu_ps(xp.add(i))])[0];
-            _mm256_storeu_ps(dp.add(i), _mm256_mul_ps(_mm256_loadu_ps(gp.add(i)), d));
-            i += 8;
+        while i + l <= n {
+            let d = df_v::<V, 1>([V::load(xp.add(i))])[0];
+            V::load(gp.add(i)).mul(d).store(dp.add(i));
+            i += l;
         }
         if i < n {
-            let (mut bx, mut bg) = ([0.0f32; 8], [0.0f32; 8]);
+            let (mut bx, mut bg) = ([0.0f32; 16], [0.0f32; 16]);
             bx[..n - i].copy_from_slice(&x[i..n]);
             bg[..n - i].copy_from_slice(&g[i..n]);
-            let r = _mm256_mul_ps(
-                _mm256_loadu_ps(bg.as_ptr()),
-                df8([_mm256_loadu_ps(bx.as_ptr())])[0],
-            );
-            _mm256_storeu_ps(bx.as_mut_ptr(), r);
+            let r = V::load(bg.as_ptr()).mul(df_v::<V, 1>([V::load(bx.as_ptr())])[0]);
+            r.store(bx.as_mut_ptr());
             dx[i..n].copy_from_slice(&bx[..n - i]);
         }
     }
 }
-
-#[cfg(target_arch = "x86_64")]
-use silu::{bwd as silu_bwd_avx2, fwd as silu_fwd_avx2, sigmoid as sigmoid_fwd_avx2};
 
 /// Sum with 16 independent lanes (a strict left-to-right float sum cannot vectorise).
 #[inline(always)]
@@ -673,8 +855,11 @@ mod silu_tests {
                     "silu'({v}): {} not {ed}",
                     dx[i]
                 );
+                // Both forms round differently (on a Xeon with AVX-512 silu(−30.64) differed
+                // by 2.7e-7 relative, each within 4e-7 of f64): the f64 check above is the
+                // reference, this one only catches a form that drifted from the definition.
                 assert!(
-                    (y[i] - sy).abs() <= 2.5e-7 * sy.abs() + 1e-30,
+                    (y[i] - sy).abs() <= 5e-7 * sy.abs() + 1e-30,
                     "silu({v}): {} vs scalar {sy}",
                     y[i]
                 );
