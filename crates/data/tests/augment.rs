@@ -78,8 +78,8 @@ fn letterbox_geometry_maps_back_exactly() {
                     out.height as f32 - h as f32 * info.ratio.1,
                     out.width as f32 - w as f32 * info.ratio.0,
                 );
-                assert!(ph.round() as usize % 32 == 0 || ph < 32.0);
-                assert!(pw.round() as usize % 32 == 0 || pw < 32.0);
+                assert!((ph.round() as usize).is_multiple_of(32) || ph < 32.0);
+                assert!((pw.round() as usize).is_multiple_of(32) || pw < 32.0);
             }
             // The content occupies exactly [pad, pad + size * ratio).
             let cw = (w as f32 * info.ratio.0).round();

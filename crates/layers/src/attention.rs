@@ -158,7 +158,7 @@ pub struct SpatialAttention {
 impl SpatialAttention {
     /// `SpatialAttention(kernel_size)`; `k` must be odd so the map keeps the input's size.
     pub fn new(k: usize, init: &Init) -> Result<SpatialAttention> {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             return invalid(format!(
                 "CBAM spatial attention needs an odd kernel size, got {k}"
             ));
@@ -225,7 +225,7 @@ pub struct Eca {
 impl Eca {
     /// `ECA(c1, c2, k_size)`; `k` must be odd so the output keeps one value per channel.
     pub fn new(k: usize, init: &Init) -> Result<Eca> {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             return invalid(format!("ECA needs an odd kernel size, got {k}"));
         }
         Ok(Eca {

@@ -422,7 +422,7 @@ impl Module for Sppf {
 /// (row offset, col offset).
 pub fn space_to_depth2(x: &Tensor) -> Result<Tensor> {
     let s = x.shape();
-    if s.len() != 4 || s[2] % 2 != 0 || s[3] % 2 != 0 {
+    if s.len() != 4 || !s[2].is_multiple_of(2) || !s[3].is_multiple_of(2) {
         return invalid(format!(
             "space-to-depth needs N×C×H×W with even H and W, got {s:?}"
         ));
@@ -519,7 +519,7 @@ impl Contract {
     /// The reshape → transpose → reshape that moves g×g pixel blocks into channels.
     fn plan(&self, s: &[usize]) -> Result<ReshufflePlan> {
         let g = self.0;
-        if s.len() != 4 || g == 0 || s[2] % g != 0 || s[3] % g != 0 {
+        if s.len() != 4 || g == 0 || !s[2].is_multiple_of(g) || !s[3].is_multiple_of(g) {
             return invalid(format!(
                 "Contract({g}) needs H and W divisible by {g}, got {s:?}"
             ));
@@ -571,7 +571,7 @@ impl Expand {
     /// The reshape → transpose → reshape that moves channels into g×g pixel blocks.
     fn plan(&self, s: &[usize]) -> Result<ReshufflePlan> {
         let g = self.0;
-        if s.len() != 4 || g == 0 || s[1] % (g * g) != 0 {
+        if s.len() != 4 || g == 0 || !s[1].is_multiple_of(g * g) {
             return invalid(format!(
                 "Expand({g}) needs channels divisible by {}, got {s:?}",
                 g * g

@@ -39,7 +39,7 @@ impl Conv2d {
         bias: bool,
         init: &Init,
     ) -> Result<Conv2d> {
-        if g == 0 || c1 % g != 0 || c2 % g != 0 {
+        if g == 0 || !c1.is_multiple_of(g) || !c2.is_multiple_of(g) {
             return invalid(format!(
                 "Conv2d: channels {c1}→{c2} not divisible by groups {g}"
             ));

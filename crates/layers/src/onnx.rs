@@ -86,7 +86,7 @@ pub fn export_activation(
 /// Reshape → Transpose → Reshape.
 pub fn export_space_to_depth2(g: &mut GraphBuilder, x: &Value) -> Result<Value> {
     let s = x.shape().to_vec();
-    if s.len() != 4 || s[2] % 2 != 0 || s[3] % 2 != 0 {
+    if s.len() != 4 || !s[2].is_multiple_of(2) || !s[3].is_multiple_of(2) {
         return Err(LayerError::Invalid(format!(
             "space-to-depth needs N×C×H×W with even H and W, got {s:?}"
         )));

@@ -23,7 +23,7 @@ impl MultiheadAttention {
     /// Attention over `e` features with `heads` heads (PyTorch's initialisation: xavier-uniform
     /// input projection, zero biases).
     pub fn new(e: usize, heads: usize, ctx: &Ctx) -> Result<MultiheadAttention> {
-        if heads == 0 || e % heads != 0 {
+        if heads == 0 || !e.is_multiple_of(heads) {
             return invalid(format!(
                 "MultiheadAttention: {e} features not divisible by {heads} heads"
             ));

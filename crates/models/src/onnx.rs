@@ -33,7 +33,7 @@ impl Model {
     /// A block without an export is an error naming its row and module.
     pub fn to_onnx(&self, h: usize, w: usize) -> Result<ModelProto> {
         let gs = self.stride.iter().cloned().fold(1.0f32, f32::max) as usize;
-        if h == 0 || w == 0 || h % gs != 0 || w % gs != 0 {
+        if h == 0 || w == 0 || !h.is_multiple_of(gs) || !w.is_multiple_of(gs) {
             return Err(ModelError::Export(format!(
                 "the input size {h}×{w} must be a positive multiple of the largest stride {gs}"
             )));

@@ -138,7 +138,7 @@ impl Spinners {
                         continue;
                     }
                     idle = idle.wrapping_add(1);
-                    if idle % 64 == 0 {
+                    if idle.is_multiple_of(64) {
                         // Let other runnable threads (a data loader's workers) have the core.
                         std::thread::yield_now();
                     } else {

@@ -133,7 +133,7 @@ pub fn label_wh(
 /// same direction; if not, the levels are reversed. Returns whether they were.
 pub fn check_anchor_order(anchors: &mut [[f32; 2]], strides: &[f32]) -> bool {
     let nl = strides.len();
-    if nl < 2 || anchors.is_empty() || anchors.len() % nl != 0 {
+    if nl < 2 || anchors.is_empty() || !anchors.len().is_multiple_of(nl) {
         return false;
     }
     let na = anchors.len() / nl;
@@ -161,7 +161,7 @@ pub fn check_anchor_order(anchors: &mut [[f32; 2]], strides: &[f32]) -> bool {
 /// units) by dividing each level by its stride.
 pub fn apply_anchors(buffer: &Tensor, anchors: &[[f32; 2]], strides: &[f32]) -> Result<()> {
     let nl = strides.len();
-    if nl == 0 || buffer.numel() != anchors.len() * 2 || anchors.len() % nl != 0 {
+    if nl == 0 || buffer.numel() != anchors.len() * 2 || !anchors.len().is_multiple_of(nl) {
         return invalid(
             "autoanchor",
             format!(
@@ -507,7 +507,7 @@ pub fn check_anchors(
     strides: &[f32],
     cfg: &AutoAnchorConfig,
 ) -> Result<AnchorCheck> {
-    if strides.is_empty() || anchors.is_empty() || anchors.len() % strides.len() != 0 {
+    if strides.is_empty() || anchors.is_empty() || !anchors.len().is_multiple_of(strides.len()) {
         return invalid(
             "autoanchor",
             format!("{} anchors for {} strides", anchors.len(), strides.len()),

@@ -73,7 +73,7 @@ impl<'a> DataParallel<'a> {
     /// WORLD_SIZE`, which must divide evenly).
     pub fn per_rank_batch(&self, total: usize) -> Result<usize> {
         let w = self.world();
-        if total == 0 || total % w != 0 {
+        if total == 0 || !total.is_multiple_of(w) {
             return invalid(
                 "--batch-size",
                 format!("{total} must be a positive multiple of WORLD_SIZE {w} for data-parallel training"),

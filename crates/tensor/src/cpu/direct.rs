@@ -58,7 +58,7 @@ pub(crate) fn enabled(g: &ConvGeom) -> bool {
     direct_on()
         && g.p.groups == 1
         && g.kh * g.kw > 1
-        && g.c_out % OB == 0
+        && g.c_out.is_multiple_of(OB)
         && g.oh > 0
         && g.ow > 0
         && has_avx2_fma()
@@ -579,7 +579,7 @@ pub(crate) fn enabled_wgrad(g: &ConvGeom) -> bool {
         && WGRAD.load(Relaxed)
         && direct_on()
         && g.p.groups == 1
-        && g.c_out % OB == 0
+        && g.c_out.is_multiple_of(OB)
         && g.oh > 0
         && g.ow > 0
         && has_avx2_fma()

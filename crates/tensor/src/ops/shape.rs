@@ -45,7 +45,7 @@ impl Tensor {
             );
         }
         let dims: Vec<usize> = if unknown == 1 {
-            if known == 0 || self.numel() % known != 0 {
+            if known == 0 || !self.numel().is_multiple_of(known) {
                 return shape_err(
                     "reshape",
                     format!("{:?} cannot be viewed as {shape:?}", self.shape()),
