@@ -302,7 +302,8 @@ pub(crate) fn forward(
     // its band itself (so one thread keeps one part).
     let per = if own && crate::threads::num_threads() > 1 {
         let parts = min_tasks().div_ceil(others * bands.len()).max(1);
-        cout_g.div_ceil(parts).next_multiple_of(super::convgemm::NR)
+        let nr = super::convgemm::nr(super::convgemm::mr());
+        cout_g.div_ceil(parts).next_multiple_of(nr)
     } else {
         cout_g
     };
@@ -396,8 +397,8 @@ unsafe fn pointwise_own(
     #[cfg(target_arch = "x86_64")]
     {
         use super::convgemm::{k_blocks, mr, multiply, packed_len, scatter_row};
-        let blocks = k_blocks(k);
         let mr = mr();
+        let blocks = k_blocks(k);
         with_scratch(packed_len(t, blocks[0].1, mr), |packed| {
             for &(k0, kcl) in &blocks {
                 for kk in 0..kcl {

@@ -23,9 +23,22 @@ pub(crate) fn mr() -> usize {
         MR
     }
 }
-/// Output channels per microkernel tile.
+/// Output channels per AVX2 microkernel tile.
 pub(crate) const NR: usize = 4;
-/// Largest block of the reduction dimension kept in L1 for one pixel strip (MR·KC floats).
+/// Output channels per AVX-512 microkernel tile.
+pub(crate) const NR512: usize = 8;
+
+/// Output channels per tile of the microkernel for tiles of `mr` pixels.
+pub(crate) fn nr(mr: usize) -> usize {
+    if mr == MR512 {
+        NR512
+    } else {
+        NR
+    }
+}
+/// Largest block of the reduction dimension per packed strip (48-pixel strips of 128 rows,
+/// sized for L1, measured no faster; the same blocks at both widths keep the AVX2 and
+/// AVX-512 sums bitwise equal).
 const KC: usize = 256;
 
 /// Reduction blocks `(k0, len)` of about equal length, none longer than [`KC`].
@@ -136,7 +149,7 @@ unsafe fn multiply_avx2(
     first: bool,
     bias: Option<&[f32]>,
 ) {
-    multiply_mr::<MR>(cout, t, kb, w, b, c, c_rs, first, bias, kernel)
+    multiply_mr::<MR, NR>(cout, t, kb, w, b, c, c_rs, first, bias, kernel)
 }
 
 /// [`multiply`] with the AVX-512 microkernel.
@@ -154,17 +167,18 @@ unsafe fn multiply_512(
     first: bool,
     bias: Option<&[f32]>,
 ) {
-    multiply_mr::<MR512>(cout, t, kb, w, b, c, c_rs, first, bias, kernel512)
+    multiply_mr::<MR512, NR512>(cout, t, kb, w, b, c, c_rs, first, bias, kernel512)
 }
 
-/// One NR × MR tile kernel: `(kcl, row streams, packed strip, c, c_rs, acc, init)`.
-type Kernel = unsafe fn(usize, [*const f32; NR], *const f32, *mut f32, usize, bool, &[f32; NR]);
+/// One R × MR tile kernel: `(kcl, row streams, packed strip, c, c_rs, acc, init)`.
+type Kernel<const R: usize> =
+    unsafe fn(usize, [*const f32; R], *const f32, *mut f32, usize, bool, &[f32; R]);
 
-/// The body of [`multiply`] for tiles of `MR` pixels and their microkernel.
+/// The body of [`multiply`] for tiles of `R` channels × `MR` pixels and their microkernel.
 #[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn multiply_mr<const MR: usize>(
+unsafe fn multiply_mr<const MR: usize, const R: usize>(
     cout: usize,
     t: usize,
     (k, k0, kcl): (usize, usize, usize),
@@ -174,26 +188,26 @@ unsafe fn multiply_mr<const MR: usize>(
     c_rs: usize,
     first: bool,
     bias: Option<&[f32]>,
-    kernel: Kernel,
+    kernel: Kernel<R>,
 ) {
-    let mut tile = [0.0f32; NR * MR512];
+    let mut tile = [0.0f32; NR512 * MR512];
     for s in 0..t.div_ceil(MR) {
         let bs = &b[s * kcl * MR..][..kcl * MR];
         let p0 = s * MR;
         let pw = MR.min(t - p0);
-        for co0 in (0..cout).step_by(NR) {
-            let rows = NR.min(cout - co0);
+        for co0 in (0..cout).step_by(R) {
+            let rows = R.min(cout - co0);
             // Rows past the last channel repeat it (their results are not stored).
-            let a: [*const f32; NR] = std::array::from_fn(|r| {
+            let a: [*const f32; R] = std::array::from_fn(|r| {
                 let co = (co0 + r).min(cout - 1);
                 w[co * k + k0..co * k + k0 + kcl].as_ptr()
             });
-            let mut init = [0.0f32; NR];
+            let mut init = [0.0f32; R];
             if let (true, Some(bias)) = (first, bias) {
                 init[..rows].copy_from_slice(&bias[co0..co0 + rows]);
             }
             let cp = c.add(co0 * c_rs + p0);
-            if rows == NR && pw == MR {
+            if rows == R && pw == MR {
                 kernel(kcl, a, bs.as_ptr(), cp, c_rs, !first, &init);
                 continue;
             }
@@ -306,21 +320,22 @@ unsafe fn kernel(
     }
 }
 
-/// The AVX-512 NR × MR512 tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] ·
-/// b[k·MR512 + j]` (12 accumulators of 16 floats; 32 registers leave the compiler room).
+/// The AVX-512 NR512 × MR512 tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] ·
+/// b[k·MR512 + j]` (24 accumulators of 16 floats, 3 pixel vectors and a broadcast: 28 of the
+/// 32 registers).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn kernel512(
     kcl: usize,
-    a: [*const f32; NR],
+    a: [*const f32; NR512],
     b: *const f32,
     c: *mut f32,
     c_rs: usize,
     acc: bool,
-    init: &[f32; NR],
+    init: &[f32; NR512],
 ) {
     use std::arch::x86_64::*;
-    let mut r = [[_mm512_setzero_ps(); 3]; NR];
+    let mut r = [[_mm512_setzero_ps(); 3]; NR512];
     let mut bp = b;
     for kk in 0..kcl {
         let bv = [
