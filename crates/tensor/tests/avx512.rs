@@ -1,7 +1,8 @@
 //! The AVX-512 microkernels against the AVX2 ones, in one process (`set_avx512`): the 1×1
 //! GEMM (full and partial 48-pixel tiles, channel counts off the 4-row tile), the direct
 //! kernel at strides 1 and 2 (groups of up to 12 pixels per row, rows shorter and longer than
-//! a group), Winograd's products, and the SiLU and sigmoid kernels. Their own file: switching
+//! a group; one block of 16 channels, pairs of blocks, and a pair plus one), Winograd's
+//! products, and the SiLU and sigmoid kernels. Their own file: switching
 //! the kernels process-wide must not race the bitwise thread-count tests.
 
 mod common;
@@ -22,6 +23,9 @@ fn outputs() -> Vec<(String, Vec<f32>)> {
         (24, 16, 3, 2, 1, 33, 50),
         (3, 16, 6, 2, 2, 64, 64),
         (32, 48, 3, 2, 1, 7, 5),
+        (8, 64, 3, 2, 1, 30, 45),
+        (3, 32, 6, 2, 2, 64, 64),
+        (5, 32, 3, 1, 1, 9, 26),
     ];
     for (i, &(cin, cout, k, s, p, h, w)) in cases.iter().enumerate() {
         let seed = 100 + 3 * i as u64;
@@ -51,11 +55,21 @@ fn avx512_kernels_match_the_avx2_ones() {
         println!("skipped: this CPU has no AVX-512 (the AVX2 kernels are the only path)");
         return;
     }
-    yolo_tensor::set_avx512(false);
-    let narrow = outputs();
-    yolo_tensor::set_avx512(true);
-    let wide = outputs();
-    for ((name, a), (_, b)) in narrow.iter().zip(&wide) {
+    // One thread keeps every task's channel blocks whole (pairs of blocks); two split small
+    // maps into channel parts.
+    for threads in [1, 2] {
+        yolo_tensor::set_num_threads(threads);
+        yolo_tensor::set_avx512(false);
+        let narrow = outputs();
+        yolo_tensor::set_avx512(true);
+        let wide = outputs();
+        compare(&narrow, &wide);
+    }
+}
+
+/// Asserts the two kernels' outputs agree (bitwise for convolutions).
+fn compare(narrow: &[(String, Vec<f32>)], wide: &[(String, Vec<f32>)]) {
+    for ((name, a), (_, b)) in narrow.iter().zip(wide) {
         assert_eq!(a.len(), b.len(), "{name}");
         if name.starts_with("conv") {
             // The same products summed in the same order: bitwise equal.

@@ -273,7 +273,7 @@ pub(crate) fn forward(
             BUFS.with(|bufs| {
                 let (slab, tile) = &mut *bufs.borrow_mut();
                 reserve(slab, cin * slab_plane);
-                reserve(tile, TILE_BUDGET.max(PX * OB));
+                reserve(tile, 2 * TILE_BUDGET.max(PX * OB));
                 fill_slab(x, g, n, (oy0, oy1), wp, slab_plane, slab);
                 let pix = PixMap {
                     ow: g.ow,
@@ -331,9 +331,58 @@ impl Blocks<'_> {
     ) {
         let k = self.offs.len();
         let channels = k / self.taps;
-        let chunk = (CHUNK_WEIGHTS / (OB * self.taps)).clamp(1, channels.max(1));
         let group = (TILE_BUDGET / OB).max(PX);
-        for b in 0..self.bias.len() / OB {
+        let nb = self.bias.len() / OB;
+        let pairs = if super::simd::has_avx512() && (pix.sw == 1 || pix.sw == 2) {
+            nb / 2
+        } else {
+            0
+        };
+        if pairs > 0 {
+            // Two blocks per pass (one broadcast feeds both): the chunk's weights of the pair
+            // take the L1 share of one block's.
+            let chunk = (CHUNK_WEIGHTS / (2 * OB * self.taps)).clamp(1, channels.max(1));
+            let (t0, t1) = tile.split_at_mut(group * OB);
+            for pr in 0..pairs {
+                let b = 2 * pr;
+                let wb = &self.w[b * k * OB..(b + 2) * k * OB];
+                let bias: [&[f32; OB]; 2] = std::array::from_fn(|i| {
+                    self.bias[(b + i) * OB..(b + i + 1) * OB]
+                        .try_into()
+                        .expect("a block of 16 starting values")
+                });
+                for q0 in (0..px).step_by(group) {
+                    let q1 = (q0 + group).min(px);
+                    for c0 in (0..channels).step_by(chunk) {
+                        let c1 = (c0 + chunk).min(channels);
+                        let offs = &self.offs[c0 * self.taps..c1 * self.taps];
+                        let wc = &wb[c0 * self.taps * OB..];
+                        let first = (c0 == 0).then_some(bias);
+                        // SAFETY: the CPU has AVX-512 F (`has_avx512`); the pair's weights are
+                        // `[2][k][16]`, so block b + 1's line for offset i is k·16 floats past
+                        // block b's; reads stay inside `src` as in `conv_pixels`; each tile
+                        // holds group·16 floats.
+                        unsafe {
+                            conv_pixels_pair(
+                                src,
+                                pix,
+                                (q0, q1),
+                                wc,
+                                k * OB,
+                                offs,
+                                first,
+                                [&mut *t0, &mut *t1],
+                            )
+                        };
+                    }
+                    let len = (q1 - q0) * OB;
+                    store(b, q0, &t0[..len]);
+                    store(b + 1, q0, &t1[..len]);
+                }
+            }
+        }
+        let chunk = (CHUNK_WEIGHTS / (OB * self.taps)).clamp(1, channels.max(1));
+        for b in 2 * pairs..nb {
             let wb = &self.w[b * k * OB..(b + 1) * k * OB];
             let bb: &[f32; OB] = self.bias[b * OB..(b + 1) * OB]
                 .try_into()
@@ -459,6 +508,95 @@ unsafe fn conv_pixels_512(
             go!(1 2 3 4 5 6 7 8 9 10 11 12);
             q += n;
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// [`conv_pixels_512`] for two blocks at once: block 1's weight line for offset i is `wdist`
+/// floats past block 0's; `init` is the two blocks' bias (or, when `None`, each tile's own
+/// partial sums); `tiles` are the two blocks' pixel-major tiles.
+///
+/// # Safety
+/// As [`conv_pixels_512`] for each block; `w` holds `wdist + offs.len()·16` floats.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn conv_pixels_pair(
+    slab: &[f32],
+    pix: PixMap,
+    (q0, q1): (usize, usize),
+    w: &[f32],
+    wdist: usize,
+    offs: &[isize],
+    init: Option<[&[f32; OB]; 2]>,
+    tiles: [&mut [f32]; 2],
+) {
+    debug_assert!(w.len() >= wdist + offs.len() * OB);
+    debug_assert!(tiles.iter().all(|t| t.len() >= (q1 - q0) * OB));
+    let [t0, t1] = tiles;
+    let mut q = q0;
+    while q < q1 {
+        let (row, col) = (q / pix.ow, q % pix.ow);
+        let len = (pix.ow - col).min(q1 - q);
+        let groups = len.div_ceil(PX512);
+        let (size, extra) = (len / groups, len % groups);
+        for i in 0..groups {
+            let n = size + usize::from(i < extra);
+            let x = slab
+                .as_ptr()
+                .add(row * pix.row_step + (q % pix.ow) * pix.sw);
+            let t = [
+                t0.as_mut_ptr().add((q - q0) * OB),
+                t1.as_mut_ptr().add((q - q0) * OB),
+            ];
+            let b = init.map_or([(t[0] as *const f32, OB), (t[1] as *const f32, OB)], |b| {
+                [(b[0].as_ptr(), 0), (b[1].as_ptr(), 0)]
+            });
+            let w = (w.as_ptr(), wdist);
+            macro_rules! go {
+                ($($n:literal)*) => {
+                    match (n, pix.sw) {
+                        $(($n, 1) => pixels_pair::<$n, 1>(x, w, offs, b, t),
+                          ($n, _) => pixels_pair::<$n, 2>(x, w, offs, b, t),)*
+                        _ => unreachable!("groups hold 1 to 12 pixels"),
+                    }
+                };
+            }
+            go!(1 2 3 4 5 6 7 8 9 10 11 12);
+            q += n;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// [`pixels512`] for two blocks: each input broadcast feeds both (24 accumulators for 12
+/// pixels, two weight lines per offset).
+#[inline(always)]
+unsafe fn pixels_pair<const N: usize, const SW: usize>(
+    x: *const f32,
+    (w, wdist): (*const f32, usize),
+    offs: &[isize],
+    init: [(*const f32, usize); 2],
+    tile: [*mut f32; 2],
+) {
+    use std::arch::x86_64::*;
+    let mut a0: [__m512; N] =
+        std::array::from_fn(|j| _mm512_loadu_ps(init[0].0.add(j * init[0].1)));
+    let mut a1: [__m512; N] =
+        std::array::from_fn(|j| _mm512_loadu_ps(init[1].0.add(j * init[1].1)));
+    let mut wk = w;
+    for &o in offs {
+        let (w0, w1) = (_mm512_loadu_ps(wk), _mm512_loadu_ps(wk.add(wdist)));
+        let p = x.offset(o);
+        for j in 0..N {
+            let v = _mm512_set1_ps(*p.add(j * SW));
+            a0[j] = _mm512_fmadd_ps(v, w0, a0[j]);
+            a1[j] = _mm512_fmadd_ps(v, w1, a1[j]);
+        }
+        wk = wk.add(OB);
+    }
+    for j in 0..N {
+        _mm512_storeu_ps(tile[0].add(j * OB), a0[j]);
+        _mm512_storeu_ps(tile[1].add(j * OB), a1[j]);
     }
 }
 
