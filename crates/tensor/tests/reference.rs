@@ -627,6 +627,51 @@ fn max_pool_matches_naive() {
 }
 
 #[test]
+fn max_pool_propagates_nan_over_many_planes() {
+    // Enough planes for several per task; NaN anywhere in a window makes that output NaN
+    // (PyTorch's rule), −inf inputs stay −inf, padding never wins.
+    let (planes, h, w) = (70, 9, 12);
+    let mut xs = uniform(planes * h * w, -1.0, 1.0, 77);
+    for i in (0..xs.len()).step_by(97) {
+        xs[i] = f32::NAN;
+    }
+    for i in (5..xs.len()).step_by(89) {
+        xs[i] = f32::NEG_INFINITY;
+    }
+    for (k, s, p) in [(5, 1, 2), (3, 1, 0), (3, 2, 1)] {
+        let y = t(xs.clone(), &[1, planes, h, w])
+            .max_pool2d(Pool2dParams::new(k, s, p))
+            .unwrap()
+            .to_vec();
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        for (i, &v) in y.iter().enumerate() {
+            let (pl, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+            let mut window = Vec::new();
+            for ky in 0..k {
+                for kx in 0..k {
+                    let (iy, ix) = (
+                        (oy * s + ky) as isize - p as isize,
+                        (ox * s + kx) as isize - p as isize,
+                    );
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        window.push(xs[pl * h * w + iy as usize * w + ix as usize]);
+                    }
+                }
+            }
+            if window.iter().any(|x| x.is_nan()) {
+                assert!(
+                    v.is_nan(),
+                    "k{k} s{s} p{p} [{i}]: {v} for a window with NaN"
+                );
+            } else {
+                let m = window.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                assert_eq!(v, m, "k{k} s{s} p{p} [{i}]");
+            }
+        }
+    }
+}
+
+#[test]
 fn sppf_chain_equals_spp() {
     // SPPF's three chained 5×5 pools equal SPP's 5, 9 and 13 pools (stride 1): the identity
     // upstream relies on when it swapped SPP for SPPF.

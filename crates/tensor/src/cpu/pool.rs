@@ -22,14 +22,28 @@ pub(crate) fn max_pool2d(
     let (ph, pw) = p.padding;
     let (oh, ow) = (pooled(h, kh, sh, ph), pooled(w, kw, sw, pw));
     let mut out = super::buffer::alloc(planes * oh * ow);
+    if sw == 1 && oh * ow > 0 {
+        // Several planes per task (≥ 4 K outputs, at least 4 tasks per thread where there are
+        // enough planes), scratch rows reused across them.
+        let per = (4096 / (oh * ow))
+            .max(1)
+            .min(planes.div_ceil(4 * crate::threads::num_threads()).max(1));
+        crate::threads::install(|| {
+            out.par_chunks_mut(per * oh * ow)
+                .enumerate()
+                .for_each(|(i, o)| {
+                    let xs = &x[i * per * h * w..][..o.len() / (oh * ow) * h * w];
+                    pool_s1_planes(xs, o, (h, w), p);
+                })
+        });
+        return out;
+    }
     crate::threads::install(|| {
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(pl, o)| {
             let xp = &x[pl * h * w..(pl + 1) * h * w];
             // Row pass: hmax[iy][ox] = max over the window's columns.
             let mut hmax = vec![f32::NEG_INFINITY; h * ow];
-            if sw == 1 {
-                row_winners_s1(xp, (h, w), kw, pw, &mut hmax, &mut []);
-            } else {
+            {
                 for iy in 0..h {
                     let xr = &xp[iy * w..(iy + 1) * w];
                     for ox in 0..ow {
@@ -67,6 +81,85 @@ pub(crate) fn max_pool2d(
         })
     });
     out
+}
+
+/// The forward of a pool with horizontal stride 1 over consecutive planes `x` (each h×w) into
+/// `o`, on the widest vectors the CPU has.
+fn pool_s1_planes(x: &[f32], o: &mut [f32], hw: (usize, usize), p: &Pool2dParams) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::simd::has_avx512() {
+            // SAFETY: the CPU has AVX-512 F (checked above).
+            return unsafe { pool_s1_planes_512(x, o, hw, p) };
+        }
+        if super::simd::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return unsafe { pool_s1_planes_avx2(x, o, hw, p) };
+        }
+    }
+    pool_s1_planes_generic(x, o, hw, p)
+}
+
+/// [`pool_s1_planes`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pool_s1_planes_512(x: &[f32], o: &mut [f32], hw: (usize, usize), p: &Pool2dParams) {
+    pool_s1_planes_generic(x, o, hw, p)
+}
+
+/// [`pool_s1_planes`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pool_s1_planes_avx2(x: &[f32], o: &mut [f32], hw: (usize, usize), p: &Pool2dParams) {
+    pool_s1_planes_generic(x, o, hw, p)
+}
+
+/// The running maximum's rule: a strictly larger value or any NaN replaces (padding is −inf,
+/// so it never wins over an in-image value, and the result equals the first-maximum rule's).
+#[inline(always)]
+fn nan_max(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
+}
+
+/// The body of [`pool_s1_planes`]: per plane a row pass over a −inf-padded copy of each row
+/// (kernel column outermost, so the inner loop runs along the row in vectors), then the
+/// column pass over the row maxima of the in-image rows.
+#[inline(always)]
+fn pool_s1_planes_generic(x: &[f32], o: &mut [f32], (h, w): (usize, usize), p: &Pool2dParams) {
+    let ((kh, kw), (sh, _), (ph, pw)) = (p.kernel, p.stride, p.padding);
+    let (oh, ow) = (pooled(h, kh, sh, ph), pooled(w, kw, 1, pw));
+    let mut pad = vec![f32::NEG_INFINITY; w + 2 * pw];
+    let mut hmax = vec![f32::NEG_INFINITY; h * ow];
+    for (xp, op) in x.chunks_exact(h * w).zip(o.chunks_exact_mut(oh * ow)) {
+        for iy in 0..h {
+            pad[pw..pw + w].copy_from_slice(&xp[iy * w..(iy + 1) * w]);
+            let hm = &mut hmax[iy * ow..(iy + 1) * ow];
+            hm.copy_from_slice(&pad[..ow]);
+            for kx in 1..kw {
+                for (m, &v) in hm.iter_mut().zip(&pad[kx..kx + ow]) {
+                    *m = nan_max(*m, v);
+                }
+            }
+        }
+        for oy in 0..oh {
+            let dst = &mut op[oy * ow..(oy + 1) * ow];
+            dst.fill(f32::NEG_INFINITY);
+            let start = (oy * sh) as isize - ph as isize;
+            for ky in 0..kh {
+                let iy = start + ky as isize;
+                if iy >= 0 && (iy as usize) < h {
+                    let src = &hmax[iy as usize * ow..(iy as usize + 1) * ow];
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = nan_max(*d, v);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Gradient of [`max_pool2d`]: each output's gradient goes to the first maximum of its window
