@@ -520,7 +520,7 @@ unsafe fn conv_pixels_512(
 /// As [`conv_pixels_512`] for each block; `w` holds `wdist + offs.len()·16` floats.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn conv_pixels_pair(
+pub(super) unsafe fn conv_pixels_pair(
     slab: &[f32],
     pix: PixMap,
     (q0, q1): (usize, usize),

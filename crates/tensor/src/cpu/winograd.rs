@@ -178,7 +178,9 @@ pub(crate) fn forward(
     g: &ConvGeom,
     min_tasks: usize,
 ) -> Vec<f32> {
-    use super::direct::{conv_pixels, fill_slab, reserve, split_work, PixMap, Work};
+    use super::direct::{
+        conv_pixels, conv_pixels_pair, fill_slab, reserve, split_work, PixMap, Work,
+    };
     use rayon::prelude::*;
     let (cin, cout) = (g.c_in, g.c_out);
     let u = super::packed::packed(super::packed::Form::Winograd, w, w_stamp, || {
@@ -211,7 +213,7 @@ pub(crate) fn forward(
                 let [slab, v, m, rowbuf] = &mut *bufs.borrow_mut();
                 reserve(slab, cin * plane);
                 reserve(v, XI * cin * tmax);
-                reserve(m, XI * tmax * OB);
+                reserve(m, 2 * XI * tmax * OB);
                 reserve(rowbuf, 2 * 2 * tw * OB);
                 fill_slab(x, g, n, (2 * ty0, 2 * ty1), wp, plane, slab);
                 let geo = TileGeom {
@@ -230,36 +232,63 @@ pub(crate) fn forward(
                     row_step: 0,
                     sw: 1,
                 };
-                for b in b0..b1 {
-                    let ub = &u[b * XI * cin * OB..][..XI * cin * OB];
+                // With AVX-512, two blocks per product pass (one input broadcast feeds both),
+                // their chunk of weights halved to keep the pair's share of L1.
+                let pairs = super::simd::has_avx512();
+                let (m0, m1) = m.split_at_mut(XI * tmax * OB);
+                let mut b = b0;
+                while b < b1 {
+                    let two = pairs && b + 1 < b1;
+                    let ub = &u[b * XI * cin * OB..];
+                    let chunk = if two { CHUNK / 2 } else { CHUNK };
                     for xi in 0..XI {
-                        for c0 in (0..cin).step_by(CHUNK) {
-                            let c1 = (c0 + CHUNK).min(cin);
+                        for c0 in (0..cin).step_by(chunk) {
+                            let c1 = (c0 + chunk).min(cin);
                             let row = xi * cin;
+                            let at = xi * tmax * OB;
                             // SAFETY: as above; tile q of row (ξ, c) is v[(ξ·C + c)·tmax + q]
-                            // with q < tiles ≤ tmax; m holds tmax·16 floats per ξ.
+                            // with q < tiles ≤ tmax; m0 and m1 hold tmax·16 floats per ξ; a
+                            // pair's second block's weights are 16·C·16 floats past the
+                            // first's; the CPU has AVX-512 F for pairs (`has_avx512`).
                             unsafe {
-                                conv_pixels(
-                                    v,
-                                    pix,
-                                    (0, tiles),
-                                    &ub[(row + c0) * OB..(row + c1) * OB],
-                                    &offs[row + c0..row + c1],
-                                    (c0 == 0).then_some(&ZERO),
-                                    &mut m[xi * tmax * OB..],
-                                )
+                                if two {
+                                    conv_pixels_pair(
+                                        v,
+                                        pix,
+                                        (0, tiles),
+                                        &ub[(row + c0) * OB..],
+                                        XI * cin * OB,
+                                        &offs[row + c0..row + c1],
+                                        (c0 == 0).then_some([&ZERO, &ZERO]),
+                                        [&mut m0[at..], &mut m1[at..]],
+                                    )
+                                } else {
+                                    conv_pixels(
+                                        v,
+                                        pix,
+                                        (0, tiles),
+                                        &ub[(row + c0) * OB..(row + c1) * OB],
+                                        &offs[row + c0..row + c1],
+                                        (c0 == 0).then_some(&ZERO),
+                                        &mut m0[at..],
+                                    )
+                                }
                             };
                         }
                     }
-                    let bb: &[f32; OB] = biasv[b * OB..(b + 1) * OB]
-                        .try_into()
-                        .expect("a block of 16 biases");
-                    // SAFETY: output rows 2·ty0.. (below oh) of channels b·16.. of image n are
-                    // this task's alone; the CPU has AVX2.
-                    unsafe {
-                        let dst = outp.get().add((n * cout + b * OB) * ohw);
-                        output_transform(m, geo, bb, (g.oh, g.ow, ty0), rowbuf, dst);
+                    let done = if two { 2 } else { 1 };
+                    for (i, mi) in [&*m0, &*m1].into_iter().take(done).enumerate() {
+                        let bb: &[f32; OB] = biasv[(b + i) * OB..(b + i + 1) * OB]
+                            .try_into()
+                            .expect("a block of 16 biases");
+                        // SAFETY: output rows 2·ty0.. (below oh) of channels (b + i)·16.. of
+                        // image n are this task's alone; the CPU has AVX2.
+                        unsafe {
+                            let dst = outp.get().add((n * cout + (b + i) * OB) * ohw);
+                            output_transform(mi, geo, bb, (g.oh, g.ow, ty0), rowbuf, dst);
+                        }
                     }
+                    b += done;
                 }
             });
         })
