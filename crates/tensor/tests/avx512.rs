@@ -2,8 +2,9 @@
 //! GEMM (full and partial 48-pixel tiles, channel counts off the 4-row tile), the direct
 //! kernel at strides 1 and 2 (groups of up to 12 pixels per row, rows shorter and longer than
 //! a group; one block of 16 channels, pairs of blocks, and a pair plus one), Winograd's
-//! products, and the SiLU and sigmoid kernels. Their own file: switching
-//! the kernels process-wide must not race the bitwise thread-count tests.
+//! products and input transform (rows of 16-tile vectors and their AVX2 rest), and the SiLU
+//! and sigmoid kernels. Their own file: switching the kernels process-wide must not race the
+//! bitwise thread-count tests.
 
 mod common;
 use common::*;
@@ -26,6 +27,8 @@ fn outputs() -> Vec<(String, Vec<f32>)> {
         (8, 64, 3, 2, 1, 30, 45),
         (3, 32, 6, 2, 2, 64, 64),
         (5, 32, 3, 1, 1, 9, 26),
+        (8, 16, 3, 1, 1, 12, 70),
+        (16, 32, 3, 1, 1, 6, 33),
     ];
     for (i, &(cin, cout, k, s, p, h, w)) in cases.iter().enumerate() {
         let seed = 100 + 3 * i as u64;
