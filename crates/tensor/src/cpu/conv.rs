@@ -396,15 +396,30 @@ unsafe fn pointwise_own(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::convgemm::{k_blocks, mr, multiply, packed_len, scatter_row};
+        use super::convgemm::{k_blocks, mr, multiply, packed_len, scatter_row, Panel, MR512};
         let mr = mr();
         let blocks = k_blocks(k);
-        with_scratch(packed_len(t, blocks[0].1, mr), |packed| {
+        // With AVX-512 the whole strips read their rows in place (packing them cost a third
+        // of a small 1×1 convolution's time); the last partial strip, and every strip on
+        // AVX2, is packed.
+        let inplace = if mr == MR512 { t / mr * mr } else { 0 };
+        let rest = t - inplace;
+        with_scratch(packed_len(rest, blocks[0].1, mr), |packed| {
             for &(k0, kcl) in &blocks {
-                for kk in 0..kcl {
-                    scatter_row(&src[(k0 + kk) * src_rs..][..t], kk, kcl, packed, mr);
+                let first = k0 == 0;
+                if inplace > 0 {
+                    let b = Panel::rows(src[k0 * src_rs..].as_ptr(), src_rs, mr);
+                    multiply(mr, m, inplace, (k, k0, kcl), w, b, c, c_rs, first, bias);
                 }
-                multiply(mr, m, t, (k, k0, kcl), w, packed, c, c_rs, k0 == 0, bias);
+                if rest > 0 {
+                    for kk in 0..kcl {
+                        let row = &src[(k0 + kk) * src_rs + inplace..][..rest];
+                        scatter_row(row, kk, kcl, packed, mr);
+                    }
+                    let b = Panel::packed(packed, kcl, mr);
+                    let c = c.add(inplace);
+                    multiply(mr, m, rest, (k, k0, kcl), w, b, c, c_rs, first, bias);
+                }
             }
         })
     }

@@ -105,14 +105,44 @@ fn scatter_row_mr<const MR: usize>(row: &[f32], kk: usize, kcl: usize, packed: &
     }
 }
 
-/// Multiplies one packed reduction block into the output: for every pixel strip and channel
-/// block, `c[co·c_rs + p] = (first ? bias[co] : c[..]) + Σ_kk w[co, k0 + kk] · b[kk, p]`.
+/// Where one reduction block of the right-hand matrix lies: pixel strip `s`'s row `kk` (its
+/// `mr` pixels) at `ptr + s·strip + kk·rs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Panel {
+    pub(crate) ptr: *const f32,
+    pub(crate) strip: usize,
+    pub(crate) rs: usize,
+}
+
+impl Panel {
+    /// A block packed by [`scatter_row`]: strips of `kcl` rows of `mr`.
+    pub(crate) fn packed(b: &[f32], kcl: usize, mr: usize) -> Self {
+        Panel {
+            ptr: b.as_ptr(),
+            strip: kcl * mr,
+            rs: mr,
+        }
+    }
+
+    /// Rows read in place: row `kk` at `src + kk·rs`, strip `s` at its pixel `s·mr`.
+    pub(crate) fn rows(src: *const f32, rs: usize, mr: usize) -> Self {
+        Panel {
+            ptr: src,
+            strip: mr,
+            rs,
+        }
+    }
+}
+
+/// Multiplies one reduction block into the output: for every pixel strip and channel block,
+/// `c[co·c_rs + p] = (first ? bias[co] : c[..]) + Σ_kk w[co, k0 + kk] · b[kk, p]`.
 ///
 /// # Safety
 /// `c` must be valid for reads and writes at `co·c_rs + p` for `co < cout`, `p < t`, with no
-/// other thread touching them; `w` is `cout` rows of `k` (`k0 + kcl <= k`); `b` holds
-/// [`packed_len`]`(t, kcl, mr)` floats packed in tiles of `mr`; the CPU has AVX2 and FMA, and
-/// AVX-512 F when `mr` is [`MR512`].
+/// other thread touching them; `w` is `cout` rows of `k` (`k0 + kcl <= k`); `b` is valid for
+/// reads of `mr` floats at every strip's row, for `t.div_ceil(mr)` strips (in place, only
+/// whole strips: `t` a multiple of `mr`); the CPU has AVX2 and FMA, and AVX-512 F when `mr`
+/// is [`MR512`].
 #[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn multiply(
@@ -121,7 +151,7 @@ pub(crate) unsafe fn multiply(
     t: usize,
     kb: (usize, usize, usize),
     w: &[f32],
-    b: &[f32],
+    b: Panel,
     c: *mut f32,
     c_rs: usize,
     first: bool,
@@ -143,7 +173,7 @@ unsafe fn multiply_avx2(
     t: usize,
     kb: (usize, usize, usize),
     w: &[f32],
-    b: &[f32],
+    b: Panel,
     c: *mut f32,
     c_rs: usize,
     first: bool,
@@ -161,7 +191,7 @@ unsafe fn multiply_512(
     t: usize,
     kb: (usize, usize, usize),
     w: &[f32],
-    b: &[f32],
+    b: Panel,
     c: *mut f32,
     c_rs: usize,
     first: bool,
@@ -170,9 +200,9 @@ unsafe fn multiply_512(
     multiply_mr::<MR512, NR512>(cout, t, kb, w, b, c, c_rs, first, bias, kernel512)
 }
 
-/// One R × MR tile kernel: `(kcl, row streams, packed strip, c, c_rs, acc, init)`.
+/// One R × MR tile kernel: `(kcl, row streams, strip, strip row stride, c, c_rs, acc, init)`.
 type Kernel<const R: usize> =
-    unsafe fn(usize, [*const f32; R], *const f32, *mut f32, usize, bool, &[f32; R]);
+    unsafe fn(usize, [*const f32; R], *const f32, usize, *mut f32, usize, bool, &[f32; R]);
 
 /// The body of [`multiply`] for tiles of `R` channels × `MR` pixels and their microkernel.
 #[allow(clippy::too_many_arguments)]
@@ -183,7 +213,7 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
     t: usize,
     (k, k0, kcl): (usize, usize, usize),
     w: &[f32],
-    b: &[f32],
+    b: Panel,
     c: *mut f32,
     c_rs: usize,
     first: bool,
@@ -192,7 +222,7 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
 ) {
     let mut tile = [0.0f32; NR512 * MR512];
     for s in 0..t.div_ceil(MR) {
-        let bs = &b[s * kcl * MR..][..kcl * MR];
+        let bs = b.ptr.add(s * b.strip);
         let p0 = s * MR;
         let pw = MR.min(t - p0);
         for co0 in (0..cout).step_by(R) {
@@ -208,10 +238,10 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
             }
             let cp = c.add(co0 * c_rs + p0);
             if rows == R && pw == MR {
-                kernel(kcl, a, bs.as_ptr(), cp, c_rs, !first, &init);
+                kernel(kcl, a, bs, b.rs, cp, c_rs, !first, &init);
                 continue;
             }
-            kernel(kcl, a, bs.as_ptr(), tile.as_mut_ptr(), MR, false, &init);
+            kernel(kcl, a, bs, b.rs, tile.as_mut_ptr(), MR, false, &init);
             for r in 0..rows {
                 let dst = std::slice::from_raw_parts_mut(cp.add(r * c_rs), pw);
                 let src = &tile[r * MR..r * MR + pw];
@@ -227,7 +257,7 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
     }
 }
 
-/// One NR × MR tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] · b[k·MR + j]`.
+/// One NR × MR tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] · b[k·b_rs + j]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -235,6 +265,7 @@ unsafe fn kernel(
     kcl: usize,
     a: [*const f32; NR],
     b: *const f32,
+    b_rs: usize,
     c: *mut f32,
     c_rs: usize,
     acc: bool,
@@ -272,7 +303,7 @@ unsafe fn kernel(
             "vfmadd231ps ymm10, ymm15, ymm13",
             "vfmadd231ps ymm11, ymm15, ymm14",
             "add {i}, 4",
-            "add {b}, 96",
+            "add {b}, {bs}",
             "dec {k}",
             "jnz 2b",
             a0 = in(reg) a[0],
@@ -281,6 +312,7 @@ unsafe fn kernel(
             a3 = in(reg) a[3],
             i = inout(reg) 0usize => _,
             b = inout(reg) b => _,
+            bs = in(reg) b_rs * 4,
             k = inout(reg) kcl => _,
             inout("ymm0") c00,
             inout("ymm1") c01,
@@ -321,7 +353,7 @@ unsafe fn kernel(
 }
 
 /// The AVX-512 NR512 × MR512 tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] ·
-/// b[k·MR512 + j]` (24 accumulators of 16 floats, 3 pixel vectors and a broadcast: 28 of the
+/// b[k·b_rs + j]` (24 accumulators of 16 floats, 3 pixel vectors and a broadcast: 28 of the
 /// 32 registers).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -329,6 +361,7 @@ unsafe fn kernel512(
     kcl: usize,
     a: [*const f32; NR512],
     b: *const f32,
+    b_rs: usize,
     c: *mut f32,
     c_rs: usize,
     acc: bool,
@@ -349,7 +382,7 @@ unsafe fn kernel512(
                 *v = _mm512_fmadd_ps(s, *bj, *v);
             }
         }
-        bp = bp.add(MR512);
+        bp = bp.add(b_rs);
     }
     for (i, row) in r.iter().enumerate() {
         let d = c.add(i * c_rs);
