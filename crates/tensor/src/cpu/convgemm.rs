@@ -258,6 +258,7 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
 }
 
 /// One NR × MR tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] · b[k·b_rs + j]`.
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -355,6 +356,7 @@ unsafe fn kernel(
 /// The AVX-512 NR512 × MR512 tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] ·
 /// b[k·b_rs + j]` (24 accumulators of 16 floats, 3 pixel vectors and a broadcast: 28 of the
 /// 32 registers).
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn kernel512(
