@@ -125,38 +125,54 @@ fn nan_max(m: f32, v: f32) -> f32 {
     }
 }
 
-/// The body of [`pool_s1_planes`]: per plane a row pass over a −inf-padded copy of each row
-/// (kernel column outermost, so the inner loop runs along the row in vectors), then the
-/// column pass over the row maxima of the in-image rows.
+/// The body of [`pool_s1_planes`]. Each plane is copied once into a −inf-bordered grid
+/// (`ph` rows above and below, `pw` columns either side), so both passes run flat over the
+/// whole plane in long vectors, even for 10 × 10 maps: the row pass takes the maximum of `kw`
+/// neighbours along the grid, the column pass of `kh` rows of that (stride 1; with a
+/// vertical stride the column pass takes every `sh`-th output row), and the output keeps
+/// each row's first `ow` columns.
 #[inline(always)]
 fn pool_s1_planes_generic(x: &[f32], o: &mut [f32], (h, w): (usize, usize), p: &Pool2dParams) {
     let ((kh, kw), (sh, _), (ph, pw)) = (p.kernel, p.stride, p.padding);
     let (oh, ow) = (pooled(h, kh, sh, ph), pooled(w, kw, 1, pw));
-    let mut pad = vec![f32::NEG_INFINITY; w + 2 * pw];
-    let mut hmax = vec![f32::NEG_INFINITY; h * ow];
+    let (gw, gh) = (w + 2 * pw, h + 2 * ph);
+    let mut grid = vec![f32::NEG_INFINITY; gh * gw];
+    // Row maxima at every grid position whose window fits the grid.
+    let n = gh * gw - (kw - 1);
+    let mut rmax = vec![f32::NEG_INFINITY; gh * gw];
+    let mut cmax = vec![f32::NEG_INFINITY; if sh == 1 { (oh - 1) * gw + ow } else { ow }];
     for (xp, op) in x.chunks_exact(h * w).zip(o.chunks_exact_mut(oh * ow)) {
-        for iy in 0..h {
-            pad[pw..pw + w].copy_from_slice(&xp[iy * w..(iy + 1) * w]);
-            let hm = &mut hmax[iy * ow..(iy + 1) * ow];
-            hm.copy_from_slice(&pad[..ow]);
-            for kx in 1..kw {
-                for (m, &v) in hm.iter_mut().zip(&pad[kx..kx + ow]) {
+        for (iy, row) in xp.chunks_exact(w).enumerate() {
+            grid[(iy + ph) * gw + pw..][..w].copy_from_slice(row);
+        }
+        rmax[..n].copy_from_slice(&grid[..n]);
+        for kx in 1..kw {
+            for (m, &v) in rmax[..n].iter_mut().zip(&grid[kx..kx + n]) {
+                *m = nan_max(*m, v);
+            }
+        }
+        if sh == 1 {
+            // Output row oy, column ox is the maximum of rmax rows oy..oy + kh at column ox.
+            let len = cmax.len();
+            cmax.copy_from_slice(&rmax[..len]);
+            for ky in 1..kh {
+                for (m, &v) in cmax.iter_mut().zip(&rmax[ky * gw..ky * gw + len]) {
                     *m = nan_max(*m, v);
                 }
             }
-        }
-        for oy in 0..oh {
-            let dst = &mut op[oy * ow..(oy + 1) * ow];
-            dst.fill(f32::NEG_INFINITY);
-            let start = (oy * sh) as isize - ph as isize;
-            for ky in 0..kh {
-                let iy = start + ky as isize;
-                if iy >= 0 && (iy as usize) < h {
-                    let src = &hmax[iy as usize * ow..(iy as usize + 1) * ow];
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = nan_max(*d, v);
+            for (oy, orow) in op.chunks_exact_mut(ow).enumerate() {
+                orow.copy_from_slice(&cmax[oy * gw..oy * gw + ow]);
+            }
+        } else {
+            for (oy, orow) in op.chunks_exact_mut(ow).enumerate() {
+                cmax[..ow].copy_from_slice(&rmax[oy * sh * gw..][..ow]);
+                for ky in 1..kh {
+                    let src = &rmax[(oy * sh + ky) * gw..][..ow];
+                    for (m, &v) in cmax[..ow].iter_mut().zip(src) {
+                        *m = nan_max(*m, v);
                     }
                 }
+                orow.copy_from_slice(&cmax[..ow]);
             }
         }
     }
