@@ -9,6 +9,11 @@
 //! of being unrolled k² times. Groups of six pixels run flat over a band's rows; finished
 //! pixel-major tiles are transposed into the NCHW output with 8 × 8 register transposes.
 //!
+//! With AVX-512 (forward, horizontal strides 1 and 2) each register holds one pixel's 16
+//! channels: groups of up to 12 pixels of one row take their inputs as broadcast operands
+//! from one pointer, and two channel blocks run per pass ([`conv_pixels_pair`], one
+//! broadcast feeding both blocks: 24 accumulators). Winograd's products take the same pass.
+//!
 //! Weight gradient: the same 12 accumulators hold 6 (input channel, tap) pairs × 16 output
 //! channels, summed over every output pixel of the task (dy transposed to pixel-major per
 //! group of pixels, the input broadcast from the same padded rows).
@@ -691,8 +696,13 @@ unsafe fn store16<const N: usize>(
 /// The CPU has AVX2; `dst` is valid for writes at `o·rs + j`, `o < 16`, `j < ow`.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn store_tile(tile: &[f32], ow: usize, dst: *mut f32, rs: usize) {
+    let done = if super::simd::has_avx512() {
+        store_tile_512(tile, ow, dst, rs)
+    } else {
+        0
+    };
     let full = ow / 8 * 8;
-    for j in (0..full).step_by(8) {
+    for j in (done..full).step_by(8) {
         for h in 0..2 {
             super::simd::transpose8_avx2(
                 tile.as_ptr().add(j * OB + h * 8),
@@ -702,11 +712,61 @@ pub(super) unsafe fn store_tile(tile: &[f32], ow: usize, dst: *mut f32, rs: usiz
             );
         }
     }
-    for j in full..ow {
+    for j in full.max(done)..ow {
         for o in 0..OB {
             *dst.add(o * rs + j) = tile[j * OB + o];
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// The whole 16-pixel runs of [`store_tile`] with 16 × 16 register transposes; returns how
+/// many pixels it stored (the rest is left to the AVX2 loop).
+///
+/// # Safety
+/// As [`store_tile`], and the CPU has AVX-512 F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn store_tile_512(tile: &[f32], ow: usize, dst: *mut f32, rs: usize) -> usize {
+    use std::arch::x86_64::*;
+    let full = ow / 16 * 16;
+    debug_assert!(tile.len() >= ow * OB);
+    for j in (0..full).step_by(16) {
+        let src = tile.as_ptr().add(j * OB);
+        let mut r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * OB)));
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let (lo, hi) = (
+            |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            },
+            |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            },
+        );
+        for g in (0..16).step_by(4) {
+            r[g] = lo(t[g], t[g + 2]);
+            r[g + 1] = hi(t[g], t[g + 2]);
+            r[g + 2] = lo(t[g + 1], t[g + 3]);
+            r[g + 3] = hi(t[g + 1], t[g + 3]);
+        }
+        for h in [0, 8] {
+            for i in 0..4 {
+                t[h + i] = _mm512_shuffle_f32x4::<0x88>(r[h + i], r[h + 4 + i]);
+                t[h + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(r[h + i], r[h + 4 + i]);
+            }
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+            r[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+        }
+        for (o, v) in r.iter().enumerate() {
+            _mm512_storeu_ps(dst.add(o * rs + j), *v);
+        }
+    }
+    full
 }
 
 /// Whether the weight gradient of `g` takes this path: the convolutions of [`enabled`], and

@@ -11,6 +11,9 @@
 //! Every transform coefficient is 0, ±1 or ±½, so the results stay within a few ulp of the
 //! direct sum's (the reference tests hold them to the f64 naive result at 1e-5).
 //!
+//! With AVX-512 the input transform takes 16 tiles per vector (the rest of each row on the
+//! AVX2 loop) and the products run two channel blocks per pass.
+//!
 //! Tasks are (image, band of tile rows), the band's transformed input (16 × C × tiles floats)
 //! sized to stay in L2 while every block of output channels reads it. The stride-1 input
 //! gradient, a forward convolution of dy, takes the same path. `YOLO_CONV_WINOGRAD=off` (or
