@@ -571,6 +571,39 @@ fn batch_norm_eval_matches_naive() {
     assert_close("batch_norm2d_eval", &y.to_vec(), &expect, 1e-5);
 }
 
+/// Every output's window of in-image values (k × k, stride s, padding p), in output order.
+fn pool_windows(
+    x: &[f32],
+    planes: usize,
+    (h, w): (usize, usize),
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Vec<Vec<f32>> {
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut out = Vec::new();
+    for pl in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut window = Vec::new();
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (iy, ix) = (
+                            (oy * s + ky) as isize - p as isize,
+                            (ox * s + kx) as isize - p as isize,
+                        );
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            window.push(x[pl * h * w + iy as usize * w + ix as usize]);
+                        }
+                    }
+                }
+                out.push(window);
+            }
+        }
+    }
+    out
+}
+
 fn naive_max_pool(
     x: &[f32],
     planes: usize,
@@ -580,28 +613,10 @@ fn naive_max_pool(
     s: usize,
     p: usize,
 ) -> Vec<f32> {
-    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-    let mut out = Vec::new();
-    for pl in 0..planes {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut m = f32::NEG_INFINITY;
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let (iy, ix) = (
-                            (oy * s + ky) as isize - p as isize,
-                            (ox * s + kx) as isize - p as isize,
-                        );
-                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            m = m.max(x[pl * h * w + iy as usize * w + ix as usize]);
-                        }
-                    }
-                }
-                out.push(m);
-            }
-        }
-    }
-    out
+    pool_windows(x, planes, (h, w), k, s, p)
+        .iter()
+        .map(|win| win.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)))
+        .collect()
 }
 
 #[test]
@@ -643,21 +658,9 @@ fn max_pool_propagates_nan_over_many_planes() {
             .max_pool2d(Pool2dParams::new(k, s, p))
             .unwrap()
             .to_vec();
-        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-        for (i, &v) in y.iter().enumerate() {
-            let (pl, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
-            let mut window = Vec::new();
-            for ky in 0..k {
-                for kx in 0..k {
-                    let (iy, ix) = (
-                        (oy * s + ky) as isize - p as isize,
-                        (ox * s + kx) as isize - p as isize,
-                    );
-                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                        window.push(xs[pl * h * w + iy as usize * w + ix as usize]);
-                    }
-                }
-            }
+        let windows = pool_windows(&xs, planes, (h, w), k, s, p);
+        assert_eq!(y.len(), windows.len());
+        for (i, (&v, window)) in y.iter().zip(&windows).enumerate() {
             if window.iter().any(|x| x.is_nan()) {
                 assert!(
                     v.is_nan(),

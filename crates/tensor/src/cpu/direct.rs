@@ -470,6 +470,25 @@ pub(super) unsafe fn conv_pixels(
 /// Most output pixels per AVX-512 microkernel call (one 16-channel register each).
 const PX512: usize = 12;
 
+/// Calls `f(q, at, n)` for each group of the AVX-512 kernels over pixels `q0..q1`: each row's
+/// pixels of the range in near-equal groups of at most [`PX512`] (a group never spans rows),
+/// `q` the group's first pixel, `at` its input's offset in the slab, `n` its size.
+#[inline(always)]
+fn for_row_groups(pix: PixMap, (q0, q1): (usize, usize), mut f: impl FnMut(usize, usize, usize)) {
+    let mut q = q0;
+    while q < q1 {
+        let (row, col) = (q / pix.ow, q % pix.ow);
+        let len = (pix.ow - col).min(q1 - q);
+        let groups = len.div_ceil(PX512);
+        let (size, extra) = (len / groups, len % groups);
+        for i in 0..groups {
+            let n = size + usize::from(i < extra);
+            f(q, row * pix.row_step + (q % pix.ow) * pix.sw, n);
+            q += n;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 /// [`conv_pixels`] on AVX-512 for horizontal strides 1 and 2: each row's pixels of the range
 /// run in near-equal groups of at most [`PX512`] (a group never spans rows, so its inputs are
@@ -487,33 +506,22 @@ unsafe fn conv_pixels_512(
     bias: Option<&[f32; OB]>,
     tile: &mut [f32],
 ) {
-    let mut q = q0;
-    while q < q1 {
-        let (row, col) = (q / pix.ow, q % pix.ow);
-        let len = (pix.ow - col).min(q1 - q);
-        let groups = len.div_ceil(PX512);
-        let (size, extra) = (len / groups, len % groups);
-        for i in 0..groups {
-            let n = size + usize::from(i < extra);
-            let x = slab
-                .as_ptr()
-                .add(row * pix.row_step + (q % pix.ow) * pix.sw);
-            let t = tile.as_mut_ptr().add((q - q0) * OB);
-            let b = bias.map_or((t as *const f32, OB), |b| (b.as_ptr(), 0));
-            let w = w.as_ptr();
-            macro_rules! go {
-                ($($n:literal)*) => {
-                    match (n, pix.sw) {
-                        $(($n, 1) => pixels512::<$n, 1>(x, w, offs, b, t),
-                          ($n, _) => pixels512::<$n, 2>(x, w, offs, b, t),)*
-                        _ => unreachable!("groups hold 1 to 12 pixels"),
-                    }
-                };
-            }
-            go!(1 2 3 4 5 6 7 8 9 10 11 12);
-            q += n;
+    for_row_groups(pix, (q0, q1), |q, at, n| {
+        let x = slab.as_ptr().add(at);
+        let t = tile.as_mut_ptr().add((q - q0) * OB);
+        let b = bias.map_or((t as *const f32, OB), |b| (b.as_ptr(), 0));
+        let w = w.as_ptr();
+        macro_rules! go {
+            ($($n:literal)*) => {
+                match (n, pix.sw) {
+                    $(($n, 1) => pixels512::<$n, 1>(x, w, offs, b, t),
+                      ($n, _) => pixels512::<$n, 2>(x, w, offs, b, t),)*
+                    _ => unreachable!("groups hold 1 to 12 pixels"),
+                }
+            };
         }
-    }
+        go!(1 2 3 4 5 6 7 8 9 10 11 12);
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -538,38 +546,27 @@ pub(super) unsafe fn conv_pixels_pair(
     debug_assert!(w.len() >= wdist + offs.len() * OB);
     debug_assert!(tiles.iter().all(|t| t.len() >= (q1 - q0) * OB));
     let [t0, t1] = tiles;
-    let mut q = q0;
-    while q < q1 {
-        let (row, col) = (q / pix.ow, q % pix.ow);
-        let len = (pix.ow - col).min(q1 - q);
-        let groups = len.div_ceil(PX512);
-        let (size, extra) = (len / groups, len % groups);
-        for i in 0..groups {
-            let n = size + usize::from(i < extra);
-            let x = slab
-                .as_ptr()
-                .add(row * pix.row_step + (q % pix.ow) * pix.sw);
-            let t = [
-                t0.as_mut_ptr().add((q - q0) * OB),
-                t1.as_mut_ptr().add((q - q0) * OB),
-            ];
-            let b = init.map_or([(t[0] as *const f32, OB), (t[1] as *const f32, OB)], |b| {
-                [(b[0].as_ptr(), 0), (b[1].as_ptr(), 0)]
-            });
-            let w = (w.as_ptr(), wdist);
-            macro_rules! go {
-                ($($n:literal)*) => {
-                    match (n, pix.sw) {
-                        $(($n, 1) => pixels_pair::<$n, 1>(x, w, offs, b, t),
-                          ($n, _) => pixels_pair::<$n, 2>(x, w, offs, b, t),)*
-                        _ => unreachable!("groups hold 1 to 12 pixels"),
-                    }
-                };
-            }
-            go!(1 2 3 4 5 6 7 8 9 10 11 12);
-            q += n;
+    for_row_groups(pix, (q0, q1), |q, at, n| {
+        let x = slab.as_ptr().add(at);
+        let t = [
+            t0.as_mut_ptr().add((q - q0) * OB),
+            t1.as_mut_ptr().add((q - q0) * OB),
+        ];
+        let b = init.map_or([(t[0] as *const f32, OB), (t[1] as *const f32, OB)], |b| {
+            [(b[0].as_ptr(), 0), (b[1].as_ptr(), 0)]
+        });
+        let w = (w.as_ptr(), wdist);
+        macro_rules! go {
+            ($($n:literal)*) => {
+                match (n, pix.sw) {
+                    $(($n, 1) => pixels_pair::<$n, 1>(x, w, offs, b, t),
+                      ($n, _) => pixels_pair::<$n, 2>(x, w, offs, b, t),)*
+                    _ => unreachable!("groups hold 1 to 12 pixels"),
+                }
+            };
         }
-    }
+        go!(1 2 3 4 5 6 7 8 9 10 11 12);
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
