@@ -1,8 +1,9 @@
 //! The AVX-512 microkernels against the AVX2 ones, in one process (`set_avx512`): the 1×1
-//! GEMM (full and partial 48-pixel tiles, channel counts off the 4-row tile), the direct
+//! GEMM (full and partial 48-pixel tiles, channel counts off the 8-row tile), the direct
 //! kernel at strides 1 and 2 (groups of up to 12 pixels per row, rows shorter and longer than
 //! a group; one block of 16 channels, pairs of blocks, and a pair plus one), Winograd's
-//! products and input transform (rows of 16-tile vectors and their AVX2 rest), and the SiLU
+//! products (pairs, a pair then one, more than one chunk of input channels) and input
+//! transform (whole and masked 16-tile vectors), a 5 × 5 stride-1 direct kernel, and the SiLU
 //! and sigmoid kernels. Their own file: switching the kernels process-wide must not race the
 //! bitwise thread-count tests.
 
@@ -29,6 +30,9 @@ fn outputs() -> Vec<(String, Vec<f32>)> {
         (5, 32, 3, 1, 1, 9, 26),
         (8, 16, 3, 1, 1, 12, 70),
         (16, 32, 3, 1, 1, 6, 33),
+        (16, 48, 3, 1, 1, 11, 20),
+        (160, 32, 3, 1, 1, 6, 20),
+        (8, 32, 5, 1, 2, 13, 30),
     ];
     for (i, &(cin, cout, k, s, p, h, w)) in cases.iter().enumerate() {
         let seed = 100 + 3 * i as u64;

@@ -675,6 +675,15 @@ fn max_pool_propagates_nan_over_many_planes() {
 }
 
 #[test]
+fn max_pool_of_an_empty_plane_is_padding() {
+    // k = 2p: a 0-row input still has one output row, every window all padding (−inf).
+    let x = t(Vec::new(), &[1, 1, 0, 5]);
+    let y = x.max_pool2d(Pool2dParams::new(2, 1, 1)).unwrap();
+    assert_eq!(y.shape(), &[1, 1, 1, 6]);
+    assert!(y.to_vec().iter().all(|&v| v == f32::NEG_INFINITY));
+}
+
+#[test]
 fn sppf_chain_equals_spp() {
     // SPPF's three chained 5×5 pools equal SPP's 5, 9 and 13 pools (stride 1): the identity
     // upstream relies on when it swapped SPP for SPPF.

@@ -72,7 +72,8 @@ fn row_bands_budget(
 
 /// Pixel bands of a 1×1 convolution: at most [`POINTWISE_COLS`] pixels, and more bands while
 /// there are fewer than `min_tasks` tasks and the bands keep ≥ 256 pixels; bands of equal
-/// length in whole 24-pixel strips (only the last shorter), so that the threads' shares match.
+/// length in whole strips of the 1×1 GEMM's tile width (24 or 48 pixels, [`super::convgemm::mr`];
+/// only the last shorter), so that the threads' shares match.
 fn pointwise_bands(g: &ConvGeom, others: usize, min_tasks: usize) -> Vec<(usize, usize)> {
     let hw = g.oh * g.ow;
     let mut nb = hw.div_ceil(POINTWISE_COLS).max(1);

@@ -7,7 +7,8 @@
 //! packed weights and broadcasts each pixel's input value, so any stride or dilation is only a
 //! different address, and the input is read from a zero-padded copy of the task's rows instead
 //! of being unrolled k² times. Groups of six pixels run flat over a band's rows; finished
-//! pixel-major tiles are transposed into the NCHW output with 8 × 8 register transposes.
+//! pixel-major tiles are transposed into the NCHW output with 8 × 8 register transposes
+//! (16 × 16 with AVX-512).
 //!
 //! With AVX-512 (forward, horizontal strides 1 and 2) each register holds one pixel's 16
 //! channels: groups of up to 12 pixels of one row take their inputs as broadcast operands
@@ -515,8 +516,8 @@ unsafe fn conv_pixels_512(
             ($($n:literal)*) => {
                 match (n, pix.sw) {
                     $(($n, 1) => pixels512::<$n, 1>(x, w, offs, b, t),
-                      ($n, _) => pixels512::<$n, 2>(x, w, offs, b, t),)*
-                    _ => unreachable!("groups hold 1 to 12 pixels"),
+                      ($n, 2) => pixels512::<$n, 2>(x, w, offs, b, t),)*
+                    _ => unreachable!("groups of 1 to 12 pixels, strides 1 and 2"),
                 }
             };
         }
@@ -560,8 +561,8 @@ pub(super) unsafe fn conv_pixels_pair(
             ($($n:literal)*) => {
                 match (n, pix.sw) {
                     $(($n, 1) => pixels_pair::<$n, 1>(x, w, offs, b, t),
-                      ($n, _) => pixels_pair::<$n, 2>(x, w, offs, b, t),)*
-                    _ => unreachable!("groups hold 1 to 12 pixels"),
+                      ($n, 2) => pixels_pair::<$n, 2>(x, w, offs, b, t),)*
+                    _ => unreachable!("groups of 1 to 12 pixels, strides 1 and 2"),
                 }
             };
         }

@@ -22,7 +22,7 @@ pub(crate) fn max_pool2d(
     let (ph, pw) = p.padding;
     let (oh, ow) = (pooled(h, kh, sh, ph), pooled(w, kw, sw, pw));
     let mut out = super::buffer::alloc(planes * oh * ow);
-    if sw == 1 && oh * ow > 0 {
+    if sw == 1 && oh * ow > 0 && h * w > 0 {
         // Several planes per task (≥ 4 K outputs, at least 4 tasks per thread where there are
         // enough planes), scratch rows reused across them.
         let per = (4096 / (oh * ow))

@@ -1,5 +1,6 @@
-//! Runtime dispatch to AVX2+FMA code paths. The generic loop bodies are `#[inline(always)]` so that
-//! they are compiled again inside a `#[target_feature]` function, where LLVM vectorises them 8-wide.
+//! Runtime dispatch to AVX2+FMA code paths (and AVX-512 for SiLU and sigmoid, 16 lanes). The
+//! generic loop bodies are `#[inline(always)]` so that they are compiled again inside a
+//! `#[target_feature]` function, where LLVM vectorises them 8-wide.
 
 use crate::op::UnaryOp;
 use std::sync::OnceLock;

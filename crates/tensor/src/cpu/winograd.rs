@@ -7,12 +7,13 @@
 //! Those products run on the direct convolution's microkernel (6 tiles × 16 output channels
 //! in registers, a broadcast per tile and channel); the input transform vectorises over 8 tiles
 //! of a row (even and odd columns split with two shuffles), the output transform over the 16
-//! channels of a block, and finished output rows go to NCHW through the same 8 × 8 transposes.
+//! channels of a block, and finished output rows go to NCHW through the same 8 × 8 transposes
+//! (16 × 16 with AVX-512).
 //! Every transform coefficient is 0, ±1 or ±½, so the results stay within a few ulp of the
 //! direct sum's (the reference tests hold them to the f64 naive result at 1e-5).
 //!
-//! With AVX-512 the input transform takes 16 tiles per vector (the rest of each row on the
-//! AVX2 loop) and the products run two channel blocks per pass.
+//! With AVX-512 the input transform takes 16 tiles per vector (each row's last partial vector
+//! through masked loads and stores) and the products run two channel blocks per pass.
 //!
 //! Tasks are (image, band of tile rows), the band's transformed input (16 × C × tiles floats)
 //! sized to stay in L2 while every block of output channels reads it. The stride-1 input
@@ -266,8 +267,8 @@ fn output_tile<T: Lane>(m: &[T; XI]) -> [T; 4] {
 
 #[cfg(target_arch = "x86_64")]
 std::thread_local! {
-    /// This thread's padded input rows, transformed input, one block's products and two
-    /// pixel-major output rows.
+    /// This thread's padded input rows, transformed input, one or two blocks' products and
+    /// two pixel-major output rows.
     static BUFS: std::cell::RefCell<[Vec<f32>; 4]> =
         const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
 }
@@ -318,7 +319,11 @@ pub(crate) fn forward(
                 let [slab, v, m, rowbuf] = &mut *bufs.borrow_mut();
                 reserve(slab, cin * plane);
                 reserve(v, XI * cin * tmax);
-                reserve(m, 2 * XI * tmax * OB);
+                // With AVX-512, two blocks per product pass (one input broadcast feeds both),
+                // their chunk of weights halved to keep the pair's share of L1; `m` holds the
+                // pair's products (read once: the buffer's size and the passes must agree).
+                let pairs = super::simd::has_avx512();
+                reserve(m, (1 + usize::from(pairs)) * XI * tmax * OB);
                 reserve(rowbuf, 2 * 2 * tw * OB);
                 fill_slab(x, g, n, (2 * ty0, 2 * ty1), wp, plane, slab);
                 let geo = TileGeom {
@@ -337,9 +342,6 @@ pub(crate) fn forward(
                     row_step: 0,
                     sw: 1,
                 };
-                // With AVX-512, two blocks per product pass (one input broadcast feeds both),
-                // their chunk of weights halved to keep the pair's share of L1.
-                let pairs = super::simd::has_avx512();
                 let (m0, m1) = m.split_at_mut(XI * tmax * OB);
                 let mut b = b0;
                 while b < b1 {
