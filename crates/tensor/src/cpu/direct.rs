@@ -471,6 +471,22 @@ pub(super) unsafe fn conv_pixels(
 /// Most output pixels per AVX-512 microkernel call (one 16-channel register each).
 const PX512: usize = 12;
 
+/// Calls the AVX-512 microkernel `$f::<N, SW>` for a group of `$n` (1 to 12) pixels at
+/// horizontal stride `$sw` (1 or 2).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_size {
+    ($f:ident, $n:expr, $sw:expr, $args:tt) => {
+        by_size!(@ $f, $n, $sw, $args, 1 2 3 4 5 6 7 8 9 10 11 12)
+    };
+    (@ $f:ident, $n:expr, $sw:expr, $args:tt, $($k:literal)*) => {
+        match ($n, $sw) {
+            $(($k, 1) => $f::<$k, 1> $args,
+              ($k, 2) => $f::<$k, 2> $args,)*
+            _ => unreachable!("groups of 1 to 12 pixels, strides 1 and 2"),
+        }
+    };
+}
+
 /// Calls `f(q, at, n)` for each group of the AVX-512 kernels over pixels `q0..q1`: each row's
 /// pixels of the range in near-equal groups of at most [`PX512`] (a group never spans rows),
 /// `q` the group's first pixel, `at` its input's offset in the slab, `n` its size.
@@ -512,16 +528,7 @@ unsafe fn conv_pixels_512(
         let t = tile.as_mut_ptr().add((q - q0) * OB);
         let b = bias.map_or((t as *const f32, OB), |b| (b.as_ptr(), 0));
         let w = w.as_ptr();
-        macro_rules! go {
-            ($($n:literal)*) => {
-                match (n, pix.sw) {
-                    $(($n, 1) => pixels512::<$n, 1>(x, w, offs, b, t),
-                      ($n, 2) => pixels512::<$n, 2>(x, w, offs, b, t),)*
-                    _ => unreachable!("groups of 1 to 12 pixels, strides 1 and 2"),
-                }
-            };
-        }
-        go!(1 2 3 4 5 6 7 8 9 10 11 12);
+        by_size!(pixels512, n, pix.sw, (x, w, offs, b, t));
     });
 }
 
@@ -557,16 +564,7 @@ pub(super) unsafe fn conv_pixels_pair(
             [(b[0].as_ptr(), 0), (b[1].as_ptr(), 0)]
         });
         let w = (w.as_ptr(), wdist);
-        macro_rules! go {
-            ($($n:literal)*) => {
-                match (n, pix.sw) {
-                    $(($n, 1) => pixels_pair::<$n, 1>(x, w, offs, b, t),
-                      ($n, 2) => pixels_pair::<$n, 2>(x, w, offs, b, t),)*
-                    _ => unreachable!("groups of 1 to 12 pixels, strides 1 and 2"),
-                }
-            };
-        }
-        go!(1 2 3 4 5 6 7 8 9 10 11 12);
+        by_size!(pixels_pair, n, pix.sw, (x, w, offs, b, t));
     });
 }
 
