@@ -339,77 +339,60 @@ impl Blocks<'_> {
         let channels = k / self.taps;
         let group = (TILE_BUDGET / OB).max(PX);
         let nb = self.bias.len() / OB;
-        let pairs = if super::simd::has_avx512() && (pix.sw == 1 || pix.sw == 2) {
-            nb / 2
-        } else {
-            0
-        };
-        if pairs > 0 {
-            // Two blocks per pass (one broadcast feeds both): the chunk's weights of the pair
-            // take the L1 share of one block's.
-            let chunk = (CHUNK_WEIGHTS / (2 * OB * self.taps)).clamp(1, channels.max(1));
-            let (t0, t1) = tile.split_at_mut(group * OB);
-            for pr in 0..pairs {
-                let b = 2 * pr;
-                let wb = &self.w[b * k * OB..(b + 2) * k * OB];
-                let bias: [&[f32; OB]; 2] = std::array::from_fn(|i| {
-                    self.bias[(b + i) * OB..(b + i + 1) * OB]
-                        .try_into()
-                        .expect("a block of 16 starting values")
-                });
-                for q0 in (0..px).step_by(group) {
-                    let q1 = (q0 + group).min(px);
-                    for c0 in (0..channels).step_by(chunk) {
-                        let c1 = (c0 + chunk).min(channels);
-                        let offs = &self.offs[c0 * self.taps..c1 * self.taps];
-                        let wc = &wb[c0 * self.taps * OB..];
-                        let first = (c0 == 0).then_some(bias);
-                        // SAFETY: the CPU has AVX-512 F (`has_avx512`); the pair's weights are
-                        // `[2][k][16]`, so block b + 1's line for offset i is k·16 floats past
-                        // block b's; reads stay inside `src` as in `conv_pixels`; each tile
-                        // holds group·16 floats.
-                        unsafe {
-                            conv_pixels_pair(
-                                src,
-                                pix,
-                                (q0, q1),
-                                wc,
-                                k * OB,
-                                offs,
-                                first,
-                                [&mut *t0, &mut *t1],
-                            )
-                        };
-                    }
-                    let len = (q1 - q0) * OB;
-                    store(b, q0, &t0[..len]);
-                    store(b + 1, q0, &t1[..len]);
-                }
-            }
-        }
-        let chunk = (CHUNK_WEIGHTS / (OB * self.taps)).clamp(1, channels.max(1));
-        for b in 2 * pairs..nb {
-            let wb = &self.w[b * k * OB..(b + 1) * k * OB];
-            let bb: &[f32; OB] = self.bias[b * OB..(b + 1) * OB]
-                .try_into()
-                .expect("a block of 16 starting values");
+        let pairs = wide(pix);
+        let (t0, t1) = tile.split_at_mut(group * OB);
+        let mut b = 0;
+        while b < nb {
+            // With AVX-512, two blocks per pass (one broadcast feeds both), the chunk's weights
+            // of the pair taking the L1 share of one block's.
+            let two = pairs && b + 1 < nb;
+            let chunk = (CHUNK_WEIGHTS / ((1 + usize::from(two)) * OB * self.taps))
+                .clamp(1, channels.max(1));
+            let wb = &self.w[b * k * OB..];
+            let bias: [&[f32; OB]; 2] = std::array::from_fn(|i| {
+                let o = (b + i).min(nb - 1) * OB;
+                self.bias[o..o + OB]
+                    .try_into()
+                    .expect("a block of 16 starting values")
+            });
             for q0 in (0..px).step_by(group) {
                 let q1 = (q0 + group).min(px);
                 for c0 in (0..channels).step_by(chunk) {
                     let c1 = (c0 + chunk).min(channels);
                     let offs = &self.offs[c0 * self.taps..c1 * self.taps];
-                    let wc = &wb[c0 * self.taps * OB..c1 * self.taps * OB];
-                    // SAFETY: the CPU has AVX2 and FMA (the callers' `enabled…`); every
-                    // pixel's reads (its offset through `pix` + offs[kk]) stay inside `src`
-                    // by the callers' size arithmetic; the tile holds (q1 − q0)·16 floats.
+                    let wc = &wb[c0 * self.taps * OB..];
+                    // SAFETY: every pixel's reads (its offset through `pix` + offs[kk]) stay
+                    // inside `src` by the callers' size arithmetic; each tile holds
+                    // group·16 ≥ (q1 − q0)·16 floats. One block: the CPU has AVX2 and FMA
+                    // (the callers' `enabled…`); a pair: it has AVX-512 F (`wide`), and the
+                    // weights are `[block][k][16]`, so block b + 1's line for offset i is
+                    // k·16 floats past block b's.
                     unsafe {
-                        conv_pixels(src, pix, (q0, q1), wc, offs, (c0 == 0).then_some(bb), tile)
+                        if two {
+                            let first = (c0 == 0).then_some(bias);
+                            let tiles = [&mut *t0, &mut *t1];
+                            conv_pixels_pair(src, pix, (q0, q1), wc, k * OB, offs, first, tiles)
+                        } else {
+                            let first = (c0 == 0).then_some(bias[0]);
+                            conv_pixels(src, pix, (q0, q1), wc, offs, first, t0)
+                        }
                     };
                 }
-                store(b, q0, &tile[..(q1 - q0) * OB]);
+                let len = (q1 - q0) * OB;
+                store(b, q0, &t0[..len]);
+                if two {
+                    store(b + 1, q0, &t1[..len]);
+                }
             }
+            b += 1 + usize::from(two);
         }
     }
+}
+
+/// Whether the AVX-512 passes take pixels read through `pix`: the CPU has AVX-512 (not
+/// switched off) and the horizontal stride is 1 or 2.
+fn wide(pix: PixMap) -> bool {
+    super::simd::has_avx512() && (pix.sw == 1 || pix.sw == 2)
 }
 
 /// Where a band's output pixels read their input in the slab: pixel `q` (flat over the band's
@@ -441,7 +424,7 @@ pub(super) unsafe fn conv_pixels(
     tile: &mut [f32],
 ) {
     debug_assert!(tile.len() >= (q1 - q0) * OB && w.len() >= offs.len() * OB);
-    if super::simd::has_avx512() && (pix.sw == 1 || pix.sw == 2) {
+    if wide(pix) {
         return conv_pixels_512(slab, pix, (q0, q1), w, offs, bias, tile);
     }
     let at = |q: usize| {

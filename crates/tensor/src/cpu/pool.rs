@@ -43,23 +43,18 @@ pub(crate) fn max_pool2d(
             let xp = &x[pl * h * w..(pl + 1) * h * w];
             // Row pass: hmax[iy][ox] = max over the window's columns.
             let mut hmax = vec![f32::NEG_INFINITY; h * ow];
-            {
-                for iy in 0..h {
-                    let xr = &xp[iy * w..(iy + 1) * w];
-                    for ox in 0..ow {
-                        let start = (ox * sw) as isize - pw as isize;
-                        let mut m = f32::NEG_INFINITY;
-                        for kx in 0..kw {
-                            let ix = start + kx as isize;
-                            if ix >= 0 && (ix as usize) < w {
-                                let v = xr[ix as usize];
-                                if v > m || v.is_nan() {
-                                    m = v;
-                                }
-                            }
+            for iy in 0..h {
+                let xr = &xp[iy * w..(iy + 1) * w];
+                for ox in 0..ow {
+                    let start = (ox * sw) as isize - pw as isize;
+                    let mut m = f32::NEG_INFINITY;
+                    for kx in 0..kw {
+                        let ix = start + kx as isize;
+                        if ix >= 0 && (ix as usize) < w {
+                            m = nan_max(m, xr[ix as usize]);
                         }
-                        hmax[iy * ow + ox] = m;
                     }
+                    hmax[iy * ow + ox] = m;
                 }
             }
             for oy in 0..oh {
@@ -71,9 +66,7 @@ pub(crate) fn max_pool2d(
                     if iy >= 0 && (iy as usize) < h {
                         let src = &hmax[iy as usize * ow..(iy as usize + 1) * ow];
                         for (d, &v) in dst.iter_mut().zip(src) {
-                            if v > *d || v.is_nan() {
-                                *d = v;
-                            }
+                            *d = nan_max(*d, v);
                         }
                     }
                 }

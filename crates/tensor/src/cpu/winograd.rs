@@ -157,8 +157,8 @@ unsafe fn tile_512(d: [[std::arch::x86_64::__m512; 4]; 4]) -> [std::arch::x86_64
 }
 
 #[cfg(target_arch = "x86_64")]
-/// [`input_transform`] on AVX-512: 16 tiles per vector, each row's last partial vector
-/// through masked loads and stores.
+/// [`input_transform`] on AVX-512: 16 tiles per vector through masked loads and stores (a
+/// row's last partial vector reads and writes only its own lanes).
 ///
 /// # Safety
 /// As [`input_transform`], and the CPU has AVX-512 F.
@@ -174,12 +174,20 @@ unsafe fn input_transform_512(slab: &[f32], geo: TileGeom, v: &mut [f32]) {
         tmax,
     } = geo;
     let xs = cin * tmax;
-    let full = tw / 16 * 16;
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    // Even and odd elements of 32 consecutive floats at p.
-    let split = |p: *const f32| {
-        let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+    // The first `len` (≤ 32) lanes of two vectors, as load masks.
+    let upto = |len: usize| -> (u16, u16) {
+        let bits = |k: usize| ((1u32 << k.min(16)) - 1) as u16;
+        (bits(len), bits(len.saturating_sub(16)))
+    };
+    // Even and odd elements of the `len` consecutive floats at p (zeros past them).
+    let split = |p: *const f32, len: usize| {
+        let (m0, m1) = upto(len);
+        let (a, b) = (
+            _mm512_maskz_loadu_ps(m0, p),
+            _mm512_maskz_loadu_ps(m1, p.add(16)),
+        );
         (
             _mm512_permutex2var_ps(a, even, b),
             _mm512_permutex2var_ps(a, odd, b),
@@ -189,43 +197,18 @@ unsafe fn input_transform_512(slab: &[f32], geo: TileGeom, v: &mut [f32]) {
         for r in 0..rows {
             let base = slab.as_ptr().add(c * plane + 2 * r * wp);
             let vt = v.as_mut_ptr().add(c * tmax + r * tw);
-            for t in (0..full).step_by(16) {
+            // 16 tiles per vector; a row's last n < 16 read only the 2n + 2 columns they
+            // need and store n lanes.
+            for t in (0..tw).step_by(16) {
+                let n = (tw - t).min(16);
                 let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
                     let p = base.add(i * wp + 2 * t);
-                    let ((e0, o0), (e1, o1)) = (split(p), split(p.add(2)));
-                    [e0, o0, e1, o1]
-                });
-                for (xi, val) in tile_512(d).into_iter().enumerate() {
-                    _mm512_storeu_ps(vt.add(xi * xs + t), val);
-                }
-            }
-            if full < tw {
-                // The row's last n < 16 tiles: masked loads of the 2n + 2 columns they read
-                // (zeros past them) and masked stores of n lanes.
-                let n = tw - full;
-                let upto = |len: usize| -> (u16, u16) {
-                    let bits = |k: usize| ((1u32 << k.min(16)) - 1) as u16;
-                    (bits(len), bits(len.saturating_sub(16)))
-                };
-                let split_n = |p: *const f32, len: usize| {
-                    let (m0, m1) = upto(len);
-                    let (a, b) = (
-                        _mm512_maskz_loadu_ps(m0, p),
-                        _mm512_maskz_loadu_ps(m1, p.add(16)),
-                    );
-                    (
-                        _mm512_permutex2var_ps(a, even, b),
-                        _mm512_permutex2var_ps(a, odd, b),
-                    )
-                };
-                let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
-                    let p = base.add(i * wp + 2 * full);
-                    let ((e0, o0), (e1, o1)) = (split_n(p, 2 * n), split_n(p.add(2), 2 * n));
+                    let ((e0, o0), (e1, o1)) = (split(p, 2 * n), split(p.add(2), 2 * n));
                     [e0, o0, e1, o1]
                 });
                 let keep = upto(n).0;
                 for (xi, val) in tile_512(d).into_iter().enumerate() {
-                    _mm512_mask_storeu_ps(vt.add(xi * xs + full), keep, val);
+                    _mm512_mask_storeu_ps(vt.add(xi * xs + t), keep, val);
                 }
             }
         }
