@@ -373,24 +373,34 @@ impl Model {
         // The FLOP counter is thread-local: count on this thread; otherwise run the whole pass on
         // a pool thread (one hand-off instead of one per op).
         if flops::counting() {
-            self.forward_here(x, train, None)
+            self.forward_here(x, train, None, false)
         } else {
-            yolo_tensor::in_pool(|| self.forward_here(x, train, None))
+            yolo_tensor::in_pool(|| self.forward_here(x, train, None, false))
         }
     }
 
     /// [`Model::forward`] that also returns each layer's wall time in seconds and its GFLOPs
     /// (2 × multiply-accumulates), in layer order (upstream's `profile=True`). On a GPU the
-    /// device is synchronised after every layer. It runs on the calling thread, as the FLOP
-    /// counter is thread-local (a pool thread waiting inside a kernel may run other callers'
-    /// jobs, whose ops it would count), so each op's hand-off to the pool is in the times.
+    /// device is synchronised after every layer. The FLOP counter is thread-local (a pool thread
+    /// waiting inside a kernel may run other callers' jobs, whose ops it would count), so the
+    /// GFLOPs come from an untimed pass on the calling thread; the timed pass runs on a pool
+    /// thread as [`Model::forward`] does, so the times hold no per-op hand-offs.
     pub fn forward_profiled(
         &self,
         x: &Tensor,
         train: bool,
     ) -> Result<(DetectOutput, Vec<(f64, f64)>)> {
+        let mut counted = Vec::with_capacity(self.nodes.len());
+        self.forward_here(x, train, Some(&mut counted), true)?;
         let mut times = Vec::with_capacity(self.nodes.len());
-        let out = self.forward_here(x, train, Some(&mut times))?;
+        let out = if flops::counting() {
+            self.forward_here(x, train, Some(&mut times), false)?
+        } else {
+            yolo_tensor::in_pool(|| self.forward_here(x, train, Some(&mut times), false))?
+        };
+        for (t, c) in times.iter_mut().zip(&counted) {
+            t.1 = c.1;
+        }
         Ok((out, times))
     }
 
@@ -399,6 +409,7 @@ impl Model {
         x: &Tensor,
         train: bool,
         mut times: Option<&mut Vec<(f64, f64)>>,
+        count: bool,
     ) -> Result<DetectOutput> {
         let device = x.device();
         let mut outs: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
@@ -415,14 +426,13 @@ impl Model {
                     Some(j) => outs[*j].clone().expect("kept outputs are stored"),
                 })
                 .collect();
-            let profiling = start.is_some();
             if i == last {
-                let (head, macs) = count_if(profiling, || node.layer.forward_head(&inputs, train));
+                let (head, macs) = count_if(count, || node.layer.forward_head(&inputs, train));
                 let head = head.expect("last node is the head")?;
                 record(times.as_deref_mut(), start, macs, device)?;
                 return Ok(head);
             }
-            let (y, macs) = count_if(profiling, || node.layer.run(&inputs, train));
+            let (y, macs) = count_if(count, || node.layer.run(&inputs, train));
             let y = y.map_err(|e| ModelError::Row {
                 index: i,
                 module: node.module.clone(),

@@ -1,0 +1,57 @@
+//! Times batch-1 inference convolutions (no grad) of yolov5n at 320 px, or the shapes given in
+//! `SHAPES` (`cin,cout,k,stride,hw;…`, padding k/2): median and minimum ms and GFLOP/s of the
+//! minimum, over `RUNS` calls (default 200).
+//!
+//! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_forward`
+//! (`SHAPES=16,32,3,2,160 …` for one shape).
+
+use std::time::Instant;
+use yolo_tensor::{Conv2dParams, Tensor};
+
+/// Cache-line-aligned tensor buffers, as in the `yolo-forge` binary.
+#[global_allocator]
+static ALLOC: yolo_tensor::AlignedAlloc = yolo_tensor::AlignedAlloc;
+
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    yolo_testutil::t(yolo_testutil::uniform(n, -1.0, 1.0, seed), shape)
+}
+
+fn main() {
+    let default = "3,16,6,2,320;16,32,3,2,160;32,64,3,2,80;64,128,3,2,40;128,256,3,2,20;\
+                   16,16,3,1,80;32,32,3,1,40;64,64,3,1,20;32,16,1,1,80;64,32,1,1,40;128,64,1,1,20";
+    let spec = std::env::var("SHAPES").unwrap_or_else(|_| default.to_string());
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let _g = yolo_tensor::no_grad();
+    println!("cin cout k s hw   median ms  min ms  GFLOP/s(min)");
+    for s in spec.split(';').filter(|s| !s.trim().is_empty()) {
+        let v: Vec<usize> = s.split(',').map(|x| x.trim().parse().unwrap()).collect();
+        let (cin, cout, k, st, hw) = (v[0], v[1], v[2], v[3], v[4]);
+        let x = tensor(&[1, cin, hw, hw], 1);
+        let w = tensor(&[cout, cin, k, k], 2);
+        let b = tensor(&[cout], 3);
+        let p = Conv2dParams::new(st, k / 2);
+        let oh = (hw + 2 * (k / 2) - k) / st + 1;
+        let flops = 2.0 * (cin * cout * k * k * oh * oh) as f64;
+        let mut t = Vec::with_capacity(runs);
+        for i in 0..runs + 5 {
+            let s = Instant::now();
+            let y = yolo_tensor::in_pool(|| x.conv2d(&w, Some(&b), p).unwrap());
+            let dt = s.elapsed().as_secs_f64();
+            std::hint::black_box(y);
+            if i >= 5 {
+                t.push(dt);
+            }
+        }
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{cin:>3} {cout:>4} {k} {st} {hw:>3}   {:>8.3}  {:>7.3}  {:>7.1}",
+            t[t.len() / 2] * 1e3,
+            t[0] * 1e3,
+            flops / t[0] / 1e9
+        );
+    }
+}
