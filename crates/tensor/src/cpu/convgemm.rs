@@ -184,7 +184,7 @@ unsafe fn multiply_avx2(
     first: bool,
     bias: Option<&[f32]>,
 ) {
-    multiply_mr::<MR, NR>(cout, t, kb, w, b, c, c_rs, first, bias, kernel)
+    multiply_mr::<MR, NR>(cout, t, kb, w, b, c, c_rs, first, bias, [kernel; 3])
 }
 
 /// [`multiply`] with the AVX-512 microkernel.
@@ -202,14 +202,17 @@ unsafe fn multiply_512(
     first: bool,
     bias: Option<&[f32]>,
 ) {
-    multiply_mr::<MR512, NR512>(cout, t, kb, w, b, c, c_rs, first, bias, kernel512)
+    let kernels: [Kernel<NR512>; 3] = [kernel512::<1>, kernel512::<2>, kernel512::<3>];
+    multiply_mr::<MR512, NR512>(cout, t, kb, w, b, c, c_rs, first, bias, kernels)
 }
 
 /// One R × MR tile kernel: `(kcl, row streams, strip, strip row stride, c, c_rs, acc, init)`.
 type Kernel<const R: usize> =
     unsafe fn(usize, [*const f32; R], *const f32, usize, *mut f32, usize, bool, &[f32; R]);
 
-/// The body of [`multiply`] for tiles of `R` channels × `MR` pixels and their microkernel.
+/// The body of [`multiply`] for tiles of `R` channels × `MR` pixels and their microkernels:
+/// `kernels[v]` computes the tile's first `(v + 1)·MR/3` pixels (a partial last strip takes
+/// the narrowest that covers it; the AVX2 one always computes all `MR`).
 #[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -223,7 +226,7 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
     c_rs: usize,
     first: bool,
     bias: Option<&[f32]>,
-    kernel: Kernel<R>,
+    kernels: [Kernel<R>; 3],
 ) {
     let mut tile = [0.0f32; NR512 * MR512];
     for s in 0..t.div_ceil(MR) {
@@ -243,10 +246,11 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
             }
             let cp = c.add(co0 * c_rs + p0);
             if rows == R && pw == MR {
-                kernel(kcl, a, bs, b.rs, cp, c_rs, !first, &init);
+                kernels[2](kcl, a, bs, b.rs, cp, c_rs, !first, &init);
                 continue;
             }
-            kernel(kcl, a, bs, b.rs, tile.as_mut_ptr(), MR, false, &init);
+            let narrow = kernels[(pw - 1) / (MR / 3)];
+            narrow(kcl, a, bs, b.rs, tile.as_mut_ptr(), MR, false, &init);
             for r in 0..rows {
                 let dst = std::slice::from_raw_parts_mut(cp.add(r * c_rs), pw);
                 let src = &tile[r * MR..r * MR + pw];
@@ -358,13 +362,14 @@ unsafe fn kernel(
     }
 }
 
-/// The AVX-512 NR512 × MR512 tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] ·
-/// b[k·b_rs + j]` (24 accumulators of 16 floats, 3 pixel vectors and a broadcast: 28 of the
-/// 32 registers).
+/// The AVX-512 NR512 × (16·V) tile: `c[r·c_rs + j] = (acc ? c : init[r]) + Σ_k a[r][k] ·
+/// b[k·b_rs + j]` for `j < 16·V` (V = 3, a whole [`MR512`] tile: 24 accumulators of 16 floats,
+/// 3 pixel vectors and a broadcast, 28 of the 32 registers; V = 1 or 2 for a partial last
+/// strip, so its padding is not multiplied).
 #[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn kernel512(
+unsafe fn kernel512<const V: usize>(
     kcl: usize,
     a: [*const f32; NR512],
     b: *const f32,
@@ -375,14 +380,10 @@ unsafe fn kernel512(
     init: &[f32; NR512],
 ) {
     use std::arch::x86_64::*;
-    let mut r = [[_mm512_setzero_ps(); 3]; NR512];
+    let mut r = [[_mm512_setzero_ps(); V]; NR512];
     let mut bp = b;
     for kk in 0..kcl {
-        let bv = [
-            _mm512_loadu_ps(bp),
-            _mm512_loadu_ps(bp.add(16)),
-            _mm512_loadu_ps(bp.add(32)),
-        ];
+        let bv: [__m512; V] = std::array::from_fn(|j| _mm512_loadu_ps(bp.add(16 * j)));
         for (row, ap) in r.iter_mut().zip(&a) {
             let s = _mm512_set1_ps(*ap.add(kk));
             for (v, bj) in row.iter_mut().zip(&bv) {
