@@ -310,39 +310,54 @@ pub(crate) fn forward(
     };
     let parts = cout_g.div_ceil(per);
     let tasks = task_list(g.n, g.p.groups, bands.len() * parts);
-    crate::threads::install(|| {
-        tasks.par_iter().for_each(|&(n, grp, bp)| {
-            let (b, part) = (bp / parts, bp % parts);
-            let (lo, hi) = bands[b];
-            let (p0, t) = if pointwise {
-                (lo, hi - lo)
-            } else {
-                (lo * g.ow, (hi - lo) * g.ow)
+    crate::threads::par_for(tasks.len(), |ti| {
+        let (n, grp, bp) = tasks[ti];
+        let (b, part) = (bp / parts, bp % parts);
+        let (lo, hi) = bands[b];
+        let (p0, t) = if pointwise {
+            (lo, hi - lo)
+        } else {
+            (lo * g.ow, (hi - lo) * g.ow)
+        };
+        let obase = (n * g.c_out + grp * cout_g) * ohw + p0;
+        // SAFETY: this task alone writes its part of rows grp·cout_g.. of image n, pixels
+        // p0..p0+t.
+        let c = unsafe { outp.get().add(obase) };
+        if own {
+            let (o0, o1) = (part * per, ((part + 1) * per).min(cout_g));
+            let xb = &x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..];
+            let (r0, r1) = (grp * cout_g + o0, grp * cout_g + o1);
+            let wg = &w[r0 * k..r1 * k];
+            let bg = bias.map(|b| &b[r0..r1]);
+            // SAFETY: as above, channels o0..o1 of them being this part's; the CPU has
+            // AVX2 and FMA (convgemm::enabled_forward).
+            unsafe { pointwise_own(xb, ohw, wg, o1 - o0, k, t, c.add(o0 * ohw), ohw, bg) };
+            return;
+        }
+        if let Some(bias) = bias {
+            for o in 0..cout_g {
+                let v = bias[grp * cout_g + o];
+                unsafe { std::slice::from_raw_parts_mut(c.add(o * ohw), t) }.fill(v);
+            }
+        }
+        let wg = MatRef::rows(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+        if pointwise {
+            let xb = &x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..];
+            unsafe {
+                sgemm_raw(
+                    cout_g,
+                    t,
+                    k,
+                    c,
+                    ohw,
+                    bias.is_some(),
+                    wg,
+                    MatRef::rows(xb, ohw),
+                )
             };
-            let obase = (n * g.c_out + grp * cout_g) * ohw + p0;
-            // SAFETY: this task alone writes its part of rows grp·cout_g.. of image n, pixels
-            // p0..p0+t.
-            let c = unsafe { outp.get().add(obase) };
-            if own {
-                let (o0, o1) = (part * per, ((part + 1) * per).min(cout_g));
-                let xb = &x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..];
-                let (r0, r1) = (grp * cout_g + o0, grp * cout_g + o1);
-                let wg = &w[r0 * k..r1 * k];
-                let bg = bias.map(|b| &b[r0..r1]);
-                // SAFETY: as above, channels o0..o1 of them being this part's; the CPU has
-                // AVX2 and FMA (convgemm::enabled_forward).
-                unsafe { pointwise_own(xb, ohw, wg, o1 - o0, k, t, c.add(o0 * ohw), ohw, bg) };
-                return;
-            }
-            if let Some(bias) = bias {
-                for o in 0..cout_g {
-                    let v = bias[grp * cout_g + o];
-                    unsafe { std::slice::from_raw_parts_mut(c.add(o * ohw), t) }.fill(v);
-                }
-            }
-            let wg = MatRef::rows(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
-            if pointwise {
-                let xb = &x[(n * g.c_in + grp * g.cin_g()) * ohw + p0..];
+        } else {
+            with_scratch(k * t, |col| {
+                im2col(x, g, n, grp, lo, hi, col);
                 unsafe {
                     sgemm_raw(
                         cout_g,
@@ -352,27 +367,11 @@ pub(crate) fn forward(
                         ohw,
                         bias.is_some(),
                         wg,
-                        MatRef::rows(xb, ohw),
+                        MatRef::rows(col, t),
                     )
                 };
-            } else {
-                with_scratch(k * t, |col| {
-                    im2col(x, g, n, grp, lo, hi, col);
-                    unsafe {
-                        sgemm_raw(
-                            cout_g,
-                            t,
-                            k,
-                            c,
-                            ohw,
-                            bias.is_some(),
-                            wg,
-                            MatRef::rows(col, t),
-                        )
-                    };
-                });
-            }
-        })
+            });
+        }
     });
     out
 }

@@ -272,37 +272,36 @@ pub(crate) fn forward(
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     // Tasks write disjoint output rows through it (see the store below).
     let outp = super::conv::SharedMut(out.as_mut_ptr());
-    crate::threads::install(|| {
-        tasks.par_iter().for_each(|&(n, band, part)| {
-            let (oy0, oy1) = bands[band];
-            let (b0, b1) = (part * per, ((part + 1) * per).min(nb));
-            BUFS.with(|bufs| {
-                let (slab, tile) = &mut *bufs.borrow_mut();
-                reserve(slab, cin * slab_plane);
-                reserve(tile, 2 * TILE_BUDGET.max(PX * OB));
-                fill_slab(x, g, n, (oy0, oy1), wp, slab_plane, slab);
-                let pix = PixMap {
-                    ow: g.ow,
-                    row_step: sh * wp,
-                    sw,
-                };
-                let blocks = Blocks {
-                    w: &wpk[b0 * k * OB..b1 * k * OB],
-                    bias: &biasv[b0 * OB..b1 * OB],
-                    offs: &offs,
-                    taps: kk,
-                };
-                blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, |b, q0, tile| {
-                    let b = b0 + b;
-                    // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
-                    // task's alone; the CPU has AVX2.
-                    unsafe {
-                        let dst = outp.get().add((n * cout + b * OB) * ohw + oy0 * g.ow + q0);
-                        store_tile(tile, tile.len() / OB, dst, ohw);
-                    }
-                });
+    crate::threads::par_for(tasks.len(), |ti| {
+        let (n, band, part) = tasks[ti];
+        let (oy0, oy1) = bands[band];
+        let (b0, b1) = (part * per, ((part + 1) * per).min(nb));
+        BUFS.with(|bufs| {
+            let (slab, tile) = &mut *bufs.borrow_mut();
+            reserve(slab, cin * slab_plane);
+            reserve(tile, 2 * TILE_BUDGET.max(PX * OB));
+            fill_slab(x, g, n, (oy0, oy1), wp, slab_plane, slab);
+            let pix = PixMap {
+                ow: g.ow,
+                row_step: sh * wp,
+                sw,
+            };
+            let blocks = Blocks {
+                w: &wpk[b0 * k * OB..b1 * k * OB],
+                bias: &biasv[b0 * OB..b1 * OB],
+                offs: &offs,
+                taps: kk,
+            };
+            blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, |b, q0, tile| {
+                let b = b0 + b;
+                // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
+                // task's alone; the CPU has AVX2.
+                unsafe {
+                    let dst = outp.get().add((n * cout + b * OB) * ohw + oy0 * g.ow + q0);
+                    store_tile(tile, tile.len() / OB, dst, ohw);
+                }
             });
-        })
+        });
     });
     out
 }

@@ -98,12 +98,27 @@ pub(crate) fn unary_backward(op: UnaryOp, x: &[f32], dy: &[f32]) -> Vec<f32> {
 fn par_chunks1(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
     match chunk_len(x.len()) {
         None => f(x, y),
-        Some(n) => crate::threads::install(|| {
-            y.par_chunks_mut(n)
-                .zip(x.par_chunks(n))
-                .for_each(|(d, s)| f(s, d));
-        }),
+        Some(n) => par_chunks_mut(y, n, |i, d| f(&x[i * n..i * n + d.len()], d)),
     }
+}
+
+/// `f(i, chunk)` for every chunk `i` of `len` floats of `out` (the last may be shorter), in
+/// the kernel pool ([`crate::threads::par_for`]).
+pub(crate) fn par_chunks_mut(
+    out: &mut [f32],
+    len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let (total, len) = (out.len(), len.max(1));
+    let p = conv::SharedMut(out.as_mut_ptr());
+    crate::threads::par_for(total.div_ceil(len), |i| {
+        let lo = i * len;
+        let n = len.min(total - lo);
+        // SAFETY: chunk i is out[lo..lo + n], in bounds and disjoint from every other chunk.
+        f(i, unsafe {
+            std::slice::from_raw_parts_mut(p.get().add(lo), n)
+        })
+    });
 }
 
 /// `dst[i] += src[i]` in place (gradient accumulation without a new buffer).
@@ -118,10 +133,9 @@ pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
 fn par_map2<F: Fn(f32, f32) -> f32 + Sync + Send>(a: &[f32], b: &[f32], y: &mut [f32], f: F) {
     match chunk_len(a.len()) {
         None => simd::map2(a, b, y, f),
-        Some(n) => crate::threads::install(|| {
-            y.par_chunks_mut(n)
-                .zip(a.par_chunks(n).zip(b.par_chunks(n)))
-                .for_each(|(d, (s, t))| simd::map2(s, t, d, &f));
+        Some(n) => par_chunks_mut(y, n, |i, d| {
+            let r = i * n..i * n + d.len();
+            simd::map2(&a[r.clone()], &b[r], d, &f)
         }),
     }
 }
@@ -246,7 +260,7 @@ fn binary_bcast<F: Fn(f32, f32) -> f32 + Sync + Send>(
         }
     };
     if out.len() > CHUNK && shape.len() > 1 {
-        crate::threads::install(|| out.par_chunks_mut(inner).enumerate().for_each(body));
+        par_chunks_mut(out, inner, |i, d| body((i, d)));
     } else {
         out.chunks_mut(inner).enumerate().for_each(body);
     }
@@ -400,20 +414,18 @@ pub(crate) fn copy_region(
     let pieces = inner.div_ceil(CHUNK);
     let dp = conv::SharedMut(dst.as_mut_ptr());
     let dlen = dst.len();
-    crate::threads::install(|| {
-        (0..rows * pieces).into_par_iter().for_each(|i| {
-            let (row, lo) = (i / pieces, (i % pieces) * CHUNK);
-            let len = CHUNK.min(inner - lo);
-            let (os, od) = offsets(row);
-            assert!(
-                od + lo + len <= dlen,
-                "copy_region: destination piece in bounds"
-            );
-            // SAFETY: in bounds (checked); distinct (row, piece) pairs map to disjoint ranges
-            // of `dst`.
-            let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(od + lo), len) };
-            d.copy_from_slice(&src[os + lo..os + lo + len]);
-        })
+    crate::threads::par_for(rows * pieces, |i| {
+        let (row, lo) = (i / pieces, (i % pieces) * CHUNK);
+        let len = CHUNK.min(inner - lo);
+        let (os, od) = offsets(row);
+        assert!(
+            od + lo + len <= dlen,
+            "copy_region: destination piece in bounds"
+        );
+        // SAFETY: in bounds (checked); distinct (row, piece) pairs map to disjoint ranges
+        // of `dst`.
+        let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(od + lo), len) };
+        d.copy_from_slice(&src[os + lo..os + lo + len]);
     });
 }
 
@@ -439,7 +451,7 @@ pub(crate) fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
             simd::transpose(&x[off[0]..], is, dst, inner, inner, pp);
         };
         if x.len() > CHUNK {
-            crate::threads::install(|| out.par_chunks_mut(pp * inner).enumerate().for_each(tile));
+            par_chunks_mut(&mut out, pp * inner, |i, d| tile((i, d)));
         } else {
             out.chunks_mut(pp * inner).enumerate().for_each(tile);
         }
@@ -457,7 +469,7 @@ pub(crate) fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
         }
     };
     if x.len() > CHUNK {
-        crate::threads::install(|| out.par_chunks_mut(inner).enumerate().for_each(body));
+        par_chunks_mut(&mut out, inner, |i, d| body((i, d)));
     } else {
         out.chunks_mut(inner).enumerate().for_each(body);
     }

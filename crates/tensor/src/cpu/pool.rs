@@ -28,50 +28,44 @@ pub(crate) fn max_pool2d(
         let per = (4096 / (oh * ow))
             .max(1)
             .min(planes.div_ceil(4 * crate::threads::num_threads()).max(1));
-        crate::threads::install(|| {
-            out.par_chunks_mut(per * oh * ow)
-                .enumerate()
-                .for_each(|(i, o)| {
-                    let xs = &x[i * per * h * w..][..o.len() / (oh * ow) * h * w];
-                    pool_s1_planes(xs, o, (h, w), p);
-                })
+        super::par_chunks_mut(&mut out, per * oh * ow, |i, o| {
+            let xs = &x[i * per * h * w..][..o.len() / (oh * ow) * h * w];
+            pool_s1_planes(xs, o, (h, w), p);
         });
         return out;
     }
-    crate::threads::install(|| {
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(pl, o)| {
-            let xp = &x[pl * h * w..(pl + 1) * h * w];
-            // Row pass: hmax[iy][ox] = max over the window's columns.
-            let mut hmax = vec![f32::NEG_INFINITY; h * ow];
-            for iy in 0..h {
-                let xr = &xp[iy * w..(iy + 1) * w];
-                for ox in 0..ow {
-                    let start = (ox * sw) as isize - pw as isize;
-                    let mut m = f32::NEG_INFINITY;
-                    for kx in 0..kw {
-                        let ix = start + kx as isize;
-                        if ix >= 0 && (ix as usize) < w {
-                            m = nan_max(m, xr[ix as usize]);
-                        }
+    super::par_chunks_mut(&mut out, oh * ow, |pl, o| {
+        let xp = &x[pl * h * w..(pl + 1) * h * w];
+        // Row pass: hmax[iy][ox] = max over the window's columns.
+        let mut hmax = vec![f32::NEG_INFINITY; h * ow];
+        for iy in 0..h {
+            let xr = &xp[iy * w..(iy + 1) * w];
+            for ox in 0..ow {
+                let start = (ox * sw) as isize - pw as isize;
+                let mut m = f32::NEG_INFINITY;
+                for kx in 0..kw {
+                    let ix = start + kx as isize;
+                    if ix >= 0 && (ix as usize) < w {
+                        m = nan_max(m, xr[ix as usize]);
                     }
-                    hmax[iy * ow + ox] = m;
                 }
+                hmax[iy * ow + ox] = m;
             }
-            for oy in 0..oh {
-                let dst = &mut o[oy * ow..(oy + 1) * ow];
-                dst.fill(f32::NEG_INFINITY);
-                let start = (oy * sh) as isize - ph as isize;
-                for ky in 0..kh {
-                    let iy = start + ky as isize;
-                    if iy >= 0 && (iy as usize) < h {
-                        let src = &hmax[iy as usize * ow..(iy as usize + 1) * ow];
-                        for (d, &v) in dst.iter_mut().zip(src) {
-                            *d = nan_max(*d, v);
-                        }
+        }
+        for oy in 0..oh {
+            let dst = &mut o[oy * ow..(oy + 1) * ow];
+            dst.fill(f32::NEG_INFINITY);
+            let start = (oy * sh) as isize - ph as isize;
+            for ky in 0..kh {
+                let iy = start + ky as isize;
+                if iy >= 0 && (iy as usize) < h {
+                    let src = &hmax[iy as usize * ow..(iy as usize + 1) * ow];
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = nan_max(*d, v);
                     }
                 }
             }
-        })
+        }
     });
     out
 }
@@ -344,19 +338,17 @@ pub(crate) fn upsample_nearest(
 ) -> Vec<f32> {
     let (oh, ow) = (h * sh, w * sw);
     let mut out = super::buffer::alloc(planes * oh * ow);
-    crate::threads::install(|| {
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(pl, o)| {
-            let xp = &x[pl * h * w..(pl + 1) * h * w];
-            for iy in 0..h {
-                let row = &mut o[iy * sh * ow..(iy * sh + 1) * ow];
-                for (run, &v) in row.chunks_exact_mut(sw).zip(&xp[iy * w..(iy + 1) * w]) {
-                    run.fill(v);
-                }
-                for r in 1..sh {
-                    o.copy_within(iy * sh * ow..(iy * sh + 1) * ow, (iy * sh + r) * ow);
-                }
+    super::par_chunks_mut(&mut out, oh * ow, |pl, o| {
+        let xp = &x[pl * h * w..(pl + 1) * h * w];
+        for iy in 0..h {
+            let row = &mut o[iy * sh * ow..(iy * sh + 1) * ow];
+            for (run, &v) in row.chunks_exact_mut(sw).zip(&xp[iy * w..(iy + 1) * w]) {
+                run.fill(v);
             }
-        })
+            for r in 1..sh {
+                o.copy_within(iy * sh * ow..(iy * sh + 1) * ow, (iy * sh + r) * ow);
+            }
+        }
     });
     out
 }

@@ -157,56 +157,88 @@ unsafe fn tile_512(d: [[std::arch::x86_64::__m512; 4]; 4]) -> [std::arch::x86_64
 }
 
 #[cfg(target_arch = "x86_64")]
-/// [`input_transform`] on AVX-512: 16 tiles per vector through masked loads and stores (a
-/// row's last partial vector reads and writes only its own lanes).
+/// Where the AVX-512 input transform reads a band's input straight from the image (no padded
+/// copy): channel `c`'s input row `iy` at `ptr + c·plane + iy·w`; the band's padded row `i`
+/// is input row `row0 + i`, padded column `j` input column `j − pw`; rows and columns outside
+/// the image read as zeros (masked loads, which touch no masked-off lane).
+#[derive(Clone, Copy)]
+struct Image {
+    ptr: *const f32,
+    plane: usize,
+    h: usize,
+    w: usize,
+    row0: isize,
+    pw: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+/// [`input_transform`] on AVX-512, reading the image itself ([`Image`]): 16 tiles per vector
+/// through masked loads and stores (a row's last partial vector reads and writes only its own
+/// lanes, the padding is the masked-off lanes).
 ///
 /// # Safety
-/// As [`input_transform`], and the CPU has AVX-512 F.
+/// The CPU has AVX-512 F; `src` covers `cin` planes of `h` rows of `w` floats; `v` holds
+/// `16·cin·tmax` floats; `geo.tw` tiles per row read at most `2·tw + 2` padded columns.
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn input_transform_512(slab: &[f32], geo: TileGeom, v: &mut [f32]) {
+unsafe fn input_transform_512(src: Image, geo: TileGeom, v: &mut [f32]) {
     use std::arch::x86_64::*;
     let TileGeom {
         cin,
-        plane,
-        wp,
         rows,
         tw,
         tmax,
+        ..
     } = geo;
+    debug_assert!(v.len() >= XI * cin * tmax);
     let xs = cin * tmax;
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    // The first `len` (≤ 32) lanes of two vectors, as load masks.
-    let upto = |len: usize| -> (u16, u16) {
-        let bits = |k: usize| ((1u32 << k.min(16)) - 1) as u16;
-        (bits(len), bits(len.saturating_sub(16)))
+    let w = src.w as isize;
+    // Lanes lo..hi (of 32) as two load masks.
+    let lanes = |lo: isize, hi: isize| -> (u16, u16) {
+        let bits = |k: isize| ((1u32 << k.clamp(0, 16)) - 1) as u16;
+        let below = |k: isize| (bits(k), bits(k - 16));
+        let (h0, h1) = below(hi.max(lo));
+        let (l0, l1) = below(lo);
+        (h0 & !l0, h1 & !l1)
     };
-    // Even and odd elements of the `len` consecutive floats at p (zeros past them).
-    let split = |p: *const f32, len: usize| {
-        let (m0, m1) = upto(len);
+    // Even and odd elements of the `len` floats of row `r` from column `col` (zeros outside
+    // the row and past `len`).
+    let split = |r: *const f32, col: isize, len: usize| {
+        let (m0, m1) = lanes(-col, (len as isize).min(w - col));
+        let p = r.wrapping_offset(col);
         let (a, b) = (
             _mm512_maskz_loadu_ps(m0, p),
-            _mm512_maskz_loadu_ps(m1, p.add(16)),
+            _mm512_maskz_loadu_ps(m1, p.wrapping_add(16)),
         );
         (
             _mm512_permutex2var_ps(a, even, b),
             _mm512_permutex2var_ps(a, odd, b),
         )
     };
+    let zero = _mm512_setzero_ps();
     for c in 0..cin {
+        let xc = src.ptr.wrapping_add(c * src.plane);
         for r in 0..rows {
-            let base = slab.as_ptr().add(c * plane + 2 * r * wp);
             let vt = v.as_mut_ptr().add(c * tmax + r * tw);
+            let row = |i: usize| {
+                let iy = src.row0 + (2 * r + i) as isize;
+                (iy >= 0 && iy < src.h as isize).then(|| xc.wrapping_add(iy as usize * src.w))
+            };
+            let rp: [Option<*const f32>; 4] = std::array::from_fn(row);
             // 16 tiles per vector; a row's last n < 16 read only the 2n + 2 columns they
             // need and store n lanes.
             for t in (0..tw).step_by(16) {
                 let n = (tw - t).min(16);
-                let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
-                    let p = base.add(i * wp + 2 * t);
-                    let ((e0, o0), (e1, o1)) = (split(p, 2 * n), split(p.add(2), 2 * n));
-                    [e0, o0, e1, o1]
+                let col = (2 * t) as isize - src.pw as isize;
+                let d: [[__m512; 4]; 4] = std::array::from_fn(|i| match rp[i] {
+                    Some(p) => {
+                        let ((e0, o0), (e1, o1)) = (split(p, col, 2 * n), split(p, col + 2, 2 * n));
+                        [e0, o0, e1, o1]
+                    }
+                    None => [zero; 4],
                 });
-                let keep = upto(n).0;
+                let keep = lanes(0, n as isize).0;
                 for (xi, val) in tile_512(d).into_iter().enumerate() {
                     _mm512_mask_storeu_ps(vt.add(xi * xs + t), keep, val);
                 }
@@ -270,7 +302,6 @@ pub(crate) fn forward(
     use super::direct::{
         conv_pixels, conv_pixels_pair, fill_slab, reserve, split_work, PixMap, Work,
     };
-    use rayon::prelude::*;
     let (cin, cout) = (g.c_in, g.c_out);
     let u = super::packed::packed(super::packed::Form::Winograd, w, w_stamp, || {
         transform_weights(w, cin, cout)
@@ -293,95 +324,110 @@ pub(crate) fn forward(
     // Tasks write disjoint output rows through it (see the store below).
     let outp = super::conv::SharedMut(out.as_mut_ptr());
     static ZERO: [f32; OB] = [0.0; OB];
-    crate::threads::install(|| {
-        tasks.par_iter().for_each(|&(n, band, part)| {
-            let (ty0, ty1) = bands[band];
-            let (b0, b1) = (part * per, ((part + 1) * per).min(cout / OB));
-            let tiles = (ty1 - ty0) * tw;
-            BUFS.with(|bufs| {
-                let [slab, v, m, rowbuf] = &mut *bufs.borrow_mut();
+    crate::threads::par_for(tasks.len(), |ti| {
+        let (n, band, part) = tasks[ti];
+        let (ty0, ty1) = bands[band];
+        let (b0, b1) = (part * per, ((part + 1) * per).min(cout / OB));
+        let tiles = (ty1 - ty0) * tw;
+        BUFS.with(|bufs| {
+            let [slab, v, m, rowbuf] = &mut *bufs.borrow_mut();
+            reserve(v, XI * cin * tmax);
+            // With AVX-512, two blocks per product pass (one input broadcast feeds both),
+            // their chunk of weights halved to keep the pair's share of L1; `m` holds the
+            // pair's products (read once: the buffer's size and the passes must agree);
+            // and the input transform reads the image itself (no padded copy).
+            let wide = super::simd::has_avx512();
+            reserve(m, (1 + usize::from(wide)) * XI * tmax * OB);
+            reserve(rowbuf, 2 * 2 * tw * OB);
+            let geo = TileGeom {
+                cin,
+                plane,
+                wp,
+                rows: ty1 - ty0,
+                tw,
+                tmax,
+            };
+            if wide {
+                let src = Image {
+                    ptr: x[n * cin * g.h * g.w..].as_ptr(),
+                    plane: g.h * g.w,
+                    h: g.h,
+                    w: g.w,
+                    row0: (2 * ty0) as isize - g.p.padding.0 as isize,
+                    pw: g.p.padding.1,
+                };
+                // SAFETY: the CPU has AVX-512 F; image n's planes are in x; v holds
+                // 16·C·tmax floats; the tiles read at most 2·tw + 2 columns.
+                unsafe { input_transform_512(src, geo, v) };
+            } else {
                 reserve(slab, cin * plane);
-                reserve(v, XI * cin * tmax);
-                // With AVX-512, two blocks per product pass (one input broadcast feeds both),
-                // their chunk of weights halved to keep the pair's share of L1; `m` holds the
-                // pair's products (read once: the buffer's size and the passes must agree).
-                let pairs = super::simd::has_avx512();
-                reserve(m, (1 + usize::from(pairs)) * XI * tmax * OB);
-                reserve(rowbuf, 2 * 2 * tw * OB);
                 fill_slab(x, g, n, (2 * ty0, 2 * ty1), wp, plane, slab);
-                let geo = TileGeom {
-                    cin,
-                    plane,
-                    wp,
-                    rows: ty1 - ty0,
-                    tw,
-                    tmax,
-                };
                 // SAFETY: the CPU has AVX2 and FMA (`enabled`); the slab holds 2·rows + 2
-                // padded rows of wp ≥ 2·tw + 2 floats per channel, v holds 16·C·tmax floats.
+                // padded rows of wp ≥ 2·tw + 2 floats per channel, v holds 16·C·tmax
+                // floats.
                 unsafe { input_transform(slab, geo, v) };
-                let pix = PixMap {
-                    ow: tmax,
-                    row_step: 0,
-                    sw: 1,
-                };
-                let (m0, m1) = m.split_at_mut(XI * tmax * OB);
-                let mut b = b0;
-                while b < b1 {
-                    let two = pairs && b + 1 < b1;
-                    let ub = &u[b * XI * cin * OB..];
-                    let chunk = if two { CHUNK / 2 } else { CHUNK };
-                    for xi in 0..XI {
-                        for c0 in (0..cin).step_by(chunk) {
-                            let c1 = (c0 + chunk).min(cin);
-                            let row = xi * cin;
-                            let at = xi * tmax * OB;
-                            // SAFETY: as above; tile q of row (ξ, c) is v[(ξ·C + c)·tmax + q]
-                            // with q < tiles ≤ tmax; m0 and m1 hold tmax·16 floats per ξ; a
-                            // pair's second block's weights are 16·C·16 floats past the
-                            // first's; the CPU has AVX-512 F for pairs (`has_avx512`).
-                            unsafe {
-                                if two {
-                                    conv_pixels_pair(
-                                        v,
-                                        pix,
-                                        (0, tiles),
-                                        &ub[(row + c0) * OB..],
-                                        XI * cin * OB,
-                                        &offs[row + c0..row + c1],
-                                        (c0 == 0).then_some([&ZERO, &ZERO]),
-                                        [&mut m0[at..], &mut m1[at..]],
-                                    )
-                                } else {
-                                    conv_pixels(
-                                        v,
-                                        pix,
-                                        (0, tiles),
-                                        &ub[(row + c0) * OB..(row + c1) * OB],
-                                        &offs[row + c0..row + c1],
-                                        (c0 == 0).then_some(&ZERO),
-                                        &mut m0[at..],
-                                    )
-                                }
-                            };
-                        }
-                    }
-                    let done = if two { 2 } else { 1 };
-                    for (i, mi) in [&*m0, &*m1].into_iter().take(done).enumerate() {
-                        let bb: &[f32; OB] = biasv[(b + i) * OB..(b + i + 1) * OB]
-                            .try_into()
-                            .expect("a block of 16 biases");
-                        // SAFETY: output rows 2·ty0.. (below oh) of channels (b + i)·16.. of
-                        // image n are this task's alone; the CPU has AVX2.
+            }
+            let pix = PixMap {
+                ow: tmax,
+                row_step: 0,
+                sw: 1,
+            };
+            let (m0, m1) = m.split_at_mut(XI * tmax * OB);
+            let mut b = b0;
+            while b < b1 {
+                let two = wide && b + 1 < b1;
+                let ub = &u[b * XI * cin * OB..];
+                let chunk = if two { CHUNK / 2 } else { CHUNK };
+                for xi in 0..XI {
+                    for c0 in (0..cin).step_by(chunk) {
+                        let c1 = (c0 + chunk).min(cin);
+                        let row = xi * cin;
+                        let at = xi * tmax * OB;
+                        // SAFETY: as above; tile q of row (ξ, c) is v[(ξ·C + c)·tmax + q]
+                        // with q < tiles ≤ tmax; m0 and m1 hold tmax·16 floats per ξ; a
+                        // pair's second block's weights are 16·C·16 floats past the
+                        // first's; the CPU has AVX-512 F for pairs (`has_avx512`).
                         unsafe {
-                            let dst = outp.get().add((n * cout + (b + i) * OB) * ohw);
-                            output_transform(mi, geo, bb, (g.oh, g.ow, ty0), rowbuf, dst);
-                        }
+                            if two {
+                                conv_pixels_pair(
+                                    v,
+                                    pix,
+                                    (0, tiles),
+                                    &ub[(row + c0) * OB..],
+                                    XI * cin * OB,
+                                    &offs[row + c0..row + c1],
+                                    (c0 == 0).then_some([&ZERO, &ZERO]),
+                                    [&mut m0[at..], &mut m1[at..]],
+                                )
+                            } else {
+                                conv_pixels(
+                                    v,
+                                    pix,
+                                    (0, tiles),
+                                    &ub[(row + c0) * OB..(row + c1) * OB],
+                                    &offs[row + c0..row + c1],
+                                    (c0 == 0).then_some(&ZERO),
+                                    &mut m0[at..],
+                                )
+                            }
+                        };
                     }
-                    b += done;
                 }
-            });
-        })
+                let done = if two { 2 } else { 1 };
+                for (i, mi) in [&*m0, &*m1].into_iter().take(done).enumerate() {
+                    let bb: &[f32; OB] = biasv[(b + i) * OB..(b + i + 1) * OB]
+                        .try_into()
+                        .expect("a block of 16 biases");
+                    // SAFETY: output rows 2·ty0.. (below oh) of channels (b + i)·16.. of
+                    // image n are this task's alone; the CPU has AVX2.
+                    unsafe {
+                        let dst = outp.get().add((n * cout + (b + i) * OB) * ohw);
+                        output_transform(mi, geo, bb, (g.oh, g.ow, ty0), rowbuf, dst);
+                    }
+                }
+                b += done;
+            }
+        });
     });
     out
 }
@@ -424,11 +470,6 @@ unsafe fn input_transform(slab: &[f32], geo: TileGeom, v: &mut [f32]) {
     debug_assert!(slab.len() >= cin * plane && v.len() >= XI * cin * tmax);
     debug_assert!(wp >= 2 * tw + 2 && plane >= (2 * rows + 2) * wp);
     let xs = cin * tmax;
-    // With AVX-512 every tile is done there.
-    if super::simd::has_avx512() {
-        input_transform_512(slab, geo, v);
-        return;
-    }
     // Even and odd elements of 16 consecutive floats at p.
     let split = |p: *const f32| {
         let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
