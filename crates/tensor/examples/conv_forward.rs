@@ -3,7 +3,7 @@
 //! minimum, over `RUNS` calls (default 200).
 //!
 //! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_forward`
-//! (`SHAPES=16,32,3,2,160 …` for one shape).
+//! (`SHAPES=16,32,3,2,160 …` for one shape; `ACT=1` adds the SiLU after each convolution).
 
 use std::time::Instant;
 use yolo_tensor::{Conv2dParams, Tensor};
@@ -25,6 +25,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    let act = std::env::var("ACT").is_ok();
     let _g = yolo_tensor::no_grad();
     println!("cin cout k s hw   median ms  min ms  GFLOP/s(min)");
     for s in spec.split(';').filter(|s| !s.trim().is_empty()) {
@@ -39,7 +40,14 @@ fn main() {
         let mut t = Vec::with_capacity(runs);
         for i in 0..runs + 5 {
             let s = Instant::now();
-            let y = yolo_tensor::in_pool(|| x.conv2d(&w, Some(&b), p).unwrap());
+            let y = yolo_tensor::in_pool(|| {
+                let y = x.conv2d(&w, Some(&b), p).unwrap();
+                if act {
+                    y.silu()
+                } else {
+                    y
+                }
+            });
             let dt = s.elapsed().as_secs_f64();
             std::hint::black_box(y);
             if i >= 5 {

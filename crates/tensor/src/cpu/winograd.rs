@@ -221,11 +221,14 @@ unsafe fn input_transform_512(src: Image, geo: TileGeom, v: &mut [f32]) {
         let xc = src.ptr.wrapping_add(c * src.plane);
         for r in 0..rows {
             let vt = v.as_mut_ptr().add(c * tmax + r * tw);
-            let row = |i: usize| {
+            // The patch rows' starts (None: outside the image, zeros).
+            let mut rp: [Option<*const f32>; 4] = [None; 4];
+            for (i, p) in rp.iter_mut().enumerate() {
                 let iy = src.row0 + (2 * r + i) as isize;
-                (iy >= 0 && iy < src.h as isize).then(|| xc.wrapping_add(iy as usize * src.w))
-            };
-            let rp: [Option<*const f32>; 4] = std::array::from_fn(row);
+                if iy >= 0 && iy < src.h as isize {
+                    *p = Some(xc.wrapping_add(iy as usize * src.w));
+                }
+            }
             // 16 tiles per vector; a row's last n < 16 read only the 2n + 2 columns they
             // need and store n lanes.
             for t in (0..tw).step_by(16) {
