@@ -3,7 +3,9 @@
 //! minimum, over `RUNS` calls (default 200).
 //!
 //! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_forward`
-//! (`SHAPES=16,32,3,2,160 …` for one shape; `ACT=1` adds the SiLU after each convolution).
+//! (`SHAPES=16,32,3,2,160 …` for one shape; `ACT=1` adds the SiLU after each convolution;
+//! `FLUSH=1` writes a 128 MB buffer before each timed call, so the operands start out of
+//! cache as they do inside a whole network).
 
 use std::time::Instant;
 use yolo_tensor::{Conv2dParams, Tensor};
@@ -26,6 +28,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let act = std::env::var("ACT").is_ok();
+    let flush = std::env::var("FLUSH").is_ok();
+    let mut big = vec![0.0f32; if flush { 32 << 20 } else { 0 }];
     let _g = yolo_tensor::no_grad();
     println!("cin cout k s hw   median ms  min ms  GFLOP/s(min)");
     for s in spec.split(';').filter(|s| !s.trim().is_empty()) {
@@ -39,6 +43,10 @@ fn main() {
         let flops = 2.0 * (cin * cout * k * k * oh * oh) as f64;
         let mut t = Vec::with_capacity(runs);
         for i in 0..runs + 5 {
+            for (j, v) in big.iter_mut().enumerate() {
+                *v += j as f32;
+            }
+            std::hint::black_box(&big);
             let s = Instant::now();
             let y = yolo_tensor::in_pool(|| {
                 let y = x.conv2d(&w, Some(&b), p).unwrap();

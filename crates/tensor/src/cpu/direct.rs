@@ -222,9 +222,13 @@ pub(super) fn fill_slab(
                 dst.fill(0.0);
                 continue;
             }
-            dst[..pw].fill(0.0);
-            dst[pw + g.w..].fill(0.0);
-            dst[pw..pw + g.w].copy_from_slice(&xc[iy as usize * g.w..][..g.w]);
+            // The pads are a few floats: plain stores (`fill` called memset for each).
+            let (left, rest) = dst.split_at_mut(pw);
+            let (mid, right) = rest.split_at_mut(g.w);
+            for v in left.iter_mut().chain(right) {
+                *v = 0.0;
+            }
+            mid.copy_from_slice(&xc[iy as usize * g.w..][..g.w]);
         }
     }
 }
