@@ -209,11 +209,15 @@ mod silu {
         unsafe fn mul(self, o: Self) -> Self;
         unsafe fn min(self, o: Self) -> Self;
         unsafe fn max(self, o: Self) -> Self;
-        unsafe fn neg(self) -> Self;
         /// `self · b + c`.
         unsafe fn fmadd(self, b: Self, c: Self) -> Self;
         /// `c − self · b`.
         unsafe fn fnmadd(self, b: Self, c: Self) -> Self;
+        /// `−(self · b) − c`.
+        unsafe fn fnmsub(self, b: Self, c: Self) -> Self;
+        /// `y · 2^n` for integral `n`, where `t = n + magic` also holds `n` in its low
+        /// mantissa bits (AVX2 builds the power from those; AVX-512 scales by `n` itself).
+        unsafe fn ldexp(y: Self, n: Self, t: Self, magic: f32) -> Self;
         /// The hardware reciprocal estimate.
         unsafe fn rcp(self) -> Self;
         /// `2^n` where `t = n + MAGIC` holds `n` in its low mantissa bits.
@@ -255,16 +259,20 @@ mod silu {
             _mm256_max_ps(self, o)
         }
         #[inline(always)]
-        unsafe fn neg(self) -> Self {
-            _mm256_xor_ps(self, _mm256_set1_ps(-0.0))
-        }
-        #[inline(always)]
         unsafe fn fmadd(self, b: Self, c: Self) -> Self {
             _mm256_fmadd_ps(self, b, c)
         }
         #[inline(always)]
         unsafe fn fnmadd(self, b: Self, c: Self) -> Self {
             _mm256_fnmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn fnmsub(self, b: Self, c: Self) -> Self {
+            _mm256_fnmsub_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn ldexp(y: Self, _n: Self, t: Self, magic: f32) -> Self {
+            y.mul(Self::pow2(t, magic))
         }
         #[inline(always)]
         unsafe fn rcp(self) -> Self {
@@ -318,19 +326,21 @@ mod silu {
             _mm512_max_ps(self, o)
         }
         #[inline(always)]
-        unsafe fn neg(self) -> Self {
-            _mm512_castsi512_ps(_mm512_xor_si512(
-                _mm512_castps_si512(self),
-                _mm512_set1_epi32(i32::MIN),
-            ))
-        }
-        #[inline(always)]
         unsafe fn fmadd(self, b: Self, c: Self) -> Self {
             _mm512_fmadd_ps(self, b, c)
         }
         #[inline(always)]
         unsafe fn fnmadd(self, b: Self, c: Self) -> Self {
             _mm512_fnmadd_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn fnmsub(self, b: Self, c: Self) -> Self {
+            _mm512_fnmsub_ps(self, b, c)
+        }
+        #[inline(always)]
+        unsafe fn ldexp(y: Self, n: Self, _t: Self, _magic: f32) -> Self {
+            // One instruction for the power and the multiply (n is integral and in range).
+            _mm512_scalef_ps(y, n)
         }
         #[inline(always)]
         unsafe fn rcp(self) -> Self {
@@ -349,24 +359,28 @@ mod silu {
         }
     }
 
-    /// `math::exp` on N vectors, in FMAs, step by step across the vectors so that their
-    /// dependency chains interleave (one vector at a time was latency bound). Plain loops, not
-    /// closures: a closure would not inherit the caller's target features.
+    /// `e^-x` on N vectors (`math::exp(-x)`'s range reduction and polynomial, with the
+    /// negation folded into the reduction and the last two polynomial steps into FMAs), step
+    /// by step across the vectors so that their dependency chains interleave (one vector at a
+    /// time was latency bound). Plain loops, not closures: a closure would not inherit the
+    /// caller's target features.
     #[inline(always)]
-    unsafe fn exp<V: Vf, const N: usize>(mut x: [V; N]) -> [V; N] {
+    unsafe fn exp_neg<V: Vf, const N: usize>(x: [V; N]) -> [V; N] {
         const MAGIC: f32 = 12_582_912.0;
         let ps = |v| V::splat(v);
         let z = ps(0.0);
-        let (mut t, mut r, mut p) = ([z; N], [z; N], [z; N]);
+        let (mut xc, mut t, mut n, mut r, mut p) = ([z; N], [z; N], [z; N], [z; N], [z; N]);
         for i in 0..N {
-            // f32::clamp's NaN rule: vmaxps/vminps return their second operand on NaN.
-            x[i] = ps(88.376_26).min(ps(-87.336_55).max(x[i]));
-            t[i] = x[i].fmadd(ps(std::f32::consts::LOG2_E), ps(MAGIC));
+            // −x clamped to exp's range; f32::clamp's NaN rule: vmaxps/vminps return their
+            // second operand on NaN.
+            xc[i] = ps(87.336_55).min(ps(-88.376_26).max(x[i]));
+            t[i] = xc[i].fmadd(ps(-std::f32::consts::LOG2_E), ps(MAGIC));
         }
         for i in 0..N {
-            let n = t[i].sub(ps(MAGIC));
-            r[i] = n.fnmadd(ps(0.693_359_4), x[i]);
-            r[i] = n.fnmadd(ps(-2.121_944_4e-4), r[i]);
+            n[i] = t[i].sub(ps(MAGIC));
+            // r = −x − n·ln 2, in two parts
+            r[i] = n[i].fnmsub(ps(0.693_359_4), xc[i]);
+            r[i] = n[i].fnmadd(ps(-2.121_944_4e-4), r[i]);
             p[i] = ps(1.987_569_1e-4);
         }
         for c in [
@@ -375,26 +389,17 @@ mod silu {
             4.166_579_6e-2,
             1.666_666_5e-1,
             0.5,
+            1.0,
+            1.0,
         ] {
             for i in 0..N {
                 p[i] = p[i].fmadd(r[i], ps(c));
             }
         }
         for i in 0..N {
-            let y = p[i].mul(r[i]).fmadd(r[i], r[i].add(ps(1.0)));
-            // 2^n from t's low mantissa bits, as math::exp does.
-            x[i] = y.mul(V::pow2(t[i], MAGIC));
+            p[i] = V::ldexp(p[i], n[i], t[i], MAGIC);
         }
-        x
-    }
-
-    /// `e^-x`.
-    #[inline(always)]
-    unsafe fn exp_neg<V: Vf, const N: usize>(mut x: [V; N]) -> [V; N] {
-        for v in x.iter_mut() {
-            *v = v.neg();
-        }
-        exp(x)
+        p
     }
 
     /// `1/d` from the hardware estimate and one Newton step, within 2^-22 relative: the
