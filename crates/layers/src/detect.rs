@@ -5,7 +5,7 @@ use crate::common::{Conv2d, Ctx};
 use crate::error::{invalid, Result};
 use crate::module::{join, Kind, Layer, Module, Visitor};
 use crate::onnx::{GraphBuilder, Value};
-use yolo_tensor::{Device, Tensor};
+use yolo_tensor::{Device, Tensor, UnaryOp};
 
 /// Output of [`Detect::forward_levels`].
 #[derive(Debug, Clone)]
@@ -151,6 +151,10 @@ impl Detect {
             return invalid("Detect: strides unknown (the model sets them at construction)");
         }
         let anchors = self.anchors.to_vec();
+        let records = yolo_tensor::is_grad_enabled() && raw.iter().any(|r| r.requires_grad());
+        if !records && raw.iter().all(|r| r.device() == Device::Cpu) {
+            return self.decode_host(raw, &anchors);
+        }
         let mut z = Vec::with_capacity(raw.len());
         for (i, r) in raw.iter().enumerate() {
             let (bs, ny, nx) = (r.shape()[0], r.shape()[2], r.shape()[3]);
@@ -160,26 +164,6 @@ impl Detect {
                 .iter()
                 .map(|a| a * st)
                 .collect();
-            if dev == Device::Cpu && !(yolo_tensor::is_grad_enabled() && r.requires_grad()) {
-                // Nothing to record: the same arithmetic in place on the sigmoid's fresh buffer
-                // (one pass over every row's first four values instead of eight whole-tensor
-                // ops and a concat).
-                let s = r.sigmoid();
-                let (na, no) = (self.na, self.no);
-                s.update_data(|d| {
-                    for (row, v) in d.chunks_exact_mut(no).enumerate() {
-                        let (a, cell) = ((row / (ny * nx)) % na, row % (ny * nx));
-                        let (gx, gy) = ((cell % nx) as f32 - 0.5, (cell / nx) as f32 - 0.5);
-                        v[0] = (v[0] * 2.0 + gx) * st;
-                        v[1] = (v[1] * 2.0 + gy) * st;
-                        let (w, h) = (v[2] * 2.0, v[3] * 2.0);
-                        v[2] = w * w * ag_host[a * 2];
-                        v[3] = h * h * ag_host[a * 2 + 1];
-                    }
-                })?;
-                z.push(s.reshape(&[bs, na * ny * nx, no])?);
-                continue;
-            }
             let mut grid = Vec::with_capacity(ny * nx * 2);
             for y in 0..ny {
                 for x in 0..nx {
@@ -203,6 +187,52 @@ impl Detect {
         Ok(DetectOutput {
             raw,
             pred: Some(Tensor::concat(&refs, 1)?),
+            aux: Vec::new(),
+        })
+    }
+
+    /// [`Detect::decode_levels`]'s predictions on the CPU when nothing records them: every
+    /// level's rows go through the sigmoid straight into the joined N×(Σ na·ny·nx)×no buffer
+    /// (one pass, `Tensor::concat_unary`), then the box arithmetic runs in place on each row's
+    /// first four values (instead of eight whole-tensor ops per level and a concat).
+    fn decode_host(&self, raw: Vec<Tensor>, anchors: &[f32]) -> Result<DetectOutput> {
+        let (na, no) = (self.na, self.no);
+        let flat = raw
+            .iter()
+            .map(|r| {
+                let s = r.shape();
+                r.reshape(&[s[0], na * s[2] * s[3], no])
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let refs: Vec<&Tensor> = flat.iter().collect();
+        let pred = Tensor::concat_unary(&refs, 1, UnaryOp::Sigmoid)?;
+        let rows: usize = flat.iter().map(|f| f.shape()[1]).sum();
+        pred.update_data(|d| {
+            for img in d.chunks_exact_mut(rows * no) {
+                let mut img_rows = img.chunks_exact_mut(no);
+                for (i, r) in raw.iter().enumerate() {
+                    let (ny, nx) = (r.shape()[2], r.shape()[3]);
+                    let st = self.stride[i];
+                    // Anchors in pixels (as the recorded path's anchor grid).
+                    let ag: Vec<f32> = anchors[i * na * 2..(i + 1) * na * 2]
+                        .iter()
+                        .map(|a| a * st)
+                        .collect();
+                    for (row, v) in img_rows.by_ref().take(na * ny * nx).enumerate() {
+                        let (a, cell) = (row / (ny * nx), row % (ny * nx));
+                        let (gx, gy) = ((cell % nx) as f32 - 0.5, (cell / nx) as f32 - 0.5);
+                        v[0] = (v[0] * 2.0 + gx) * st;
+                        v[1] = (v[1] * 2.0 + gy) * st;
+                        let (w, h) = (v[2] * 2.0, v[3] * 2.0);
+                        v[2] = w * w * ag[a * 2];
+                        v[3] = h * h * ag[a * 2 + 1];
+                    }
+                }
+            }
+        })?;
+        Ok(DetectOutput {
+            raw,
+            pred: Some(pred),
             aux: Vec::new(),
         })
     }

@@ -210,7 +210,10 @@ fn forward_and_loss_code_names_no_fixed_device() {
         // doc example
         ("activations/src/lib.rs", "//! let x = Tensor::full"),
         // a branch on the device (the in-place decode runs on host data), not a placement
-        ("layers/src/detect.rs", "if dev == Device::Cpu && "),
+        (
+            "layers/src/detect.rs",
+            "if !records && raw.iter().all(|r| r.device() == Device::Cpu) {",
+        ),
         // no prediction tensors at all: nothing to match
         (
             "losses/src/compute_loss.rs",

@@ -239,12 +239,13 @@ impl Storage {
     }
 
     /// A new buffer of `dst_shape` filled with `fill`, with each `(part, part_shape, start)`
-    /// copied in at `start`; covers concat, pad and the backward of narrow. `fill: None` is for
-    /// parts that cover every element.
+    /// copied in at `start` (through `op` when given); covers concat, pad and the backward of
+    /// narrow. `fill: None` is for parts that cover every element.
     pub fn assemble(
         parts: &[(&Storage, &[usize], Vec<usize>)],
         dst_shape: &[usize],
         fill: Option<f32>,
+        op: Option<UnaryOp>,
         device: Device,
     ) -> Result<Storage> {
         match device {
@@ -258,7 +259,7 @@ impl Storage {
                 for (p, shape, start) in parts {
                     let src = host(p);
                     let zeros = vec![0; shape.len()];
-                    cpu::copy_region(&src, shape, &zeros, &mut out, dst_shape, start, shape);
+                    cpu::copy_region(&src, shape, &zeros, &mut out, dst_shape, start, shape, op);
                 }
                 Ok(Storage::Cpu(out.into()))
             }
@@ -271,9 +272,11 @@ impl Storage {
                     .zip(parts)
                     .map(|(b, (_, shape, start))| (&**b, *shape, start.clone()))
                     .collect();
-                Ok(Storage::Cuda(gpu_ops::assemble(
-                    &gpu, &views, dst_shape, fill,
-                )?))
+                let out = Storage::Cuda(gpu_ops::assemble(&gpu, &views, dst_shape, fill)?);
+                Ok(match op {
+                    Some(op) => out.unary(op),
+                    None => out,
+                })
             }
         }
     }
@@ -284,7 +287,7 @@ impl Storage {
             Storage::Cpu(x) => {
                 let mut out = cpu::buffer::alloc(crate::shape::numel(region));
                 let zeros = vec![0; region.len()];
-                cpu::copy_region(x, shape, start, &mut out, region, &zeros, region);
+                cpu::copy_region(x, shape, start, &mut out, region, &zeros, region, None);
                 Storage::Cpu(out.into())
             }
             Storage::Cuda(x) => done(

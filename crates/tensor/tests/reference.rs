@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use yolo_tensor::{Conv2dParams, Device, Error, Pool2dParams, Tensor};
+use yolo_tensor::{Conv2dParams, Device, Error, Pool2dParams, Tensor, UnaryOp};
 
 struct Conv {
     n: usize,
@@ -752,6 +752,34 @@ fn closed_form_values() {
         .matmul(&t(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]))
         .unwrap();
     assert_eq!(m.to_vec(), vec![4.0, 5.0, 10.0, 11.0]);
+}
+
+/// `concat_unary` is `unary(concat)` element for element on every axis (large parts take the
+/// parallel copy), and with a part that needs a gradient it records both ops.
+#[test]
+fn concat_unary_equals_concat_then_unary() {
+    for dims in [[2usize, 24, 40, 50], [2, 3, 4, 5]] {
+        let n: usize = dims.iter().product();
+        let ta = t(uniform(n, -6.0, 6.0, 41), &dims);
+        let tb = t(uniform(n, -6.0, 6.0, 42), &dims);
+        for axis in 0..4 {
+            for op in [UnaryOp::Sigmoid, UnaryOp::Silu, UnaryOp::Affine(2.0, -1.0)] {
+                let fused = Tensor::concat_unary(&[&ta, &tb], axis, op).unwrap();
+                let plain = Tensor::concat(&[&ta, &tb], axis).unwrap().unary(op);
+                assert_eq!(fused.shape(), plain.shape());
+                assert_eq!(fused.to_vec(), plain.to_vec(), "axis {axis}, {op:?}");
+            }
+        }
+    }
+    let x = t(uniform(6, -1.0, 1.0, 43), &[2, 3]).with_grad();
+    let y = t(uniform(6, -1.0, 1.0, 44), &[2, 3]);
+    let z = Tensor::concat_unary(&[&x, &y], 0, UnaryOp::Sigmoid).unwrap();
+    assert!(
+        z.requires_grad(),
+        "a part needing a gradient records the ops"
+    );
+    z.sum_all().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().shape(), &[2, 3]);
 }
 
 /// Concat and narrow on every axis against index arithmetic, at sizes that take the parallel,

@@ -360,7 +360,9 @@ pub(crate) fn reduce(op: ReduceOp, x: &[f32], shape: &[usize], axes: &[usize]) -
     }
 }
 
-/// Copies the box `region` starting at `src_start` in `src` into `dst` at `dst_start`.
+/// Copies the box `region` starting at `src_start` in `src` into `dst` at `dst_start`, through
+/// `op` when given (each run written once, as `op` of its source).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_region(
     src: &[f32],
     src_shape: &[usize],
@@ -369,7 +371,15 @@ pub(crate) fn copy_region(
     dst_shape: &[usize],
     dst_start: &[usize],
     region: &[usize],
+    op: Option<UnaryOp>,
 ) {
+    let put = |d: &mut [f32], s: &[f32]| match op {
+        Some(op) => {
+            let (c, a, b) = op.code();
+            simd::unary(c, a, b, s, d)
+        }
+        None => d.copy_from_slice(s),
+    };
     let n = numel(region);
     if n == 0 {
         return;
@@ -378,7 +388,7 @@ pub(crate) fn copy_region(
     let ds = strides(dst_shape);
     let r = region.len();
     if r == 0 {
-        dst[0] = src[0];
+        put(&mut dst[..1], &src[..1]);
         return;
     }
     let base_s: usize = src_start.iter().zip(&ss).map(|(a, b)| a * b).sum();
@@ -405,7 +415,7 @@ pub(crate) fn copy_region(
     if n < 2 * CHUNK {
         for row in 0..rows {
             let (os, od) = offsets(row);
-            dst[od..od + inner].copy_from_slice(&src[os..os + inner]);
+            put(&mut dst[od..od + inner], &src[os..os + inner]);
         }
         return;
     }
@@ -425,7 +435,7 @@ pub(crate) fn copy_region(
         // SAFETY: in bounds (checked); distinct (row, piece) pairs map to disjoint ranges
         // of `dst`.
         let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(od + lo), len) };
-        d.copy_from_slice(&src[os + lo..os + lo + len]);
+        put(d, &src[os + lo..os + lo + len]);
     });
 }
 

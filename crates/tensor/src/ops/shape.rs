@@ -6,7 +6,7 @@ use crate::autograd::{node_for, record};
 use crate::error::{arg_err, shape_err, Result};
 use crate::shape::{norm_axis, numel, split_at_axis};
 use crate::storage::Storage;
-use crate::Tensor;
+use crate::{Tensor, UnaryOp};
 
 impl Tensor {
     /// The same data under another shape (no copy); see [`Tensor::reshape_infer`] for `-1`.
@@ -148,44 +148,8 @@ impl Tensor {
 
     /// Joins tensors along `axis`; all other axes must agree.
     pub fn concat(parts: &[&Tensor], axis: isize) -> Result<Tensor> {
-        let Some(first) = parts.first() else {
-            return arg_err("concat", "no tensors given");
-        };
-        let ax = norm_axis("concat", axis, first.rank())?;
-        let mut out_shape = first.shape().to_vec();
-        out_shape[ax] = 0;
-        for (i, p) in parts.iter().enumerate() {
-            same_device("concat", first, p)?;
-            let ok = p.rank() == first.rank()
-                && p.shape()
-                    .iter()
-                    .zip(first.shape())
-                    .enumerate()
-                    .all(|(j, (a, b))| j == ax || a == b);
-            if !ok {
-                return shape_err(
-                    "concat",
-                    format!(
-                        "part {i} has shape {:?}, part 0 has {:?} (joining on axis {ax})",
-                        p.shape(),
-                        first.shape()
-                    ),
-                );
-            }
-            out_shape[ax] += p.shape()[ax];
-        }
-        let guards: Vec<_> = parts.iter().map(|p| p.storage()).collect();
-        let mut offset = 0;
-        let mut items = Vec::with_capacity(parts.len());
-        for (p, gd) in parts.iter().zip(&guards) {
-            let mut start = vec![0; out_shape.len()];
-            start[ax] = offset;
-            offset += p.shape()[ax];
-            items.push((&**gd, p.shape(), start));
-        }
-        let out = Storage::assemble(&items, &out_shape, None, first.device())?;
-        drop(items);
-        drop(guards);
+        let (ax, out_shape) = concat_shape(parts, axis)?;
+        let out = assemble_parts(parts, ax, &out_shape, None)?;
         let sizes: Vec<usize> = parts.iter().map(|p| p.shape()[ax]).collect();
         let inputs: Vec<Tensor> = parts.iter().map(|&p| p.clone()).collect();
         Ok(record(out, out_shape, "concat", inputs, move |_, _, g| {
@@ -197,6 +161,18 @@ impl Tensor {
             }
             Ok(grads)
         }))
+    }
+
+    /// `op(concat(parts, axis))` in one pass over the data when nothing records it for
+    /// backward (inference: the detection head's sigmoid writes straight into the joined
+    /// predictions); otherwise the two recorded ops.
+    pub fn concat_unary(parts: &[&Tensor], axis: isize, op: UnaryOp) -> Result<Tensor> {
+        if crate::is_grad_enabled() && parts.iter().any(|p| p.requires_grad()) {
+            return Ok(Tensor::concat(parts, axis)?.unary(op));
+        }
+        let (ax, out_shape) = concat_shape(parts, axis)?;
+        let out = assemble_parts(parts, ax, &out_shape, Some(op))?;
+        Ok(Tensor::make(out, out_shape, None))
     }
 
     /// The slice `start..start+len` of `axis` (a copy).
@@ -233,6 +209,7 @@ impl Tensor {
                     &[(&*gs, g.shape(), st.clone())],
                     x.shape(),
                     Some(0.0),
+                    None,
                     g.device(),
                 )?;
                 Ok(vec![Some(Tensor::make(full, x.shape().to_vec(), None))])
@@ -304,6 +281,7 @@ impl Tensor {
                 &[(&*s, self.shape(), start.clone())],
                 &out_shape,
                 Some(value),
+                None,
                 self.device(),
             )?
         };
@@ -455,4 +433,55 @@ impl Tensor {
             },
         ))
     }
+}
+
+/// The joined shape of `parts` along `axis` (normalised), checked: same device, rank and
+/// every other size.
+fn concat_shape(parts: &[&Tensor], axis: isize) -> Result<(usize, Vec<usize>)> {
+    let Some(first) = parts.first() else {
+        return arg_err("concat", "no tensors given");
+    };
+    let ax = norm_axis("concat", axis, first.rank())?;
+    let mut out_shape = first.shape().to_vec();
+    out_shape[ax] = 0;
+    for (i, p) in parts.iter().enumerate() {
+        same_device("concat", first, p)?;
+        let ok = p.rank() == first.rank()
+            && p.shape()
+                .iter()
+                .zip(first.shape())
+                .enumerate()
+                .all(|(j, (a, b))| j == ax || a == b);
+        if !ok {
+            return shape_err(
+                "concat",
+                format!(
+                    "part {i} has shape {:?}, part 0 has {:?} (joining on axis {ax})",
+                    p.shape(),
+                    first.shape()
+                ),
+            );
+        }
+        out_shape[ax] += p.shape()[ax];
+    }
+    Ok((ax, out_shape))
+}
+
+/// The parts (checked by [`concat_shape`]) joined along `ax` into a new buffer, through `op`.
+fn assemble_parts(
+    parts: &[&Tensor],
+    ax: usize,
+    out_shape: &[usize],
+    op: Option<UnaryOp>,
+) -> Result<Storage> {
+    let guards: Vec<_> = parts.iter().map(|p| p.storage()).collect();
+    let mut offset = 0;
+    let mut items = Vec::with_capacity(parts.len());
+    for (p, gd) in parts.iter().zip(&guards) {
+        let mut start = vec![0; out_shape.len()];
+        start[ax] = offset;
+        offset += p.shape()[ax];
+        items.push((&**gd, p.shape(), start));
+    }
+    Storage::assemble(&items, out_shape, None, op, parts[0].device())
 }
