@@ -191,7 +191,7 @@ impl Module for C3 {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let a = self.m.forward(&self.cv1.forward(x, train)?, train)?;
         let b = self.cv2.forward(x, train)?;
-        self.cv3.forward(&Tensor::concat(&[&a, &b], 1)?, train)
+        self.cv3.forward_cat(&[&a, &b], train)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.cv1.visit(&join(prefix, "cv1"), f);
@@ -346,7 +346,7 @@ impl Module for Spp {
             parts.push(m.forward(&x, train)?);
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
-        self.cv2.forward(&Tensor::concat(&refs, 1)?, train)
+        self.cv2.forward_cat(&refs, train)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.cv1.visit(&join(prefix, "cv1"), f);
@@ -397,8 +397,7 @@ impl Module for Sppf {
         let y1 = self.m.forward(&x, train)?;
         let y2 = self.m.forward(&y1, train)?;
         let y3 = self.m.forward(&y2, train)?;
-        self.cv2
-            .forward(&Tensor::concat(&[&x, &y1, &y2, &y3], 1)?, train)
+        self.cv2.forward_cat(&[&x, &y1, &y2, &y3], train)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.cv1.visit(&join(prefix, "cv1"), f);

@@ -72,13 +72,28 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.bias.as_ref(), self.params)?;
+impl Conv2d {
+    /// `act(conv(x))`, the activation fused into the convolution when nothing records it
+    /// ([`Tensor::conv2d_act`]).
+    pub fn forward_act(&self, x: &Tensor, act: yolo_tensor::UnaryOp) -> Result<Tensor> {
+        let y = x.conv2d_act(&self.weight, self.bias.as_ref(), self.params, act)?;
+        self.count_flops(&y);
+        Ok(y)
+    }
+
+    /// Adds this conv's multiply-accumulates to the FLOP count (when one is being taken).
+    fn count_flops(&self, y: &Tensor) {
         if flops::counting() {
             let w = self.weight.shape();
             flops::add((y.numel() * w[1] * w[2] * w[3]) as f64);
         }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.bias.as_ref(), self.params)?;
+        self.count_flops(&y);
         Ok(y)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
@@ -358,6 +373,20 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// `forward(concat(parts, 1))`; once fused (no BN) with a pointwise activation, a 1×1
+    /// convolution reads the parts in place where it can ([`Tensor::concat_conv2d`]).
+    pub fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
+        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
+            let c = &self.conv;
+            let y = Tensor::concat_conv2d(parts, &c.weight, c.bias.as_ref(), c.params, Some(op))?;
+            c.count_flops(&y);
+            return Ok(y);
+        }
+        self.forward(&Tensor::concat(parts, 1)?, train)
+    }
+}
+
 /// Folds a batch norm into the preceding conv: w·scale, (b − mean)·scale + β.
 pub fn fold_bn(conv: &mut Conv2d, bn: &BatchNorm2d) -> Result<()> {
     let _g = yolo_tensor::no_grad();
@@ -379,6 +408,10 @@ pub fn fold_bn(conv: &mut Conv2d, bn: &BatchNorm2d) -> Result<()> {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
+            // Fused (no BN): the activation inside the convolution's kernels.
+            return self.conv.forward_act(x, op);
+        }
         let y = Module::forward(&self.conv, x, train)?;
         if let (true, Some(bn), Some(op)) = (train, &self.bn, self.act.unary_op()) {
             // BN + activation in one pass (no normalised intermediate kept for backward).

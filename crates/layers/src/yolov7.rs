@@ -175,9 +175,9 @@ impl Module for Sppcspc {
         let refs: Vec<&Tensor> = parts.iter().collect();
         let y1 = self
             .cv6
-            .forward(&self.cv5.forward(&Tensor::concat(&refs, 1)?, train)?, train)?;
+            .forward(&self.cv5.forward_cat(&refs, train)?, train)?;
         let y2 = self.cv2.forward(x, train)?;
-        self.cv7.forward(&Tensor::concat(&[&y1, &y2], 1)?, train)
+        self.cv7.forward_cat(&[&y1, &y2], train)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         for (name, c) in [

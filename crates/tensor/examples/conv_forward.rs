@@ -3,7 +3,8 @@
 //! minimum, over `RUNS` calls (default 200).
 //!
 //! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_forward`
-//! (`SHAPES=16,32,3,2,160 …` for one shape; `ACT=1` adds the SiLU after each convolution;
+//! (`SHAPES=16,32,3,2,160 …` for one shape; `ACT=1` adds the SiLU after each convolution,
+//! `ACT=fused` the same inside it (`Tensor::conv2d_act`);
 //! `FLUSH=1` writes a 128 MB buffer before each timed call, so the operands start out of
 //! cache as they do inside a whole network).
 
@@ -27,7 +28,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let act = std::env::var("ACT").is_ok();
+    let act = std::env::var("ACT").ok();
     let flush = std::env::var("FLUSH").is_ok();
     let mut big = vec![0.0f32; if flush { 32 << 20 } else { 0 }];
     let _g = yolo_tensor::no_grad();
@@ -48,13 +49,12 @@ fn main() {
             }
             std::hint::black_box(&big);
             let s = Instant::now();
-            let y = yolo_tensor::in_pool(|| {
-                let y = x.conv2d(&w, Some(&b), p).unwrap();
-                if act {
-                    y.silu()
-                } else {
-                    y
-                }
+            let y = yolo_tensor::in_pool(|| match act.as_deref() {
+                Some("fused") => x
+                    .conv2d_act(&w, Some(&b), p, yolo_tensor::UnaryOp::Silu)
+                    .unwrap(),
+                Some(_) => x.conv2d(&w, Some(&b), p).unwrap().silu(),
+                None => x.conv2d(&w, Some(&b), p).unwrap(),
             });
             let dt = s.elapsed().as_secs_f64();
             std::hint::black_box(y);

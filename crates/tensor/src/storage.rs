@@ -357,7 +357,14 @@ impl Storage {
         }
     }
 
-    pub fn conv2d(&self, w: &Storage, bias: Option<&Storage>, g: &ConvGeom) -> Storage {
+    /// The convolution, then `act` when given (on the CPU fused into the kernels' stores).
+    pub fn conv2d(
+        &self,
+        w: &Storage,
+        bias: Option<&Storage>,
+        g: &ConvGeom,
+        act: Option<UnaryOp>,
+    ) -> Storage {
         match self {
             Storage::Cpu(x) => {
                 let b = bias.map(host);
@@ -366,17 +373,41 @@ impl Storage {
                     Storage::Cpu(wb) if !crate::is_grad_enabled() => Some(wb.stamp()),
                     _ => None,
                 };
-                Storage::Cpu(cpu::conv::forward(x, &host(w), stamp, b.as_deref(), g).into())
+                let y = cpu::conv::forward(x, &host(w), stamp, b.as_deref(), g, act);
+                Storage::Cpu(y.into())
             }
             Storage::Cuda(x) => {
                 let b = bias.map(|b| dev(b, &x.gpu));
-                done(
+                let y = done(
                     &x.gpu,
                     g.n * g.c_out * g.oh * g.ow,
                     gpu_ops::conv2d(x, &dev(w, &x.gpu), b.as_deref(), g),
-                )
+                );
+                match act {
+                    Some(op) => y.unary(op),
+                    None => y,
+                }
             }
         }
+    }
+
+    /// The 1×1 convolution ([`cpu::conv::parts_enabled`]) of the channel concatenation of
+    /// `parts` (each with its channel count), then `act`, on the CPU.
+    pub fn conv2d_parts(
+        parts: &[(&Storage, usize)],
+        w: &Storage,
+        bias: Option<&Storage>,
+        g: &ConvGeom,
+        act: Option<UnaryOp>,
+    ) -> Storage {
+        let hosts: Vec<Cow<'_, [f32]>> = parts.iter().map(|(s, _)| host(s)).collect();
+        let srcs: Vec<(&[f32], usize)> = hosts
+            .iter()
+            .zip(parts)
+            .map(|(h, p)| (&h[..], p.1))
+            .collect();
+        let b = bias.map(host);
+        Storage::Cpu(cpu::conv::forward_parts(&srcs, &host(w), b.as_deref(), g, act).into())
     }
 
     pub fn conv2d_backward_input(&self, w: &Storage, g: &ConvGeom) -> Storage {

@@ -782,6 +782,124 @@ fn concat_unary_equals_concat_then_unary() {
     assert_eq!(x.grad().unwrap().shape(), &[2, 3]);
 }
 
+/// `conv2d_act` is `conv2d` then the op, element for element, on every forward path: Winograd
+/// (3×3 stride 1), the direct kernels (stride 2, 6×6), the 1×1 GEMM, im2col + GEMM (channels
+/// not in blocks of 16), depthwise; with a weight needing a gradient it records both ops.
+#[test]
+fn conv2d_act_equals_conv_then_act() {
+    // (c_in, c_out, k, stride, groups, hw)
+    let shapes = [
+        (16, 32, 3, 1, 1, 20),
+        (8, 16, 3, 2, 1, 23),
+        (3, 16, 6, 2, 1, 40),
+        (24, 40, 1, 1, 1, 19),
+        (6, 10, 3, 2, 1, 17),
+        (16, 16, 3, 1, 16, 21),
+    ];
+    for (ci, co, k, st, g, hw) in shapes {
+        let x = t(uniform(2 * ci * hw * hw, -3.0, 3.0, 51), &[2, ci, hw, hw]);
+        let w = t(
+            uniform(co * ci / g * k * k, -0.5, 0.5, 52),
+            &[co, ci / g, k, k],
+        );
+        let b = t(uniform(co, -0.5, 0.5, 53), &[co]);
+        let p = Conv2dParams::new(st, k / 2).with_groups(g);
+        for op in [UnaryOp::Silu, UnaryOp::Sigmoid, UnaryOp::Affine(0.5, 1.0)] {
+            let fused = x.conv2d_act(&w, Some(&b), p, op).unwrap();
+            let plain = x.conv2d(&w, Some(&b), p).unwrap().unary(op);
+            assert_eq!(fused.shape(), plain.shape());
+            assert_eq!(
+                fused.to_vec(),
+                plain.to_vec(),
+                "{ci}->{co} k{k} s{st} g{g}, {op:?}"
+            );
+        }
+    }
+    let x = t(uniform(2 * 4 * 25, -1.0, 1.0, 54), &[2, 4, 5, 5]);
+    let w = t(uniform(8 * 4 * 9, -0.5, 0.5, 55), &[8, 4, 3, 3]).with_grad();
+    let y = x
+        .conv2d_act(&w, None, Conv2dParams::new(1, 1), UnaryOp::Silu)
+        .unwrap();
+    assert!(
+        y.requires_grad(),
+        "a weight needing a gradient records the ops"
+    );
+    y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(w.grad().unwrap().shape(), &[8, 4, 3, 3]);
+}
+
+/// `concat_conv2d` of a 1×1 convolution (the parts read in place) against the naive sum over
+/// the joined channels, at widths with a partial pixel strip, reductions past one block of
+/// 256 rows and two images; and against `concat` + `conv2d` (+ the op).
+#[test]
+fn concat_conv2d_matches_naive_and_the_joined_conv() {
+    // (channels of each part, c_out, hw)
+    let cases: [(&[usize], usize, usize); 4] = [
+        (&[16, 16], 32, 13),
+        (&[64, 64, 64, 64], 24, 10),
+        (&[200, 120], 16, 7),
+        (&[8, 24, 16], 40, 50),
+    ];
+    for (chans, co, hw) in cases {
+        let n = 2;
+        let ci: usize = chans.iter().sum();
+        let parts: Vec<Tensor> = chans
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                t(
+                    uniform(n * c * hw * hw, -1.0, 1.0, 60 + i as u64),
+                    &[n, c, hw, hw],
+                )
+            })
+            .collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let ws = uniform(co * ci, -0.5, 0.5, 70);
+        let bs = uniform(co, -0.5, 0.5, 71);
+        let (w, b) = (t(ws.clone(), &[co, ci, 1, 1]), t(bs.clone(), &[co]));
+        let p = Conv2dParams::new(1, 0);
+        let y = Tensor::concat_conv2d(&refs, &w, Some(&b), p, None).unwrap();
+        assert_eq!(y.shape(), &[n, co, hw, hw]);
+        let yv = y.to_vec();
+        let xv: Vec<Vec<f32>> = parts.iter().map(|p| p.to_vec()).collect();
+        let hw2 = hw * hw;
+        for img in 0..n {
+            for o in 0..co {
+                for px in 0..hw2 {
+                    let mut acc = bs[o] as f64;
+                    let mut c0 = 0;
+                    for (part, &c) in xv.iter().zip(chans) {
+                        for c in 0..c {
+                            let x = part[(img * (part.len() / n / hw2) + c) * hw2 + px];
+                            acc += ws[o * ci + c0 + c] as f64 * x as f64;
+                        }
+                        c0 += c;
+                    }
+                    let got = yv[(img * co + o) * hw2 + px] as f64;
+                    assert!(
+                        (got - acc).abs() <= 1e-4 * acc.abs().max(1.0),
+                        "{chans:?}->{co}: image {img}, channel {o}, pixel {px}: {got} against {acc}"
+                    );
+                }
+            }
+        }
+        let joined = Tensor::concat(&refs, 1).unwrap();
+        let fused = Tensor::concat_conv2d(&refs, &w, Some(&b), p, Some(UnaryOp::Silu)).unwrap();
+        let plain = joined.conv2d(&w, Some(&b), p).unwrap().silu();
+        assert_close(
+            "concat_conv2d + SiLU",
+            &fused.to_vec(),
+            &plain.to_vec(),
+            1e-5,
+        );
+    }
+    // Wrong channel counts are the joined conv's error, not a panic.
+    let a = t(vec![0.0; 2 * 9], &[1, 2, 3, 3]);
+    let w = t(vec![0.0; 4 * 3], &[4, 3, 1, 1]);
+    let err = Tensor::concat_conv2d(&[&a, &a], &w, None, Conv2dParams::new(1, 0), None);
+    assert!(err.is_err(), "4 input channels against a weight for 3");
+}
+
 /// Concat and narrow on every axis against index arithmetic, at sizes that take the parallel,
 /// coalesced copy (whole trailing axes joined into one run) and at small ones.
 #[test]

@@ -8,7 +8,7 @@
 //! are kept across calls ([`super::packed`]).
 
 use super::gemm::{sgemm_raw, sgemm_raw_strided, MatRef};
-use crate::op::ConvGeom;
+use crate::op::{ConvGeom, UnaryOp};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -282,17 +282,25 @@ pub(crate) fn forward(
     w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
+    act: Option<UnaryOp>,
 ) -> Vec<f32> {
     if is_depthwise(g) {
-        return depthwise_forward(x, w, bias, g);
+        let mut out = depthwise_forward(x, w, bias, g);
+        if act.is_some() {
+            let len = out.len();
+            super::par_chunks_mut(&mut out, len.div_ceil(forward_tasks()).max(1), |_, y| {
+                super::act_in_place(act, y)
+            });
+        }
+        return out;
     }
     #[cfg(target_arch = "x86_64")]
     if super::winograd::enabled(g) {
-        return super::winograd::forward(x, w, w_stamp, bias, g, forward_tasks());
+        return super::winograd::forward(x, w, w_stamp, bias, g, act, forward_tasks());
     }
     #[cfg(target_arch = "x86_64")]
     if super::direct::enabled(g) {
-        return super::direct::forward(x, w, w_stamp, bias, g, forward_tasks());
+        return super::direct::forward(x, w, w_stamp, bias, g, act, forward_tasks());
     }
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
@@ -339,7 +347,9 @@ pub(crate) fn forward(
             let bg = bias.map(|b| &b[r0..r1]);
             // SAFETY: as above, channels o0..o1 of them being this part's; the CPU has
             // AVX2 and FMA (convgemm::enabled_forward).
-            unsafe { pointwise_own(xb, ohw, wg, o1 - o0, k, t, c.add(o0 * ohw), ohw, bg) };
+            unsafe { pointwise_own(&[(xb, k)], ohw, wg, o1 - o0, t, c.add(o0 * ohw), ohw, bg) };
+            // SAFETY: as above (rows o0..o1, pixels p0..p0+t are this task's).
+            unsafe { act_rows(act, c, o0..o1, t, ohw) };
             return;
         }
         if let Some(bias) = bias {
@@ -380,23 +390,103 @@ pub(crate) fn forward(
                 };
             });
         }
+        // SAFETY: as above.
+        unsafe { act_rows(act, c, 0..cout_g, t, ohw) };
     });
     out
 }
 
+/// Whether [`forward_parts`] takes the 1×1 convolution `g` (over the channels of several
+/// tensors, without joining them first).
+pub(crate) fn parts_enabled(g: &ConvGeom) -> bool {
+    cfg!(target_arch = "x86_64")
+        && g.is_pointwise()
+        && g.p.groups == 1
+        && super::convgemm::enabled_forward(g.c_out, g.k())
+}
+
+/// The 1×1 convolution ([`parts_enabled`]) of the channel concatenation of `parts` (each
+/// N×Cᵢ×H×W with its Cᵢ; ΣCᵢ = `g.c_in`), then `act`: each part's rows are the reduction's
+/// next blocks, read in place, so the concatenation is never written (YOLO's C3 and SPPF end
+/// in a 1×1 convolution of a concat).
+pub(crate) fn forward_parts(
+    parts: &[(&[f32], usize)],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+    act: Option<UnaryOp>,
+) -> Vec<f32> {
+    debug_assert!(parts_enabled(g));
+    debug_assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), g.c_in);
+    let ohw = g.oh * g.ow;
+    let (cout, k) = (g.c_out, g.k());
+    let mut out = super::buffer::alloc(g.n * cout * ohw);
+    let outp = SharedMut(out.as_mut_ptr());
+    let bands = pointwise_bands(g, g.n, forward_tasks());
+    let per = if crate::threads::num_threads() > 1 {
+        let parts = forward_tasks().div_ceil(g.n * bands.len()).max(1);
+        let nr = super::convgemm::nr(super::convgemm::mr());
+        cout.div_ceil(parts).next_multiple_of(nr)
+    } else {
+        cout
+    };
+    let chunks = cout.div_ceil(per);
+    let tasks = task_list(g.n, 1, bands.len() * chunks);
+    crate::threads::par_for(tasks.len(), |ti| {
+        let (n, _, bp) = tasks[ti];
+        let (b, chunk) = (bp / chunks, bp % chunks);
+        let (p0, p1) = bands[b];
+        let (o0, o1) = (chunk * per, ((chunk + 1) * per).min(cout));
+        let srcs: Vec<(&[f32], usize)> = parts
+            .iter()
+            .map(|&(x, ci)| (&x[n * ci * ohw + p0..], ci))
+            .collect();
+        // SAFETY: this task alone writes channels o0..o1, pixels p0..p1 of image n; the CPU
+        // has AVX2 and FMA (parts_enabled).
+        unsafe {
+            let c = outp.get().add(n * cout * ohw + p0);
+            let bg = bias.map(|b| &b[o0..o1]);
+            let (wg, t) = (&w[o0 * k..o1 * k], p1 - p0);
+            pointwise_own(&srcs, ohw, wg, o1 - o0, t, c.add(o0 * ohw), ohw, bg);
+            act_rows(act, c, o0..o1, t, ohw);
+        }
+    });
+    out
+}
+
+/// Applies `act` in place to `t` floats of each row `rows` (row `o` at `c + o·stride`): a
+/// task's output once its product is done, while it is still in cache.
+///
+/// # Safety
+/// Those floats are valid and this task's alone.
+unsafe fn act_rows(
+    act: Option<UnaryOp>,
+    c: *mut f32,
+    rows: std::ops::Range<usize>,
+    t: usize,
+    stride: usize,
+) {
+    if act.is_some() {
+        for o in rows {
+            super::act_in_place(act, std::slice::from_raw_parts_mut(c.add(o * stride), t));
+        }
+    }
+}
+
 /// `c[o·c_rs + p] = bias[o] + Σ_j w[o, j] · src[j·src_rs + p]` for `o < m`, `j < k`, `p < t`:
-/// one band of a 1×1 convolution through [`super::convgemm`].
+/// one band of a 1×1 convolution through [`super::convgemm`], the rows `src` in `srcs`'
+/// parts one after another (each `(first row, rows)`; k = Σ rows). One part keeps the
+/// reduction blocks of `k` rows; several block each part's rows on their own.
 ///
 /// # Safety
 /// As [`super::convgemm::multiply`]: `c` is this task's alone for those elements, and the CPU
 /// has AVX2 and FMA.
 #[allow(clippy::too_many_arguments)]
 unsafe fn pointwise_own(
-    src: &[f32],
+    srcs: &[(&[f32], usize)],
     src_rs: usize,
     w: &[f32],
     m: usize,
-    k: usize,
     t: usize,
     c: *mut f32,
     c_rs: usize,
@@ -406,22 +496,35 @@ unsafe fn pointwise_own(
     {
         use super::convgemm::{k_blocks, mr, multiply, packed_len, scatter_row, Panel, MR512};
         let mr = mr();
-        let blocks = k_blocks(k);
+        let k: usize = srcs.iter().map(|s| s.1).sum();
+        // (part, block start in the part, global block start, length).
+        let mut blocks = Vec::new();
+        let mut at = 0;
+        for (i, &(_, rows)) in srcs.iter().enumerate() {
+            blocks.extend(
+                k_blocks(rows)
+                    .into_iter()
+                    .map(|(k0, l)| (i, k0, at + k0, l)),
+            );
+            at += rows;
+        }
+        let most = blocks.iter().map(|b| b.3).max().unwrap_or(0);
         // With AVX-512 the whole strips read their rows in place (packing them cost a third
         // of a small 1×1 convolution's time); the last partial strip, and every strip on
         // AVX2, is packed.
         let inplace = if mr == MR512 { t / mr * mr } else { 0 };
         let rest = t - inplace;
-        with_scratch(packed_len(rest, blocks[0].1, mr), |packed| {
-            for &(k0, kcl) in &blocks {
+        with_scratch(packed_len(rest, most, mr), |packed| {
+            for &(i, kl, k0, kcl) in &blocks {
+                let src = &srcs[i].0[kl * src_rs..];
                 let first = k0 == 0;
                 if inplace > 0 {
-                    let b = Panel::rows(src[k0 * src_rs..].as_ptr(), src_rs, mr);
+                    let b = Panel::rows(src.as_ptr(), src_rs, mr);
                     multiply(mr, m, inplace, (k, k0, kcl), w, b, c, c_rs, first, bias);
                 }
                 if rest > 0 {
                     for kk in 0..kcl {
-                        let row = &src[(k0 + kk) * src_rs + inplace..][..rest];
+                        let row = &src[kk * src_rs + inplace..][..rest];
                         scatter_row(row, kk, kcl, packed, mr);
                     }
                     let b = Panel::packed(packed, kcl, mr);
@@ -433,7 +536,7 @@ unsafe fn pointwise_own(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (src, src_rs, w, m, k, t, c, c_rs, bias);
+        let _ = (srcs, src_rs, w, m, t, c, c_rs, bias);
         unreachable!("convgemm::enabled is false without AVX2")
     }
 }
@@ -476,7 +579,7 @@ pub(crate) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
                     // p0..p1; the CPU has AVX2 and FMA (convgemm::enabled).
                     unsafe {
                         let c = dxp.get().add((n * g.c_in + grp * cin_g) * hw + p0);
-                        pointwise_own(dyb, ohw, wg, cin_g, cout_g, p1 - p0, c, hw, None)
+                        pointwise_own(&[(dyb, cout_g)], ohw, wg, cin_g, p1 - p0, c, hw, None)
                     };
                 })
             });
@@ -561,7 +664,7 @@ fn backward_input_as_conv(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
             groups: g.p.groups,
         },
     };
-    forward(dy, &wt, None, None, &gt)
+    forward(dy, &wt, None, None, &gt, None)
 }
 
 /// Gradient of the weight: Cout×(C/groups)×kh×kw.

@@ -242,6 +242,7 @@ pub(crate) fn forward(
     w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
+    act: Option<crate::op::UnaryOp>,
     min_tasks: usize,
 ) -> Vec<f32> {
     let (kh, kw, cin, cout) = (g.kh, g.kw, g.c_in, g.c_out);
@@ -296,15 +297,17 @@ pub(crate) fn forward(
                 offs: &offs,
                 taps: kk,
             };
-            blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, |b, q0, tile| {
+            let store = |b: usize, q0: usize, tile: &mut [f32]| {
                 let b = b0 + b;
+                super::act_in_place(act, tile);
                 // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
                 // task's alone; the CPU has AVX2.
                 unsafe {
                     let dst = outp.get().add((n * cout + b * OB) * ohw + oy0 * g.ow + q0);
                     store_tile(tile, tile.len() / OB, dst, ohw);
                 }
-            });
+            };
+            blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, store);
         });
     });
     out
@@ -336,7 +339,7 @@ impl Blocks<'_> {
         pix: PixMap,
         px: usize,
         tile: &mut [f32],
-        mut store: impl FnMut(usize, usize, &[f32]),
+        mut store: impl FnMut(usize, usize, &mut [f32]),
     ) {
         let k = self.offs.len();
         let channels = k / self.taps;
@@ -382,9 +385,9 @@ impl Blocks<'_> {
                     };
                 }
                 let len = (q1 - q0) * OB;
-                store(b, q0, &t0[..len]);
+                store(b, q0, &mut t0[..len]);
                 if two {
-                    store(b + 1, q0, &t1[..len]);
+                    store(b + 1, q0, &mut t1[..len]);
                 }
             }
             b += 1 + usize::from(two);

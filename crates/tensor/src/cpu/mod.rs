@@ -80,6 +80,15 @@ pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     y
 }
 
+/// `y = op(y)` in place when there is an op: the activation a convolution applies to each
+/// finished piece of its output while it is still in cache (the same values as [`unary`]).
+pub(crate) fn act_in_place(op: Option<UnaryOp>, y: &mut [f32]) {
+    if let Some(op) = op {
+        let (c, a, b) = op.code();
+        simd::unary_in_place(c, a, b, y);
+    }
+}
+
 /// `dx = dy · f'(x)`, fused in one pass.
 pub(crate) fn unary_backward(op: UnaryOp, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = buffer::alloc(x.len());

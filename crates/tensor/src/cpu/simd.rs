@@ -156,6 +156,45 @@ macro_rules! unary_kernels {
                 _ => fwd_generic::<24>(a, b, x, y),
             }
         }
+        /// `y = op(y)` in place for the op with code `c` (the same values as [`unary`]).
+        pub(crate) fn unary_in_place(c: u8, a: f32, b: f32, y: &mut [f32]) {
+            debug_assert!(c < UnaryOp::COUNT);
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                // SAFETY: the CPU supports the enabled features (checked above).
+                unsafe {
+                    let wide = has_avx512();
+                    match (c, wide) {
+                        (SILU, true) => return silu::in_place512::<false>(y),
+                        (SILU, false) => return silu::in_place::<false>(y),
+                        (SIGMOID, true) => return silu::in_place512::<true>(y),
+                        (SIGMOID, false) => return silu::in_place::<true>(y),
+                        _ => {}
+                    }
+                    match c {
+                        $($c => in_place_avx2::<$c>(a, b, y),)*
+                        _ => in_place_avx2::<24>(a, b, y),
+                    }
+                }
+                return;
+            }
+            match c {
+                $($c => in_place_generic::<$c>(a, b, y),)*
+                _ => in_place_generic::<24>(a, b, y),
+            }
+        }
+        #[inline(always)]
+        fn in_place_generic<const C: u8>(a: f32, b: f32, y: &mut [f32]) {
+            let op = UnaryOp::from_code(C, a, b);
+            for v in y.iter_mut() {
+                *v = op.f(*v);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn in_place_avx2<const C: u8>(a: f32, b: f32, y: &mut [f32]) {
+            in_place_generic::<C>(a, b, y)
+        }
         /// `dx = dy · op'(x)` for the op with code `c`.
         pub(crate) fn unary_backward(c: u8, a: f32, b: f32, x: &[f32], g: &[f32], dx: &mut [f32]) {
             #[cfg(target_arch = "x86_64")]
@@ -465,11 +504,28 @@ mod silu {
         fwd_any::<__m512, true>(x, y)
     }
 
+    /// `y = silu(y)` (or `σ(y)` when `SIG`) in place on AVX-512.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn in_place512<const SIG: bool>(y: &mut [f32]) {
+        fwd_ptr::<__m512, SIG>(y.as_ptr(), y.as_mut_ptr(), y.len())
+    }
+
+    /// [`in_place512`] on AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn in_place<const SIG: bool>(y: &mut [f32]) {
+        fwd_ptr::<__m256, SIG>(y.as_ptr(), y.as_mut_ptr(), y.len())
+    }
+
     /// `y = silu(x)`, or `σ(x)` when `SIG`.
     #[inline(always)]
     unsafe fn fwd_any<V: Vf, const SIG: bool>(x: &[f32], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        fwd_ptr::<V, SIG>(x.as_ptr(), y.as_mut_ptr(), x.len().min(y.len()))
+    }
+
+    /// [`fwd_any`] on `n` floats at `xp` into `yp` (the same address, or not overlapping):
+    /// every vector is loaded before its result is stored.
+    #[inline(always)]
+    unsafe fn fwd_ptr<V: Vf, const SIG: bool>(xp: *const f32, yp: *mut f32, n: usize) {
         let l = V::LANES;
         let mut i = 0;
         while i + 4 * l <= n {
@@ -486,9 +542,9 @@ mod silu {
         if i < n {
             // The tail through a zero-padded vector, so every element takes the same path.
             let mut buf = [0.0f32; 16];
-            buf[..n - i].copy_from_slice(&x[i..n]);
+            std::ptr::copy_nonoverlapping(xp.add(i), buf.as_mut_ptr(), n - i);
             fwd_v::<V, 1, SIG>([V::load(buf.as_ptr())])[0].store(buf.as_mut_ptr());
-            y[i..n].copy_from_slice(&buf[..n - i]);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), yp.add(i), n - i);
         }
     }
 

@@ -300,6 +300,7 @@ pub(crate) fn forward(
     w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
+    act: Option<crate::op::UnaryOp>,
     min_tasks: usize,
 ) -> Vec<f32> {
     use super::direct::{
@@ -425,7 +426,7 @@ pub(crate) fn forward(
                     // image n are this task's alone; the CPU has AVX2.
                     unsafe {
                         let dst = outp.get().add((n * cout + (b + i) * OB) * ohw);
-                        output_transform(mi, geo, bb, (g.oh, g.ow, ty0), rowbuf, dst);
+                        output_transform(mi, geo, bb, (g.oh, g.ow, ty0), act, rowbuf, dst);
                     }
                 }
                 b += done;
@@ -537,6 +538,7 @@ unsafe fn output_transform(
     geo: TileGeom,
     bias: &[f32; OB],
     (oh, ow, ty0): (usize, usize, usize),
+    act: Option<crate::op::UnaryOp>,
     rowbuf: &mut [f32],
     dst: *mut f32,
 ) {
@@ -562,8 +564,10 @@ unsafe fn output_transform(
             }
         }
         let oy = 2 * (ty0 + r);
+        super::act_in_place(act, &mut r0[..ow * OB]);
         super::direct::store_tile(r0, ow, dst.add(oy * ow), ohw);
         if oy + 1 < oh {
+            super::act_in_place(act, &mut r1[..ow * OB]);
             super::direct::store_tile(r1, ow, dst.add((oy + 1) * ow), ohw);
         }
     }

@@ -5,6 +5,7 @@ use crate::autograd::record;
 use crate::error::{arg_err, shape_err, Result};
 use crate::op::{Conv2dParams, ConvGeom, Pool2dParams, UnaryOp};
 use crate::shape::{norm_axis, split_at_axis};
+use crate::storage::Storage;
 use crate::Tensor;
 
 fn dims4(op: &'static str, t: &Tensor) -> Result<(usize, usize, usize, usize)> {
@@ -117,6 +118,63 @@ impl Tensor {
         ))
     }
 
+    /// `act(conv2d(weight, bias, p))`: when nothing records it for backward (inference), the
+    /// activation runs inside the convolution on each finished piece of output while it is in
+    /// cache (one pass over the result fewer); otherwise the two recorded ops.
+    pub fn conv2d_act(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: UnaryOp,
+    ) -> Result<Tensor> {
+        let records = crate::is_grad_enabled()
+            && (self.requires_grad()
+                || weight.requires_grad()
+                || bias.is_some_and(|b| b.requires_grad()));
+        if records {
+            return Ok(self.conv2d(weight, bias, p)?.unary(act));
+        }
+        let g = conv_geom(self, weight, bias, &p)?;
+        let out = {
+            let b = bias.map(|b| b.storage());
+            self.storage()
+                .conv2d(&weight.storage(), b.as_deref(), &g, Some(act))
+        };
+        Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None))
+    }
+
+    /// `conv2d(concat(parts, 1), weight, bias, p)`, then `act` when given. A 1×1 convolution
+    /// that nothing records for backward, on the CPU, reads the parts in place (the concat is
+    /// never written: YOLO's C3 and SPPF end in one); otherwise the recorded ops.
+    pub fn concat_conv2d(
+        parts: &[&Tensor],
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        if let Some(g) = parts_geom(parts, weight, bias, &p) {
+            let guards: Vec<_> = parts.iter().map(|t| t.storage()).collect();
+            let srcs: Vec<(&Storage, usize)> = guards
+                .iter()
+                .zip(parts)
+                .map(|(s, t)| (&**s, t.shape()[1]))
+                .collect();
+            let b = bias.map(|b| b.storage());
+            let out = Storage::conv2d_parts(&srcs, &weight.storage(), b.as_deref(), &g, act);
+            return Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None));
+        }
+        let x = match parts {
+            [one] => (*one).clone(),
+            _ => Tensor::concat(parts, 1)?,
+        };
+        match act {
+            Some(op) => x.conv2d_act(weight, bias, p, op),
+            None => x.conv2d(weight, bias, p),
+        }
+    }
+
     /// 2-D convolution (cross-correlation, PyTorch semantics): `self` N×C×H×W, `weight`
     /// Cout×(C/groups)×kh×kw, optional `bias` of Cout.
     pub fn conv2d(
@@ -128,7 +186,8 @@ impl Tensor {
         let g = conv_geom(self, weight, bias, &p)?;
         let out = {
             let b = bias.map(|b| b.storage());
-            self.storage().conv2d(&weight.storage(), b.as_deref(), &g)
+            self.storage()
+                .conv2d(&weight.storage(), b.as_deref(), &g, None)
         };
         let mut inputs = vec![self.clone(), weight.clone()];
         if let Some(b) = bias {
@@ -445,6 +504,61 @@ impl Tensor {
 }
 
 /// Validates a convolution call and derives its geometry.
+/// The geometry of [`Tensor::concat_conv2d`]'s in-place path, when it applies: two or more
+/// N×Cᵢ×H×W parts, nothing recording, everything on the CPU, a 1×1 stride-1 unpadded
+/// ungrouped weight of ΣCᵢ inputs and a fitting bias. Anything else (errors included) takes
+/// the recorded ops, which check and report.
+fn parts_geom(
+    parts: &[&Tensor],
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: &Conv2dParams,
+) -> Option<ConvGeom> {
+    let recording = crate::is_grad_enabled()
+        && (parts.iter().any(|t| t.requires_grad())
+            || w.requires_grad()
+            || bias.is_some_and(|b| b.requires_grad()));
+    let on_cpu = |t: &Tensor| t.device() == crate::Device::Cpu;
+    if parts.len() < 2
+        || recording
+        || !parts.iter().all(|t| on_cpu(t))
+        || !on_cpu(w)
+        || !bias.is_none_or(on_cpu)
+    {
+        return None;
+    }
+    let [n, _, h, wd] = *parts[0].shape() else {
+        return None;
+    };
+    let mut c_in = 0;
+    for t in parts {
+        match *t.shape() {
+            [tn, c, th, tw] if (tn, th, tw) == (n, h, wd) => c_in += c,
+            _ => return None,
+        }
+    }
+    let [c_out, wc, 1, 1] = *w.shape() else {
+        return None;
+    };
+    if wc != c_in || bias.is_some_and(|b| b.shape() != [c_out]) || p.dilation.0 * p.dilation.1 == 0
+    {
+        return None;
+    }
+    let g = ConvGeom {
+        n,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh: 1,
+        kw: 1,
+        oh: h,
+        ow: wd,
+        p: *p,
+    };
+    crate::cpu::conv::parts_enabled(&g).then_some(g)
+}
+
 fn conv_geom(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<ConvGeom> {
     let (n, c_in, h, wd) = dims4("conv2d", x)?;
     same_device("conv2d", x, w)?;
