@@ -81,6 +81,13 @@ impl Conv2d {
         Ok(y)
     }
 
+    /// A 1×1 conv's output as N×heads×H×W×(Cout/heads) ([`Tensor::conv1x1_heads`]).
+    pub fn forward_heads(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
+        let y = x.conv1x1_heads(&self.weight, self.bias.as_ref(), self.params, heads)?;
+        self.count_flops(&y);
+        Ok(y)
+    }
+
     /// Adds this conv's multiply-accumulates to the FLOP count (when one is being taken).
     fn count_flops(&self, y: &Tensor) {
         if flops::counting() {

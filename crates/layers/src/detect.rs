@@ -111,12 +111,13 @@ impl Detect {
                 self.nl()
             ));
         }
-        let ys = xs
+        // Each level's 1×1 conv writes its N×na×ny×nx×no rows directly.
+        let raw = xs
             .iter()
             .zip(&self.m)
-            .map(|(x, conv)| Module::forward(conv, x, train))
+            .map(|(x, conv)| conv.forward_heads(x, self.na))
             .collect::<Result<Vec<_>>>()?;
-        self.decode_levels(&ys, train)
+        self.decode_raw(raw, train)
     }
 
     /// One level's conv output N×(na·no)×ny×nx as N×na×ny×nx×no.
@@ -140,6 +141,11 @@ impl Detect {
             .iter()
             .map(|y| self.split_level(y))
             .collect::<Result<Vec<_>>>()?;
+        self.decode_raw(raw, train)
+    }
+
+    /// The head's output from per-level rows N×na×ny×nx×no ([`Detect::split_level`]).
+    fn decode_raw(&self, raw: Vec<Tensor>, train: bool) -> Result<DetectOutput> {
         if train {
             return Ok(DetectOutput {
                 raw,

@@ -410,6 +410,19 @@ impl Storage {
         Storage::Cpu(cpu::conv::forward_parts(&srcs, &host(w), b.as_deref(), g, act).into())
     }
 
+    /// The 1×1 convolution `g` stored N×heads×H×W×(Cout/heads) ([`cpu::conv::pointwise_heads`]).
+    pub fn conv2d_heads(
+        &self,
+        w: &Storage,
+        bias: Option<&Storage>,
+        g: &ConvGeom,
+        heads: usize,
+    ) -> Storage {
+        let b = bias.map(host);
+        let y = cpu::conv::pointwise_heads(&host(self), &host(w), b.as_deref(), g, heads);
+        Storage::Cpu(y.into())
+    }
+
     pub fn conv2d_backward_input(&self, w: &Storage, g: &ConvGeom) -> Storage {
         match self {
             Storage::Cpu(dy) => Storage::Cpu(cpu::conv::backward_input(dy, &host(w), g).into()),

@@ -900,6 +900,62 @@ fn concat_conv2d_matches_naive_and_the_joined_conv() {
     assert!(err.is_err(), "4 input channels against a weight for 3");
 }
 
+/// `conv1x1_heads` (the GEMM writing the per-head channels-last layout) against `conv2d` +
+/// reshape + permute: partial tiles of pixels and channels, reductions past one block, two
+/// images, one image of three heads (split between threads), no bias; a channel count that
+/// does not split is an error; recording falls back.
+#[test]
+fn conv1x1_heads_equals_conv_then_permute() {
+    // (c_in, heads, k, h, w, bias)
+    let cases = [
+        (64, 3, 85, 13, 11, true),
+        (300, 2, 7, 5, 9, true),
+        (16, 1, 48, 8, 8, false),
+        (128, 3, 6, 20, 20, true),
+    ];
+    for (i, (ci, heads, k, h, wd, with_bias)) in cases.into_iter().enumerate() {
+        let co = heads * k;
+        // One image in the last case: with several threads its heads split between tasks.
+        let n = if i == 3 { 1 } else { 2 };
+        let x = t(uniform(n * ci * h * wd, -1.0, 1.0, 81), &[n, ci, h, wd]);
+        let w = t(uniform(co * ci, -0.5, 0.5, 82), &[co, ci, 1, 1]);
+        let b = t(uniform(co, -0.5, 0.5, 83), &[co]);
+        let b = with_bias.then_some(&b);
+        let p = Conv2dParams::new(1, 0);
+        let got = x.conv1x1_heads(&w, b, p, heads).unwrap();
+        let want = x
+            .conv2d(&w, b, p)
+            .unwrap()
+            .reshape(&[n, heads, k, h, wd])
+            .unwrap()
+            .permute(&[0, 1, 3, 4, 2])
+            .unwrap();
+        assert_eq!(got.shape(), want.shape());
+        assert_close(
+            &format!("conv1x1_heads {ci}->{heads}x{k} at {h}x{wd}"),
+            &got.to_vec(),
+            &want.to_vec(),
+            1e-5,
+        );
+    }
+    let x = t(uniform(4 * 9, -1.0, 1.0, 84), &[1, 4, 3, 3]);
+    let w = t(uniform(6 * 4, -0.5, 0.5, 85), &[6, 4, 1, 1]);
+    assert!(
+        x.conv1x1_heads(&w, None, Conv2dParams::new(1, 0), 4)
+            .is_err(),
+        "6 into 4 heads"
+    );
+    let wg = w.clone().with_grad();
+    let y = x
+        .conv1x1_heads(&wg, None, Conv2dParams::new(1, 0), 2)
+        .unwrap();
+    assert_eq!(y.shape(), &[1, 2, 3, 3, 3]);
+    assert!(
+        y.requires_grad(),
+        "a weight needing a gradient records the ops"
+    );
+}
+
 /// Concat and narrow on every axis against index arithmetic, at sizes that take the parallel,
 /// coalesced copy (whole trailing axes joined into one run) and at small ones.
 #[test]

@@ -454,6 +454,84 @@ pub(crate) fn forward_parts(
     out
 }
 
+/// A 1×1 stride-1 convolution (`g`, ungrouped, [`parts_enabled`]) whose `heads`·k output
+/// channels are stored N×heads×H×W×k (the detection head's permuted layout) straight from
+/// the 1×1 GEMM with the roles of pixels and channels swapped: a band's input transposed to
+/// pixel-major rows takes the weights' place, each head's weights transposed (k padded to
+/// whole strips) the input's, so every tile lands in k-contiguous output rows and no NCHW
+/// result is transposed.
+pub(crate) fn pointwise_heads(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+    heads: usize,
+) -> Vec<f32> {
+    debug_assert!(parts_enabled(g) && g.c_out.is_multiple_of(heads));
+    let (hw, cin, per) = (g.oh * g.ow, g.c_in, g.c_out / heads);
+    let mut out = super::buffer::alloc(g.n * g.c_out * hw);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::convgemm::{k_blocks, mr, multiply, Panel};
+        let mr = mr();
+        let wide = per.next_multiple_of(mr);
+        // Head h's weights as [c][wide], zero past k.
+        let mut wt = vec![0.0f32; heads * cin * wide];
+        for h in 0..heads {
+            let src = &w[h * per * cin..(h + 1) * per * cin];
+            super::simd::transpose(src, cin, &mut wt[h * cin * wide..], wide, per, cin);
+        }
+        let outp = SharedMut(out.as_mut_ptr());
+        let bands = pointwise_bands(g, g.n, forward_tasks());
+        // Too few bands for the threads (small maps): the heads split between tasks too
+        // (each transposing the band itself).
+        let pairs = g.n * bands.len();
+        let per_task = if pairs < forward_tasks() {
+            heads.div_ceil(forward_tasks().div_ceil(pairs))
+        } else {
+            heads
+        };
+        let parts = heads.div_ceil(per_task);
+        let tasks = task_list(g.n, 1, bands.len() * parts);
+        crate::threads::par_for(tasks.len(), |ti| {
+            let (n, _, bp) = tasks[ti];
+            let (b, part) = (bp / parts, bp % parts);
+            let (p0, p1) = bands[b];
+            let t = p1 - p0;
+            with_scratch(t * cin, |xt| {
+                super::simd::transpose(&x[n * cin * hw + p0..], hw, xt, cin, cin, t);
+                for h in part * per_task..((part + 1) * per_task).min(heads) {
+                    // SAFETY: this task alone writes pixels p0..p1 of its heads of image n.
+                    let c = unsafe { outp.get().add(((n * heads + h) * hw + p0) * per) };
+                    let rows = unsafe { std::slice::from_raw_parts_mut(c, t * per) };
+                    match bias {
+                        Some(b) => rows
+                            .chunks_exact_mut(per)
+                            .for_each(|px| px.copy_from_slice(&b[h * per..(h + 1) * per])),
+                        None => rows.fill(0.0),
+                    }
+                    let wh = &wt[h * cin * wide..(h + 1) * cin * wide];
+                    for (k0, kcl) in k_blocks(cin) {
+                        let panel = Panel::rows(wh[k0 * wide..].as_ptr(), wide, mr);
+                        // SAFETY: pixel rows of `per` floats at c are this task's; xt holds t
+                        // rows of cin; the panel's strips cover `wide` ≥ per floats per row;
+                        // the CPU has AVX2 and FMA (and AVX-512 for its tile width).
+                        unsafe {
+                            multiply(mr, t, per, (cin, k0, kcl), xt, panel, c, per, false, None)
+                        };
+                    }
+                }
+            });
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, bias, heads, per, cin, &mut out);
+        unreachable!("parts_enabled is false off x86-64");
+    }
+    out
+}
+
 /// Applies `act` in place to `t` floats of each row `rows` (row `o` at `c + o·stride`): a
 /// task's output once its product is done, while it is still in cache.
 ///

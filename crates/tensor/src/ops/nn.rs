@@ -175,6 +175,47 @@ impl Tensor {
         }
     }
 
+    /// A 1×1 stride-1 convolution whose `heads`·k output channels come out N×heads×H×W×k:
+    /// `conv2d(..).reshape([N, heads, k, H, W]).permute([0, 1, 3, 4, 2])` (a detection
+    /// head's per-anchor rows). With nothing recording, on the CPU, the GEMM writes that
+    /// layout directly; otherwise the recorded ops.
+    pub fn conv1x1_heads(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        heads: usize,
+    ) -> Result<Tensor> {
+        let g = conv_geom(self, weight, bias, &p)?;
+        if heads == 0 || g.c_out % heads != 0 {
+            return arg_err(
+                "conv1x1_heads",
+                format!(
+                    "{} output channels do not split into {heads} heads",
+                    g.c_out
+                ),
+            );
+        }
+        let per = g.c_out / heads;
+        let recording = crate::is_grad_enabled()
+            && (self.requires_grad()
+                || weight.requires_grad()
+                || bias.is_some_and(|b| b.requires_grad()));
+        let on_cpu = self.device() == crate::Device::Cpu;
+        if recording || !on_cpu || !crate::cpu::conv::parts_enabled(&g) {
+            return self
+                .conv2d(weight, bias, p)?
+                .reshape(&[g.n, heads, per, g.oh, g.ow])?
+                .permute(&[0, 1, 3, 4, 2]);
+        }
+        let out = {
+            let b = bias.map(|b| b.storage());
+            self.storage()
+                .conv2d_heads(&weight.storage(), b.as_deref(), &g, heads)
+        };
+        Ok(Tensor::make(out, vec![g.n, heads, g.oh, g.ow, per], None))
+    }
+
     /// 2-D convolution (cross-correlation, PyTorch semantics): `self` N×C×H×W, `weight`
     /// Cout×(C/groups)×kh×kw, optional `bias` of Cout.
     pub fn conv2d(
