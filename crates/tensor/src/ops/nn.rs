@@ -128,10 +128,7 @@ impl Tensor {
         p: Conv2dParams,
         act: UnaryOp,
     ) -> Result<Tensor> {
-        let records = crate::is_grad_enabled()
-            && (self.requires_grad()
-                || weight.requires_grad()
-                || bias.is_some_and(|b| b.requires_grad()));
+        let records = records(&[self, weight], bias);
         if records {
             return Ok(self.conv2d(weight, bias, p)?.unary(act));
         }
@@ -197,10 +194,7 @@ impl Tensor {
             );
         }
         let per = g.c_out / heads;
-        let recording = crate::is_grad_enabled()
-            && (self.requires_grad()
-                || weight.requires_grad()
-                || bias.is_some_and(|b| b.requires_grad()));
+        let recording = records(&[self, weight], bias);
         let on_cpu = self.device() == crate::Device::Cpu;
         if recording || !on_cpu || !crate::cpu::conv::parts_enabled(&g) {
             return self
@@ -555,10 +549,7 @@ fn parts_geom(
     bias: Option<&Tensor>,
     p: &Conv2dParams,
 ) -> Option<ConvGeom> {
-    let recording = crate::is_grad_enabled()
-        && (parts.iter().any(|t| t.requires_grad())
-            || w.requires_grad()
-            || bias.is_some_and(|b| b.requires_grad()));
+    let recording = records(parts, bias) || records(&[w], None);
     let on_cpu = |t: &Tensor| t.device() == crate::Device::Cpu;
     if parts.len() < 2
         || recording
@@ -598,6 +589,12 @@ fn parts_geom(
         p: *p,
     };
     crate::cpu::conv::parts_enabled(&g).then_some(g)
+}
+
+/// Whether an op on `inputs` (and `bias`) would be recorded for backward.
+fn records(inputs: &[&Tensor], bias: Option<&Tensor>) -> bool {
+    crate::is_grad_enabled()
+        && (inputs.iter().any(|t| t.requires_grad()) || bias.is_some_and(|b| b.requires_grad()))
 }
 
 fn conv_geom(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<ConvGeom> {
