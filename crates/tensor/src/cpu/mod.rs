@@ -80,6 +80,40 @@ pub(crate) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     y
 }
 
+/// The CPU's L2 cache per core in bytes (Linux sysfs, cpu 0's level-2 data or unified
+/// cache), or 512 KiB where that is unknown; clamped to 256 KiB..8 MiB. Read once.
+pub(crate) fn l2_bytes() -> usize {
+    static L2: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L2.get_or_init(|| {
+        let read = |i: usize, f: &str| {
+            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/{f}"))
+                .map(|s| s.trim().to_string())
+                .ok()
+        };
+        (0..8)
+            .find_map(|i| {
+                let level = read(i, "level")?;
+                let kind = read(i, "type")?;
+                if level != "2" || kind == "Instruction" {
+                    return None;
+                }
+                parse_cache_size(&read(i, "size")?)
+            })
+            .unwrap_or(512 << 10)
+            .clamp(256 << 10, 8 << 20)
+    })
+}
+
+/// A sysfs cache size (`2048K`, `2M`, or bytes) in bytes.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], 1 << 10),
+        b'M' => (&s[..s.len() - 1], 1 << 20),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok().map(|n| n * mult)
+}
+
 /// `y = op(y)` in place when there is an op: the activation a convolution applies to each
 /// finished piece of its output while it is still in cache (the same values as [`unary`]).
 pub(crate) fn act_in_place(op: Option<UnaryOp>, y: &mut [f32]) {
@@ -584,4 +618,18 @@ pub(crate) fn scatter_add(
         out[gather_offset(flat, index_shape, &st, axis, j)] += v;
     }
     out
+}
+
+#[cfg(test)]
+mod cache_size_tests {
+    #[test]
+    fn sysfs_cache_sizes_parse() {
+        assert_eq!(super::parse_cache_size("2048K"), Some(2 << 20));
+        assert_eq!(super::parse_cache_size("1M"), Some(1 << 20));
+        assert_eq!(super::parse_cache_size("524288"), Some(512 << 10));
+        assert_eq!(super::parse_cache_size("big"), None);
+        assert_eq!(super::parse_cache_size(""), None);
+        let l2 = super::l2_bytes();
+        assert!((256 << 10..=8 << 20).contains(&l2), "L2 {l2} bytes");
+    }
 }
