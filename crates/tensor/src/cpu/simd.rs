@@ -480,6 +480,26 @@ mod silu {
         std::array::from_fn(|j| V::load(p.add(V::LANES * j)))
     }
 
+    /// [`fwd_ptr`]'s whole steps of `M` vectors; returns the floats done.
+    #[inline(always)]
+    unsafe fn fwd_steps<V: Vf, const M: usize, const SIG: bool>(
+        xp: *const f32,
+        yp: *mut f32,
+        n: usize,
+    ) -> usize {
+        let l = V::LANES;
+        let mut i = 0;
+        while i + M * l <= n {
+            let x: [V; M] = std::array::from_fn(|j| V::load(xp.add(i + l * j)));
+            let r = fwd_v::<V, M, SIG>(x);
+            for (j, r) in r.iter().enumerate() {
+                r.store(yp.add(i + l * j));
+            }
+            i += M * l;
+        }
+        i
+    }
+
     /// `y = silu(x)`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn fwd(x: &[f32], y: &mut [f32]) {
@@ -527,14 +547,14 @@ mod silu {
     #[inline(always)]
     unsafe fn fwd_ptr<V: Vf, const SIG: bool>(xp: *const f32, yp: *mut f32, n: usize) {
         let l = V::LANES;
-        let mut i = 0;
-        while i + 4 * l <= n {
-            let r = fwd_v::<V, 4, SIG>(load4(xp.add(i)));
-            for (j, r) in r.iter().enumerate() {
-                r.store(yp.add(i + l * j));
-            }
-            i += 4 * l;
-        }
+        // Eight vectors per step with AVX-512's 32 registers (with four the 19-op chains are
+        // latency bound: in cache 0.266-0.278 against 0.280-0.289 ns per float, silu_speed),
+        // four with AVX2's 16.
+        let mut i = if l == 16 {
+            fwd_steps::<V, 8, SIG>(xp, yp, n)
+        } else {
+            fwd_steps::<V, 4, SIG>(xp, yp, n)
+        };
         while i + l <= n {
             fwd_v::<V, 1, SIG>([V::load(xp.add(i))])[0].store(yp.add(i));
             i += l;
