@@ -419,7 +419,11 @@ impl Storage {
         heads: usize,
     ) -> Storage {
         let b = bias.map(host);
-        let y = cpu::conv::pointwise_heads(&host(self), &host(w), b.as_deref(), g, heads);
+        let stamp = match w {
+            Storage::Cpu(wb) if !crate::is_grad_enabled() => Some(wb.stamp()),
+            _ => None,
+        };
+        let y = cpu::conv::pointwise_heads(&host(self), &host(w), stamp, b.as_deref(), g, heads);
         Storage::Cpu(y.into())
     }
 

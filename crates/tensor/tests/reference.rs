@@ -937,6 +937,16 @@ fn conv1x1_heads_equals_conv_then_permute() {
             &want.to_vec(),
             1e-5,
         );
+        // Without recording the transposed weights are kept: the second call reuses them.
+        let _g = yolo_tensor::no_grad();
+        for _ in 0..2 {
+            let kept = x.conv1x1_heads(&w, b, p, heads).unwrap();
+            assert_eq!(
+                kept.to_vec(),
+                got.to_vec(),
+                "kept weights, {ci}->{heads}x{k}"
+            );
+        }
     }
     let x = t(uniform(4 * 9, -1.0, 1.0, 84), &[1, 4, 3, 3]);
     let w = t(uniform(6 * 4, -0.5, 0.5, 85), &[6, 4, 1, 1]);

@@ -14,6 +14,9 @@ pub(crate) enum Form {
     Direct,
     /// The Winograd F(2×2, 3×3) kernels, `[block][ξ][c][16]`.
     Winograd,
+    /// A 1×1 convolution's weights per head, transposed to `[head][c][wide]` (each head's k
+    /// outputs padded to `wide`, the GEMM's strip multiple): [`super::conv::pointwise_heads`].
+    Heads { heads: usize, wide: usize },
 }
 
 /// Floats kept at most, all forms together (256 MiB); past it the cache starts over.
