@@ -193,6 +193,18 @@ impl Module for C3 {
         let b = self.cv2.forward(x, train)?;
         self.cv3.forward_cat(&[&a, &b], train)
     }
+    fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
+        // cv1 and cv2 read the joined input in place (neck rows: Concat then C3); when they
+        // cannot, it is joined once.
+        if !(self.cv1.joins_in_place() && self.cv2.joins_in_place()) {
+            return self.forward(&Tensor::concat(parts, 1)?, train);
+        }
+        let a = self
+            .m
+            .forward(&self.cv1.forward_cat(parts, train)?, train)?;
+        let b = self.cv2.forward_cat(parts, train)?;
+        self.cv3.forward_cat(&[&a, &b], train)
+    }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.cv1.visit(&join(prefix, "cv1"), f);
         self.cv2.visit(&join(prefix, "cv2"), f);
@@ -483,6 +495,9 @@ impl Layer for Concat {
     fn run(&self, xs: &[Tensor], _train: bool) -> Result<Tensor> {
         let refs: Vec<&Tensor> = xs.iter().collect();
         Ok(Tensor::concat(&refs, self.0)?)
+    }
+    fn joins_channels(&self) -> bool {
+        self.0 == 1 || self.0 == -3
     }
     fn visit_layer(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
     fn export_onnx_layer(

@@ -381,16 +381,13 @@ impl Conv {
 }
 
 impl Conv {
-    /// `forward(concat(parts, 1))`; once fused (no BN) with a pointwise activation, a 1×1
-    /// convolution reads the parts in place where it can ([`Tensor::concat_conv2d`]).
-    pub fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
-        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
-            let c = &self.conv;
-            let y = Tensor::concat_conv2d(parts, &c.weight, c.bias.as_ref(), c.params, Some(op))?;
-            c.count_flops(&y);
-            return Ok(y);
-        }
-        self.forward(&Tensor::concat(parts, 1)?, train)
+    /// Whether [`Module::forward_cat`] reads the parts in place rather than joining them:
+    /// fused (no BN), a pointwise activation, and no gradient to record for the weights.
+    pub fn joins_in_place(&self) -> bool {
+        let records = yolo_tensor::is_grad_enabled()
+            && (self.conv.weight.requires_grad()
+                || self.conv.bias.as_ref().is_some_and(|b| b.requires_grad()));
+        self.bn.is_none() && self.act.unary_op().is_some() && !records
     }
 }
 
@@ -429,6 +426,17 @@ impl Module for Conv {
             None => y,
         };
         Ok(self.act.forward(&y, train)?)
+    }
+    /// Once fused (no BN) with a pointwise activation, a 1×1 convolution reads the parts in
+    /// place where it can ([`Tensor::concat_conv2d`]).
+    fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
+        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
+            let c = &self.conv;
+            let y = Tensor::concat_conv2d(parts, &c.weight, c.bias.as_ref(), c.params, Some(op))?;
+            c.count_flops(&y);
+            return Ok(y);
+        }
+        self.forward(&Tensor::concat(parts, 1)?, train)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.conv.visit(&join(prefix, "conv"), f);

@@ -36,6 +36,11 @@ pub trait Module: fmt::Debug + Send + Sync {
     fn fuse(&mut self) -> Result<()> {
         Ok(())
     }
+    /// `forward(concat(parts, 1))`: blocks that open with 1×1 convolutions read the parts in
+    /// place instead of a joined copy (the default joins them).
+    fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
+        self.forward(&Tensor::concat(parts, 1)?, train)
+    }
     /// Appends this block's inference graph to `g`, from `x` to the returned value, with its
     /// tensors as initializers named under `prefix` (the names [`Module::visit`] reports).
     /// Blocks without an export return [`crate::LayerError::Unsupported`].
@@ -64,6 +69,18 @@ pub trait Layer: fmt::Debug + Send + Sync {
         let _ = (g, prefix, xs);
         Err(unsupported::<Self>())
     }
+    /// Runs the node on the channel concatenation of `parts` (its one input, not joined yet:
+    /// see [`Layer::joins_channels`]).
+    fn run_joined(&self, parts: &[Tensor], train: bool) -> Result<Tensor> {
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        self.run(&[Tensor::concat(&refs, 1)?], train)
+    }
+    /// Whether this node only joins N×C×H×W inputs along the channels (a `Concat` on
+    /// dimension 1): a model may then hand the parts to the next node's
+    /// [`Layer::run_joined`] instead of copying them.
+    fn joins_channels(&self) -> bool {
+        false
+    }
     /// The detection head, if this node is one.
     fn as_detect(&self) -> Option<&crate::Detect> {
         None
@@ -90,6 +107,10 @@ impl<M: Module> Layer for M {
             [x] => Module::forward(self, x, train),
             _ => invalid(format!("{self:?} takes one input, got {}", xs.len())),
         }
+    }
+    fn run_joined(&self, parts: &[Tensor], train: bool) -> Result<Tensor> {
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        Module::forward_cat(self, &refs, train)
     }
     fn visit_layer(&self, prefix: &str, f: &mut Visitor<'_>) {
         Module::visit(self, prefix, f)

@@ -415,6 +415,8 @@ impl Model {
         let mut outs: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         let mut prev = x.clone();
         let last = self.nodes.len() - 1;
+        // A channel Concat whose only reader is the next row: its parts, not joined.
+        let mut joined: Option<Vec<Tensor>> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             let start = times.is_some().then(std::time::Instant::now);
             let inputs: Vec<Tensor> = node
@@ -432,7 +434,15 @@ impl Model {
                 record(times.as_deref_mut(), start, macs, device)?;
                 return Ok(head);
             }
-            let (y, macs) = count_if(count, || node.layer.run(&inputs, train));
+            if self.lazy_join(i, &inputs) {
+                joined = Some(inputs);
+                record(times.as_deref_mut(), start, 0.0, device)?;
+                continue;
+            }
+            let (y, macs) = count_if(count, || match joined.take() {
+                Some(parts) => node.layer.run_joined(&parts, train),
+                None => node.layer.run(&inputs, train),
+            });
             let y = y.map_err(|e| ModelError::Row {
                 index: i,
                 module: node.module.clone(),
@@ -446,6 +456,30 @@ impl Model {
             prev = y;
         }
         unreachable!("the loop returns at the head")
+    }
+
+    /// Whether row `i` (not the head) is a channel Concat of same-sized N×C×H×W `inputs` on
+    /// one device whose output only row `i + 1` (not the head) reads, as its one input: that
+    /// row then takes the parts ([`Layer::run_joined`]; C3 and Conv read them in place) and
+    /// the joined copy is never made.
+    fn lazy_join(&self, i: usize, inputs: &[Tensor]) -> bool {
+        let next = i + 1;
+        if self.keep[i]
+            || next >= self.nodes.len() - 1
+            || self.nodes[next].from != [Some(i)]
+            || !self.nodes[i].layer.joins_channels()
+            || inputs.len() < 2
+        {
+            return false;
+        }
+        let s0 = inputs[0].shape();
+        inputs.iter().all(|t| {
+            let s = t.shape();
+            s.len() == 4
+                && s0.len() == 4
+                && (s[0], s[2], s[3]) == (s0[0], s0[2], s0[3])
+                && t.device() == inputs[0].device()
+        })
     }
 
     /// Every parameter and buffer with its upstream `state_dict` name (`model.0.conv.weight`…).
