@@ -88,8 +88,12 @@ impl Bottleneck {
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.cv2.forward(&self.cv1.forward(x, train)?, train)?;
-        Ok(if self.add { x.add(&y)? } else { y })
+        let h = self.cv1.forward(x, train)?;
+        if self.add {
+            // The shortcut's sum inside cv2 once fused.
+            return self.cv2.forward_add(&h, x, train);
+        }
+        self.cv2.forward(&h, train)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.cv1.visit(&join(prefix, "cv1"), f);

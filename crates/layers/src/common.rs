@@ -81,6 +81,19 @@ impl Conv2d {
         Ok(y)
     }
 
+    /// `act(conv(x)) + residual`, the activation and the sum fused into the convolution when
+    /// nothing records them ([`Tensor::conv2d_act_add`]).
+    pub fn forward_act_add(
+        &self,
+        x: &Tensor,
+        act: yolo_tensor::UnaryOp,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let y = x.conv2d_act_add(&self.weight, self.bias.as_ref(), self.params, act, residual)?;
+        self.count_flops(&y);
+        Ok(y)
+    }
+
     /// A 1×1 conv's output as N×heads×H×W×(Cout/heads) ([`Tensor::conv1x1_heads`]).
     pub fn forward_heads(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
         let y = x.conv1x1_heads(&self.weight, self.bias.as_ref(), self.params, heads)?;
@@ -381,6 +394,15 @@ impl Conv {
 }
 
 impl Conv {
+    /// `forward(x) + residual`; once fused (no BN) with a pointwise activation, the sum is
+    /// added by the convolution's kernels ([`Tensor::conv2d_act_add`]).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
+        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
+            return self.conv.forward_act_add(x, op, residual);
+        }
+        Ok(residual.add(&Module::forward(self, x, train)?)?)
+    }
+
     /// Whether [`Module::forward_cat`] reads the parts in place rather than joining them:
     /// fused (no BN), a pointwise activation, and no gradient to record for the weights.
     pub fn joins_in_place(&self) -> bool {

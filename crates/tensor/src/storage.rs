@@ -357,13 +357,15 @@ impl Storage {
         }
     }
 
-    /// The convolution, then `act` when given (on the CPU fused into the kernels' stores).
+    /// The convolution, then `act` when given, then `add` (of the output's shape) added: on the
+    /// CPU fused into the kernels' stores.
     pub fn conv2d(
         &self,
         w: &Storage,
         bias: Option<&Storage>,
         g: &ConvGeom,
         act: Option<UnaryOp>,
+        add: Option<&Storage>,
     ) -> Storage {
         match self {
             Storage::Cpu(x) => {
@@ -373,7 +375,12 @@ impl Storage {
                     Storage::Cpu(wb) if !crate::is_grad_enabled() => Some(wb.stamp()),
                     _ => None,
                 };
-                let y = cpu::conv::forward(x, &host(w), stamp, b.as_deref(), g, act);
+                let res = add.map(host);
+                let epi = cpu::Epilogue {
+                    act,
+                    add: res.as_deref(),
+                };
+                let y = cpu::conv::forward(x, &host(w), stamp, b.as_deref(), g, epi);
                 Storage::Cpu(y.into())
             }
             Storage::Cuda(x) => {
@@ -383,8 +390,15 @@ impl Storage {
                     g.n * g.c_out * g.oh * g.ow,
                     gpu_ops::conv2d(x, &dev(w, &x.gpu), b.as_deref(), g),
                 );
-                match act {
+                let y = match act {
                     Some(op) => y.unary(op),
+                    None => y,
+                };
+                match add {
+                    Some(r) => {
+                        let shape = [g.n, g.c_out, g.oh, g.ow];
+                        y.binary(BinaryOp::Add, &shape, r, &shape, &shape)
+                    }
                     None => y,
                 }
             }

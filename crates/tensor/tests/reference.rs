@@ -784,7 +784,8 @@ fn concat_unary_equals_concat_then_unary() {
 
 /// `conv2d_act` is `conv2d` then the op, element for element, on every forward path: Winograd
 /// (3×3 stride 1), the direct kernels (stride 2, 6×6), the 1×1 GEMM, im2col + GEMM (channels
-/// not in blocks of 16), depthwise; with a weight needing a gradient it records both ops.
+/// not in blocks of 16), depthwise; `conv2d_act_add` adds a residual the same way; with a
+/// weight needing a gradient it records the ops.
 #[test]
 fn conv2d_act_equals_conv_then_act() {
     // (c_in, c_out, k, stride, groups, hw)
@@ -815,7 +816,47 @@ fn conv2d_act_equals_conv_then_act() {
             );
         }
     }
+    // With a residual of the output's shape: `conv2d_act_add` is `conv2d_act` then add.
+    for (ci, co, k, st, g, hw) in shapes {
+        let x = t(uniform(2 * ci * hw * hw, -3.0, 3.0, 56), &[2, ci, hw, hw]);
+        let w = t(
+            uniform(co * ci / g * k * k, -0.5, 0.5, 57),
+            &[co, ci / g, k, k],
+        );
+        let b = t(uniform(co, -0.5, 0.5, 58), &[co]);
+        let p = Conv2dParams::new(st, k / 2).with_groups(g);
+        let y = x.conv2d_act(&w, Some(&b), p, UnaryOp::Silu).unwrap();
+        let r = t(uniform(y.numel(), -2.0, 2.0, 59), y.shape());
+        let fused = x
+            .conv2d_act_add(&w, Some(&b), p, UnaryOp::Silu, &r)
+            .unwrap();
+        let plain = y.add(&r).unwrap();
+        assert_eq!(fused.shape(), plain.shape());
+        assert_eq!(
+            fused.to_vec(),
+            plain.to_vec(),
+            "{ci}->{co} k{k} s{st} g{g} + residual"
+        );
+    }
     let x = t(uniform(2 * 4 * 25, -1.0, 1.0, 54), &[2, 4, 5, 5]);
+    // A residual of another shape broadcasts as `add` does, or is its error.
+    let w8 = t(uniform(8 * 4 * 9, -0.5, 0.5, 55), &[8, 4, 3, 3]);
+    let p1 = Conv2dParams::new(1, 1);
+    let per_channel = t(uniform(8, -1.0, 1.0, 60), &[1, 8, 1, 1]);
+    let y = x
+        .conv2d_act_add(&w8, None, p1, UnaryOp::Silu, &per_channel)
+        .unwrap();
+    let want = x
+        .conv2d(&w8, None, p1)
+        .unwrap()
+        .silu()
+        .add(&per_channel)
+        .unwrap();
+    assert_eq!(y.to_vec(), want.to_vec());
+    let wrong = t(vec![0.0; 3], &[3]);
+    assert!(x
+        .conv2d_act_add(&w8, None, p1, UnaryOp::Silu, &wrong)
+        .is_err());
     let w = t(uniform(8 * 4 * 9, -0.5, 0.5, 55), &[8, 4, 3, 3]).with_grad();
     let y = x
         .conv2d_act(&w, None, Conv2dParams::new(1, 1), UnaryOp::Silu)

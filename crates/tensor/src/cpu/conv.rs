@@ -282,25 +282,27 @@ pub(crate) fn forward(
     w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
-    act: Option<UnaryOp>,
+    epi: super::Epilogue<'_>,
 ) -> Vec<f32> {
     if is_depthwise(g) {
         let mut out = depthwise_forward(x, w, bias, g);
-        if act.is_some() {
+        if !epi.is_empty() {
             let len = out.len();
-            super::par_chunks_mut(&mut out, len.div_ceil(forward_tasks()).max(1), |_, y| {
-                super::act_in_place(act, y)
+            let chunk = len.div_ceil(forward_tasks()).max(1);
+            super::par_chunks_mut(&mut out, chunk, |i, y| {
+                // SAFETY: chunk i is this task's, output elements i·chunk…
+                unsafe { epi.rows(y.as_mut_ptr(), i * chunk, 1, y.len(), 0) }
             });
         }
         return out;
     }
     #[cfg(target_arch = "x86_64")]
     if super::winograd::enabled(g) {
-        return super::winograd::forward(x, w, w_stamp, bias, g, act, forward_tasks());
+        return super::winograd::forward(x, w, w_stamp, bias, g, epi, forward_tasks());
     }
     #[cfg(target_arch = "x86_64")]
     if super::direct::enabled(g) {
-        return super::direct::forward(x, w, w_stamp, bias, g, act, forward_tasks());
+        return super::direct::forward(x, w, w_stamp, bias, g, epi, forward_tasks());
     }
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
@@ -349,7 +351,7 @@ pub(crate) fn forward(
             // AVX2 and FMA (convgemm::enabled_forward).
             unsafe { pointwise_own(&[(xb, k)], ohw, wg, o1 - o0, t, c.add(o0 * ohw), ohw, bg) };
             // SAFETY: as above (rows o0..o1, pixels p0..p0+t are this task's).
-            unsafe { act_rows(act, c, o0..o1, t, ohw) };
+            unsafe { epi.rows(c.add(o0 * ohw), obase + o0 * ohw, o1 - o0, t, ohw) };
             return;
         }
         if let Some(bias) = bias {
@@ -391,7 +393,7 @@ pub(crate) fn forward(
             });
         }
         // SAFETY: as above.
-        unsafe { act_rows(act, c, 0..cout_g, t, ohw) };
+        unsafe { epi.rows(c, obase, cout_g, t, ohw) };
     });
     out
 }
@@ -417,6 +419,7 @@ pub(crate) fn forward_parts(
     act: Option<UnaryOp>,
 ) -> Vec<f32> {
     debug_assert!(parts_enabled(g));
+    let epi = super::Epilogue { act, add: None };
     debug_assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), g.c_in);
     let ohw = g.oh * g.ow;
     let (cout, k) = (g.c_out, g.k());
@@ -448,7 +451,7 @@ pub(crate) fn forward_parts(
             let bg = bias.map(|b| &b[o0..o1]);
             let (wg, t) = (&w[o0 * k..o1 * k], p1 - p0);
             pointwise_own(&srcs, ohw, wg, o1 - o0, t, c.add(o0 * ohw), ohw, bg);
-            act_rows(act, c, o0..o1, t, ohw);
+            epi.rows(c.add(o0 * ohw), 0, o1 - o0, t, ohw);
         }
     });
     out
@@ -536,25 +539,6 @@ pub(crate) fn pointwise_heads(
         unreachable!("parts_enabled is false off x86-64");
     }
     out
-}
-
-/// Applies `act` in place to `t` floats of each row `rows` (row `o` at `c + o·stride`): a
-/// task's output once its product is done, while it is still in cache.
-///
-/// # Safety
-/// Those floats are valid and this task's alone.
-unsafe fn act_rows(
-    act: Option<UnaryOp>,
-    c: *mut f32,
-    rows: std::ops::Range<usize>,
-    t: usize,
-    stride: usize,
-) {
-    if act.is_some() {
-        for o in rows {
-            super::act_in_place(act, std::slice::from_raw_parts_mut(c.add(o * stride), t));
-        }
-    }
 }
 
 /// `c[o·c_rs + p] = bias[o] + Σ_j w[o, j] · src[j·src_rs + p]` for `o < m`, `j < k`, `p < t`:
@@ -748,7 +732,7 @@ fn backward_input_as_conv(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
             groups: g.p.groups,
         },
     };
-    forward(dy, &wt, None, None, &gt, None)
+    forward(dy, &wt, None, None, &gt, Default::default())
 }
 
 /// Gradient of the weight: Cout×(C/groups)×kh×kw.

@@ -249,7 +249,7 @@ pub(crate) fn forward(
     w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
-    act: Option<crate::op::UnaryOp>,
+    epi: super::Epilogue<'_>,
     min_tasks: usize,
 ) -> Vec<f32> {
     let (kh, kw, cin, cout) = (g.kh, g.kw, g.c_in, g.c_out);
@@ -306,12 +306,14 @@ pub(crate) fn forward(
             };
             let store = |b: usize, q0: usize, tile: &mut [f32]| {
                 let b = b0 + b;
-                super::act_in_place(act, tile);
+                epi.tile(tile);
                 // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
                 // task's alone; the CPU has AVX2.
                 unsafe {
-                    let dst = outp.get().add((n * cout + b * OB) * ohw + oy0 * g.ow + q0);
+                    let at = (n * cout + b * OB) * ohw + oy0 * g.ow + q0;
+                    let dst = outp.get().add(at);
                     store_tile(tile, tile.len() / OB, dst, ohw);
+                    epi.add_rows(dst, at, OB, tile.len() / OB, ohw);
                 }
             };
             blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, store);

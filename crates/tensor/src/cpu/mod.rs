@@ -114,6 +114,66 @@ fn parse_cache_size(s: &str) -> Option<usize> {
     num.parse::<usize>().ok().map(|n| n * mult)
 }
 
+/// What a convolution applies to each finished piece of its output while it is in cache: an
+/// activation, then a residual of the output's shape added (`act(conv(x)) + res`, YOLO's
+/// bottleneck shortcut).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Epilogue<'a> {
+    /// The activation, if any.
+    pub(crate) act: Option<UnaryOp>,
+    /// The residual (the whole output's shape), if any.
+    pub(crate) add: Option<&'a [f32]>,
+}
+
+impl Epilogue<'_> {
+    /// Whether there is nothing to apply.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.act.is_none() && self.add.is_none()
+    }
+
+    /// The activation on a pixel-major tile (before its transposed store).
+    pub(crate) fn tile(&self, t: &mut [f32]) {
+        act_in_place(self.act, t);
+    }
+
+    /// The residual added to `rows` stored runs of `len` floats, run `r` at `dst + r·rs`,
+    /// which is output element `at + r·rs`.
+    ///
+    /// # Safety
+    /// Those floats are valid for reads and writes and this caller's alone.
+    pub(crate) unsafe fn add_rows(
+        &self,
+        dst: *mut f32,
+        at: usize,
+        rows: usize,
+        len: usize,
+        rs: usize,
+    ) {
+        if let Some(res) = self.add {
+            for r in 0..rows {
+                let d = std::slice::from_raw_parts_mut(dst.add(r * rs), len);
+                simd::add_assign(d, &res[at + r * rs..at + r * rs + len]);
+            }
+        }
+    }
+
+    /// Both, in place, on stored rows (the GEMM paths' output).
+    ///
+    /// # Safety
+    /// As [`Epilogue::add_rows`].
+    pub(crate) unsafe fn rows(&self, dst: *mut f32, at: usize, rows: usize, len: usize, rs: usize) {
+        if self.act.is_some() {
+            for r in 0..rows {
+                act_in_place(
+                    self.act,
+                    std::slice::from_raw_parts_mut(dst.add(r * rs), len),
+                );
+            }
+        }
+        self.add_rows(dst, at, rows, len, rs);
+    }
+}
+
 /// `y = op(y)` in place when there is an op: the activation a convolution applies to each
 /// finished piece of its output while it is still in cache (the same values as [`unary`]).
 pub(crate) fn act_in_place(op: Option<UnaryOp>, y: &mut [f32]) {

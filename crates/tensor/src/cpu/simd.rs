@@ -91,6 +91,27 @@ pub(crate) fn map1<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: F) {
     map1_generic(src, dst, &f)
 }
 
+/// `d[i] += s[i]`, vectorised where the CPU allows.
+pub(crate) fn add_assign(d: &mut [f32], s: &[f32]) {
+    #[inline(always)]
+    fn generic(d: &mut [f32], s: &[f32]) {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d += s;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(d: &mut [f32], s: &[f32]) {
+        generic(d, s)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the enabled features (checked above).
+        return unsafe { avx2(d, s) };
+    }
+    generic(d, s)
+}
+
 /// `dst[i] = f(a[i], b[i])`, vectorised where the CPU allows.
 #[inline(always)]
 pub(crate) fn map2<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: F) {

@@ -300,7 +300,7 @@ pub(crate) fn forward(
     w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
-    act: Option<crate::op::UnaryOp>,
+    epi: super::Epilogue<'_>,
     min_tasks: usize,
 ) -> Vec<f32> {
     use super::direct::{
@@ -425,8 +425,10 @@ pub(crate) fn forward(
                     // SAFETY: output rows 2·ty0.. (below oh) of channels (b + i)·16.. of
                     // image n are this task's alone; the CPU has AVX2.
                     unsafe {
-                        let dst = outp.get().add((n * cout + (b + i) * OB) * ohw);
-                        output_transform(mi, geo, bb, (g.oh, g.ow, ty0), act, rowbuf, dst);
+                        let at = (n * cout + (b + i) * OB) * ohw;
+                        let dst = outp.get().add(at);
+                        let out = (dst, at);
+                        output_transform(mi, geo, bb, (g.oh, g.ow, ty0), epi, rowbuf, out);
                     }
                 }
                 b += done;
@@ -538,9 +540,9 @@ unsafe fn output_transform(
     geo: TileGeom,
     bias: &[f32; OB],
     (oh, ow, ty0): (usize, usize, usize),
-    act: Option<crate::op::UnaryOp>,
+    epi: super::Epilogue<'_>,
     rowbuf: &mut [f32],
-    dst: *mut f32,
+    (dst, at): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
     let TileGeom { rows, tw, tmax, .. } = geo;
@@ -564,11 +566,13 @@ unsafe fn output_transform(
             }
         }
         let oy = 2 * (ty0 + r);
-        super::act_in_place(act, &mut r0[..ow * OB]);
-        super::direct::store_tile(r0, ow, dst.add(oy * ow), ohw);
-        if oy + 1 < oh {
-            super::act_in_place(act, &mut r1[..ow * OB]);
-            super::direct::store_tile(r1, ow, dst.add((oy + 1) * ow), ohw);
+        for (j, row) in [(0, &mut *r0), (1, &mut *r1)] {
+            if oy + j < oh {
+                epi.tile(&mut row[..ow * OB]);
+                let y = (oy + j) * ow;
+                super::direct::store_tile(row, ow, dst.add(y), ohw);
+                epi.add_rows(dst.add(y), at + y, OB, ow, ohw);
+            }
         }
     }
 }

@@ -136,7 +136,7 @@ impl Tensor {
         let out = {
             let b = bias.map(|b| b.storage());
             self.storage()
-                .conv2d(&weight.storage(), b.as_deref(), &g, Some(act))
+                .conv2d(&weight.storage(), b.as_deref(), &g, Some(act), None)
         };
         Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None))
     }
@@ -170,6 +170,33 @@ impl Tensor {
             Some(op) => x.conv2d_act(weight, bias, p, op),
             None => x.conv2d(weight, bias, p),
         }
+    }
+
+    /// `act(conv2d(weight, bias, p)) + residual` (`residual` of the output's shape, YOLO's
+    /// bottleneck shortcut): when nothing records it, the CPU kernels add it to each finished
+    /// piece of output (no separate pass over the result); otherwise the recorded ops.
+    pub fn conv2d_act_add(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: UnaryOp,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let g = conv_geom(self, weight, bias, &p)?;
+        let shape = [g.n, g.c_out, g.oh, g.ow];
+        if records(&[self, weight, residual], bias) || residual.shape() != shape {
+            // (a residual of another shape broadcasts, or is the add's error)
+            return self.conv2d_act(weight, bias, p, act)?.add(residual);
+        }
+        same_device("conv2d_act_add", self, residual)?;
+        let out = {
+            let b = bias.map(|b| b.storage());
+            let r = residual.storage();
+            self.storage()
+                .conv2d(&weight.storage(), b.as_deref(), &g, Some(act), Some(&r))
+        };
+        Ok(Tensor::make(out, shape.to_vec(), None))
     }
 
     /// A 1×1 stride-1 convolution whose `heads`·k output channels come out N×heads×H×W×k:
@@ -222,7 +249,7 @@ impl Tensor {
         let out = {
             let b = bias.map(|b| b.storage());
             self.storage()
-                .conv2d(&weight.storage(), b.as_deref(), &g, None)
+                .conv2d(&weight.storage(), b.as_deref(), &g, None, None)
         };
         let mut inputs = vec![self.clone(), weight.clone()];
         if let Some(b) = bias {
