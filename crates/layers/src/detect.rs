@@ -224,14 +224,19 @@ impl Detect {
                         .iter()
                         .map(|a| a * st)
                         .collect();
-                    for (row, v) in img_rows.by_ref().take(na * ny * nx).enumerate() {
-                        let (a, cell) = (row / (ny * nx), row % (ny * nx));
-                        let (gx, gy) = ((cell % nx) as f32 - 0.5, (cell / nx) as f32 - 0.5);
-                        v[0] = (v[0] * 2.0 + gx) * st;
-                        v[1] = (v[1] * 2.0 + gy) * st;
-                        let (w, h) = (v[2] * 2.0, v[3] * 2.0);
-                        v[2] = w * w * ag[a * 2];
-                        v[3] = h * h * ag[a * 2 + 1];
+                    // Rows in (anchor, y, x) order, counted without divisions.
+                    for a in 0..na {
+                        for y in 0..ny {
+                            let gy = y as f32 - 0.5;
+                            for (x, v) in img_rows.by_ref().take(nx).enumerate() {
+                                let gx = x as f32 - 0.5;
+                                v[0] = (v[0] * 2.0 + gx) * st;
+                                v[1] = (v[1] * 2.0 + gy) * st;
+                                let (w, h) = (v[2] * 2.0, v[3] * 2.0);
+                                v[2] = w * w * ag[a * 2];
+                                v[3] = h * h * ag[a * 2 + 1];
+                            }
+                        }
                     }
                 }
             }
