@@ -565,7 +565,6 @@ impl Tensor {
     }
 }
 
-/// Validates a convolution call and derives its geometry.
 /// The geometry of [`Tensor::concat_conv2d`]'s in-place path, when it applies: two or more
 /// N×Cᵢ×H×W parts, nothing recording, everything on the CPU, a 1×1 stride-1 unpadded
 /// ungrouped weight of ΣCᵢ inputs and a fitting bias. Anything else (errors included) takes
@@ -624,6 +623,7 @@ fn records(inputs: &[&Tensor], bias: Option<&Tensor>) -> bool {
         && (inputs.iter().any(|t| t.requires_grad()) || bias.is_some_and(|b| b.requires_grad()))
 }
 
+/// Validates a convolution call and derives its geometry.
 fn conv_geom(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<ConvGeom> {
     let (n, c_in, h, wd) = dims4("conv2d", x)?;
     same_device("conv2d", x, w)?;
