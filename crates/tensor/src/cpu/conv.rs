@@ -290,7 +290,7 @@ pub(crate) fn forward(
             let len = out.len();
             let chunk = len.div_ceil(forward_tasks()).max(1);
             super::par_chunks_mut(&mut out, chunk, |i, y| {
-                // SAFETY: chunk i is this task's, output elements i·chunk…
+                // SAFETY: chunk i (output elements from i·chunk) is this task's alone.
                 unsafe { epi.rows(y.as_mut_ptr(), i * chunk, 1, y.len(), 0) }
             });
         }
@@ -479,8 +479,8 @@ pub(crate) fn pointwise_heads(
         use super::convgemm::{k_blocks, mr, multiply, Panel};
         let mr = mr();
         let wide = per.next_multiple_of(mr);
-        // Head h's weights as [c][wide], zero past k (kept across inference calls: a fresh
-        // buffer each call was 3 % of yolov5s@640 in page faults).
+        // Head h's weights as [c][wide], zero past k (kept across inference calls, like the
+        // other packed forms).
         let form = super::packed::Form::Heads { heads, wide };
         let wt = super::packed::packed(form, w, w_stamp, || {
             let mut wt = vec![0.0f32; heads * cin * wide];
