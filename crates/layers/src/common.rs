@@ -397,7 +397,7 @@ impl Conv {
     /// `forward(x) + residual`; once fused (no BN) with a pointwise activation, the sum is
     /// added by the convolution's kernels ([`Tensor::conv2d_act_add`]).
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
-        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
+        if let Some(op) = self.fused_op() {
             return self.conv.forward_act_add(x, op, residual);
         }
         Ok(residual.add(&Module::forward(self, x, train)?)?)
@@ -409,7 +409,16 @@ impl Conv {
         let records = yolo_tensor::is_grad_enabled()
             && (self.conv.weight.requires_grad()
                 || self.conv.bias.as_ref().is_some_and(|b| b.requires_grad()));
-        self.bn.is_none() && self.act.unary_op().is_some() && !records
+        self.fused_op().is_some() && !records
+    }
+
+    /// The activation the convolution's kernels can apply themselves: once fused (no BN) and
+    /// when it is one pointwise op.
+    fn fused_op(&self) -> Option<yolo_tensor::UnaryOp> {
+        if self.bn.is_some() {
+            return None;
+        }
+        self.act.unary_op()
     }
 }
 
@@ -434,7 +443,7 @@ pub fn fold_bn(conv: &mut Conv2d, bn: &BatchNorm2d) -> Result<()> {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
+        if let Some(op) = self.fused_op() {
             // Fused (no BN): the activation inside the convolution's kernels.
             return self.conv.forward_act(x, op);
         }
@@ -452,7 +461,7 @@ impl Module for Conv {
     /// Once fused (no BN) with a pointwise activation, a 1×1 convolution reads the parts in
     /// place where it can ([`Tensor::concat_conv2d`]).
     fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
-        if let (None, Some(op)) = (&self.bn, self.act.unary_op()) {
+        if let Some(op) = self.fused_op() {
             let c = &self.conv;
             let y = Tensor::concat_conv2d(parts, &c.weight, c.bias.as_ref(), c.params, Some(op))?;
             c.count_flops(&y);

@@ -197,7 +197,7 @@ impl Detect {
         })
     }
 
-    /// [`Detect::decode_levels`]'s predictions on the CPU when nothing records them: every
+    /// [`Detect::decode_raw`]'s predictions on the CPU when nothing records them: every
     /// level's rows go through the sigmoid straight into the joined N×(Σ na·ny·nx)×no buffer
     /// (one pass, `Tensor::concat_unary`), then the box arithmetic runs in place on each row's
     /// first four values (instead of eight whole-tensor ops per level and a concat).

@@ -51,6 +51,15 @@ fn host(s: &Storage) -> Cow<'_, [f32]> {
     }
 }
 
+/// The stamp under which the convolution kernels keep packed forms of the weights `w`: on the
+/// CPU without autograd recording (inference), else none (training changes them every step).
+fn packing_stamp(w: &Storage) -> Option<u64> {
+    match w {
+        Storage::Cpu(wb) if !crate::is_grad_enabled() => Some(wb.stamp()),
+        _ => None,
+    }
+}
+
 /// `s` as device data on `gpu` (uploaded when it lives elsewhere).
 fn dev<'a>(s: &'a Storage, gpu: &Arc<Gpu>) -> Cow<'a, CudaBuf> {
     match s {
@@ -370,11 +379,7 @@ impl Storage {
         match self {
             Storage::Cpu(x) => {
                 let b = bias.map(host);
-                // Without autograd recording (inference) the weights' packed forms are kept.
-                let stamp = match w {
-                    Storage::Cpu(wb) if !crate::is_grad_enabled() => Some(wb.stamp()),
-                    _ => None,
-                };
+                let stamp = packing_stamp(w);
                 let res = add.map(host);
                 let epi = cpu::Epilogue {
                     act,
@@ -433,10 +438,7 @@ impl Storage {
         heads: usize,
     ) -> Storage {
         let b = bias.map(host);
-        let stamp = match w {
-            Storage::Cpu(wb) if !crate::is_grad_enabled() => Some(wb.stamp()),
-            _ => None,
-        };
+        let stamp = packing_stamp(w);
         let y = cpu::conv::pointwise_heads(&host(self), &host(w), stamp, b.as_deref(), g, heads);
         Storage::Cpu(y.into())
     }

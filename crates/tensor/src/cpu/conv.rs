@@ -274,6 +274,14 @@ fn forward_tasks() -> usize {
     crate::threads::num_threads()
 }
 
+/// Units (output channels, heads) per task when `pairs` (image, band) pairs are split
+/// further so that the threads get [`forward_tasks`] tasks: all of them when the pairs
+/// suffice, else an equal share in multiples of `multiple` (the 1×1 GEMM's tile rows).
+fn units_per_task(units: usize, multiple: usize, pairs: usize) -> usize {
+    let parts = forward_tasks().div_ceil(pairs.max(1)).max(1);
+    units.div_ceil(parts).next_multiple_of(multiple)
+}
+
 /// Forward convolution: `x` is N×C×H×W, `w` is Cout×(C/groups)×kh×kw; with `w_stamp` (see
 /// [`super::packed`]) the weights' packed forms are kept for later calls.
 pub(crate) fn forward(
@@ -319,10 +327,9 @@ pub(crate) fn forward(
     // With several threads, too few pixel bands (the deep layers' 10×10 maps are one band)
     // also split the output channels, in multiples of the microkernel's rows; each part packs
     // its band itself (so one thread keeps one part).
-    let per = if own && crate::threads::num_threads() > 1 {
-        let parts = forward_tasks().div_ceil(others * bands.len()).max(1);
+    let per = if own {
         let nr = super::convgemm::nr(super::convgemm::mr());
-        cout_g.div_ceil(parts).next_multiple_of(nr)
+        units_per_task(cout_g, nr, others * bands.len())
     } else {
         cout_g
     };
@@ -426,13 +433,8 @@ pub(crate) fn forward_parts(
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     let outp = SharedMut(out.as_mut_ptr());
     let bands = pointwise_bands(g, g.n, forward_tasks());
-    let per = if crate::threads::num_threads() > 1 {
-        let parts = forward_tasks().div_ceil(g.n * bands.len()).max(1);
-        let nr = super::convgemm::nr(super::convgemm::mr());
-        cout.div_ceil(parts).next_multiple_of(nr)
-    } else {
-        cout
-    };
+    let nr = super::convgemm::nr(super::convgemm::mr());
+    let per = units_per_task(cout, nr, g.n * bands.len());
     let chunks = cout.div_ceil(per);
     let tasks = task_list(g.n, 1, bands.len() * chunks);
     crate::threads::par_for(tasks.len(), |ti| {
@@ -494,12 +496,7 @@ pub(crate) fn pointwise_heads(
         let bands = pointwise_bands(g, g.n, forward_tasks());
         // Too few bands for the threads (small maps): the heads split between tasks too
         // (each transposing the band itself).
-        let pairs = g.n * bands.len();
-        let per_task = if pairs < forward_tasks() {
-            heads.div_ceil(forward_tasks().div_ceil(pairs))
-        } else {
-            heads
-        };
+        let per_task = units_per_task(heads, 1, g.n * bands.len());
         let parts = heads.div_ceil(per_task);
         let tasks = task_list(g.n, 1, bands.len() * parts);
         crate::threads::par_for(tasks.len(), |ti| {

@@ -306,14 +306,11 @@ pub(crate) fn forward(
             };
             let store = |b: usize, q0: usize, tile: &mut [f32]| {
                 let b = b0 + b;
-                epi.tile(tile);
                 // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
                 // task's alone; the CPU has AVX2.
                 unsafe {
                     let at = (n * cout + b * OB) * ohw + oy0 * g.ow + q0;
-                    let dst = outp.get().add(at);
-                    store_tile(tile, tile.len() / OB, dst, ohw);
-                    epi.add_rows(dst, at, OB, tile.len() / OB, ohw);
+                    store_tile_with(epi, tile, tile.len() / OB, (outp.get().add(at), at), ohw);
                 }
             };
             blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, store);
@@ -680,6 +677,24 @@ unsafe fn store16<const N: usize>(
         _mm256_storeu_ps(dst.add(j * OB), lo[j]);
         _mm256_storeu_ps(dst.add(j * OB + 8), hi[j]);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// [`store_tile`] through the epilogue: its activation on the tile, then its residual added
+/// to the stored rows (`at`: `dst`'s element offset in the output).
+///
+/// # Safety
+/// As [`store_tile`], and those rows are the caller's alone.
+pub(super) unsafe fn store_tile_with(
+    epi: super::Epilogue<'_>,
+    tile: &mut [f32],
+    ow: usize,
+    (dst, at): (*mut f32, usize),
+    rs: usize,
+) {
+    epi.tile(&mut tile[..ow * OB]);
+    store_tile(tile, ow, dst, rs);
+    epi.add_rows(dst, at, OB, ow, rs);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -226,11 +226,7 @@ pub(crate) fn par_chunks_mut(
 
 /// `dst[i] += src[i]` in place (gradient accumulation without a new buffer).
 pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
-    par_chunks1(src, dst, |s, d| {
-        for (a, b) in d.iter_mut().zip(s) {
-            *a += b;
-        }
-    });
+    par_chunks1(src, dst, |s, d| simd::add_assign(d, s));
 }
 
 fn par_map2<F: Fn(f32, f32) -> f32 + Sync + Send>(a: &[f32], b: &[f32], y: &mut [f32], f: F) {

@@ -568,10 +568,8 @@ unsafe fn output_transform(
         let oy = 2 * (ty0 + r);
         for (j, row) in [(0, &mut *r0), (1, &mut *r1)] {
             if oy + j < oh {
-                epi.tile(&mut row[..ow * OB]);
                 let y = (oy + j) * ow;
-                super::direct::store_tile(row, ow, dst.add(y), ohw);
-                epi.add_rows(dst.add(y), at + y, OB, ow, ohw);
+                super::direct::store_tile_with(epi, row, ow, (dst.add(y), at + y), ohw);
             }
         }
     }

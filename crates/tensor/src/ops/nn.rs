@@ -128,17 +128,29 @@ impl Tensor {
         p: Conv2dParams,
         act: UnaryOp,
     ) -> Result<Tensor> {
-        let records = records(&[self, weight], bias);
-        if records {
+        if records(&[self, weight], bias) {
             return Ok(self.conv2d(weight, bias, p)?.unary(act));
         }
         let g = conv_geom(self, weight, bias, &p)?;
-        let out = {
-            let b = bias.map(|b| b.storage());
+        Ok(self.conv2d_unrecorded(weight, bias, &g, act, None))
+    }
+
+    /// The convolution `g` (checked) through the kernels' epilogue, `act` then `residual`
+    /// added, recording nothing: [`Tensor::conv2d_act`] and [`Tensor::conv2d_act_add`].
+    fn conv2d_unrecorded(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        g: &ConvGeom,
+        act: UnaryOp,
+        residual: Option<&Tensor>,
+    ) -> Tensor {
+        let b = bias.map(|b| b.storage());
+        let r = residual.map(|r| r.storage());
+        let out =
             self.storage()
-                .conv2d(&weight.storage(), b.as_deref(), &g, Some(act), None)
-        };
-        Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None))
+                .conv2d(&weight.storage(), b.as_deref(), g, Some(act), r.as_deref());
+        Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None)
     }
 
     /// `conv2d(concat(parts, 1), weight, bias, p)`, then `act` when given. A 1×1 convolution
@@ -190,13 +202,7 @@ impl Tensor {
             return self.conv2d_act(weight, bias, p, act)?.add(residual);
         }
         same_device("conv2d_act_add", self, residual)?;
-        let out = {
-            let b = bias.map(|b| b.storage());
-            let r = residual.storage();
-            self.storage()
-                .conv2d(&weight.storage(), b.as_deref(), &g, Some(act), Some(&r))
-        };
-        Ok(Tensor::make(out, shape.to_vec(), None))
+        Ok(self.conv2d_unrecorded(weight, bias, &g, act, Some(residual)))
     }
 
     /// A 1×1 stride-1 convolution whose `heads`·k output channels come out N×heads×H×W×k:
