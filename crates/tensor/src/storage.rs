@@ -426,7 +426,9 @@ impl Storage {
             .map(|(h, p)| (&h[..], p.1))
             .collect();
         let b = bias.map(host);
-        Storage::Cpu(cpu::conv::forward_parts(&srcs, &host(w), b.as_deref(), g, act).into())
+        let stamp = packing_stamp(w);
+        let y = cpu::conv::forward_parts(&srcs, &host(w), stamp, b.as_deref(), g, act);
+        Storage::Cpu(y.into())
     }
 
     /// The 1×1 convolution `g` stored N×heads×H×W×(Cout/heads) ([`cpu::conv::pointwise_heads`]).

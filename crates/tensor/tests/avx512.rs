@@ -1,5 +1,6 @@
 //! The AVX-512 microkernels against the AVX2 ones, in one process (`set_avx512`): the 1×1
-//! GEMM (full and partial 48-pixel tiles, channel counts off the 8-row tile), the direct
+//! GEMM (full and partial 48-pixel tiles, channel counts off the 8-row tile), 1×1
+//! convolutions on small maps through the direct kernels (143 and 63 pixels), the direct
 //! kernel at strides 1 and 2 (groups of up to 12 pixels per row, rows shorter and longer than
 //! a group; one block of 16 channels, pairs of blocks, and a pair plus one), Winograd's
 //! products (pairs, a pair then one, more than one chunk of input channels) and input

@@ -203,6 +203,22 @@ fn conv2d_matches_naive() {
             },
         ),
         (
+            // A small map (≤ 256 pixels, whole blocks of 16 output channels): the direct
+            // kernels with the pixels as one row; a pair of blocks and a single one, input
+            // channels past one 128-channel chunk.
+            "1x1 small map direct",
+            Conv {
+                n: 2,
+                c: 150,
+                h: 9,
+                w: 11,
+                co: 48,
+                k: (1, 1),
+                p: Conv2dParams::new(1, 0),
+                tol: 1e-5,
+            },
+        ),
+        (
             // More than one 256-deep reduction block.
             "1x1 own gemm k blocks",
             Conv {
@@ -458,6 +474,9 @@ fn conv2d_same_result_at_any_thread_count() {
     let w1 = t(uniform(68 * 40, -1.0, 1.0, 9), &[68, 40, 1, 1]);
     let w3 = t(uniform(64 * 40 * 9, -1.0, 1.0, 10), &[64, 40, 3, 3]);
     let b = t(uniform(68, -1.0, 1.0, 11), &[68]);
+    // Whole blocks of 16: the small-map 1×1 path, its blocks split between threads.
+    let w1b = t(uniform(64 * 40, -1.0, 1.0, 12), &[64, 40, 1, 1]);
+    let b64 = t(uniform(64, -1.0, 1.0, 13), &[64]);
     let run = || {
         let _g = yolo_tensor::no_grad();
         let mut v: Vec<Vec<f32>> = [&w8, &w16]
@@ -465,6 +484,11 @@ fn conv2d_same_result_at_any_thread_count() {
             .into();
         v.push(
             xs.conv2d(&w1, Some(&b), Conv2dParams::new(1, 0))
+                .unwrap()
+                .to_vec(),
+        );
+        v.push(
+            xs.conv2d(&w1b, Some(&b64), Conv2dParams::new(1, 0))
                 .unwrap()
                 .to_vec(),
         );
@@ -875,11 +899,14 @@ fn conv2d_act_equals_conv_then_act() {
 #[test]
 fn concat_conv2d_matches_naive_and_the_joined_conv() {
     // (channels of each part, c_out, hw)
-    let cases: [(&[usize], usize, usize); 4] = [
+    // The first, third and last: small maps in whole blocks of 16, the direct kernels' 1×1
+    // path (chunks of 128 input channels never spanning two parts).
+    let cases: [(&[usize], usize, usize); 5] = [
         (&[16, 16], 32, 13),
         (&[64, 64, 64, 64], 24, 10),
         (&[200, 120], 16, 7),
         (&[8, 24, 16], 40, 50),
+        (&[256, 100, 156], 80, 10),
     ];
     for (chans, co, hw) in cases {
         let n = 2;

@@ -312,6 +312,11 @@ pub(crate) fn forward(
     if super::direct::enabled(g) {
         return super::direct::forward(x, w, w_stamp, bias, g, epi, forward_tasks());
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::pointwise_enabled(g) {
+        let parts = [(x, g.c_in)];
+        return super::direct::pointwise(&parts, w, w_stamp, bias, g, epi, forward_tasks());
+    }
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * g.c_out * ohw);
     let (cout_g, k) = (g.cout_g(), g.k());
@@ -417,16 +422,21 @@ pub(crate) fn parts_enabled(g: &ConvGeom) -> bool {
 /// The 1×1 convolution ([`parts_enabled`]) of the channel concatenation of `parts` (each
 /// N×Cᵢ×H×W with its Cᵢ; ΣCᵢ = `g.c_in`), then `act`: each part's rows are the reduction's
 /// next blocks, read in place, so the concatenation is never written (YOLO's C3 and SPPF end
-/// in a 1×1 convolution of a concat).
+/// in a 1×1 convolution of a concat); `w_stamp` as in [`forward`].
 pub(crate) fn forward_parts(
     parts: &[(&[f32], usize)],
     w: &[f32],
+    w_stamp: Option<u64>,
     bias: Option<&[f32]>,
     g: &ConvGeom,
     act: Option<UnaryOp>,
 ) -> Vec<f32> {
     debug_assert!(parts_enabled(g));
     let epi = super::Epilogue { act, add: None };
+    #[cfg(target_arch = "x86_64")]
+    if super::direct::pointwise_enabled(g) {
+        return super::direct::pointwise(parts, w, w_stamp, bias, g, epi, forward_tasks());
+    }
     debug_assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), g.c_in);
     let ohw = g.oh * g.ow;
     let (cout, k) = (g.c_out, g.k());

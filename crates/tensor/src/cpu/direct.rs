@@ -15,6 +15,10 @@
 //! from one pointer, and two channel blocks run per pass ([`conv_pixels_pair`], one
 //! broadcast feeding both blocks: 24 accumulators). Winograd's products take the same pass.
 //!
+//! 1×1 convolutions on small maps ([`pointwise`], ≤ 256 pixels) take the same kernels with an
+//! image's pixels as one row read in place (no slab): the 1×1 GEMM's 48-pixel strips leave
+//! most of a tile empty there (10 × 10 = two strips and 4 pixels on a 16-lane tile).
+//!
 //! Weight gradient: the same 12 accumulators hold 6 (input channel, tap) pairs × 16 output
 //! channels, summed over every output pixel of the task (dy transposed to pixel-major per
 //! group of pixels, the input broadcast from the same padded rows).
@@ -240,6 +244,43 @@ pub(super) fn fill_slab(
     }
 }
 
+/// The weights `w` (`nb`·16 rows of `k`) as `[block][k][16]`, each k's 16 weights one
+/// 64-byte line; kept in the packed cache under `w_stamp`.
+fn packed_weights(w: &[f32], w_stamp: Option<u64>, nb: usize, k: usize) -> PackedBlocks {
+    let wbuf = super::packed::packed(super::packed::Form::Direct, w, w_stamp, || {
+        let mut wbuf = vec![0.0f32; nb * k * OB + 16];
+        let w0 = wbuf.as_ptr().align_offset(64).min(16);
+        crate::threads::install(|| {
+            wbuf[w0..w0 + nb * k * OB]
+                .par_chunks_mut(k * OB)
+                .enumerate()
+                .for_each(|(b, dst)| {
+                    super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k)
+                })
+        });
+        wbuf
+    });
+    PackedBlocks {
+        buf: wbuf,
+        len: nb * k * OB,
+    }
+}
+
+/// Packed `[block][k][16]` weights ([`packed_weights`]).
+struct PackedBlocks {
+    buf: std::sync::Arc<Vec<f32>>,
+    len: usize,
+}
+
+impl PackedBlocks {
+    /// The weights from their 64-byte-aligned start (the Vec kept in the cache never moves, so
+    /// that start is the one packed).
+    fn get(&self) -> &[f32] {
+        let w0 = self.buf.as_ptr().align_offset(64).min(16);
+        &self.buf[w0..w0 + self.len]
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 /// Forward convolution (see [`enabled`] for which): `x` is N×C×H×W, `w` is Cout×C×kh×kw;
 /// `w_stamp` as in [`super::conv::forward`].
@@ -256,23 +297,8 @@ pub(crate) fn forward(
     let (sh, sw) = g.p.stride;
     let (kk, k) = (kh * kw, cin * kh * kw);
     let nb = cout / OB;
-    // Weights as [block][k][16], the start 64-byte aligned: each k's 16 weights one line.
-    let wbuf = super::packed::packed(super::packed::Form::Direct, w, w_stamp, || {
-        let mut wbuf = vec![0.0f32; nb * k * OB + 16];
-        let w0 = wbuf.as_ptr().align_offset(64).min(16);
-        crate::threads::install(|| {
-            wbuf[w0..w0 + nb * k * OB]
-                .par_chunks_mut(k * OB)
-                .enumerate()
-                .for_each(|(b, dst)| {
-                    super::simd::transpose(&w[b * OB * k..(b + 1) * OB * k], k, dst, OB, OB, k)
-                })
-        });
-        wbuf
-    });
-    // The Vec kept in the cache never moves, so the aligned start is the one packed above.
-    let w0 = wbuf.as_ptr().align_offset(64).min(16);
-    let wpk = &wbuf[w0..w0 + nb * k * OB];
+    let packed = packed_weights(w, w_stamp, nb, k);
+    let wpk = packed.get();
     let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
     let Slabs {
         wp,
@@ -313,7 +339,99 @@ pub(crate) fn forward(
                     store_tile_with(epi, tile, tile.len() / OB, (outp.get().add(at), at), ohw);
                 }
             };
-            blocks.run(slab, pix, (oy1 - oy0) * g.ow, tile, store);
+            blocks.run(&[(slab, cin)], pix, (oy1 - oy0) * g.ow, tile, store);
+        });
+    });
+    out
+}
+
+/// Largest map (output pixels) whose 1×1 convolutions take [`pointwise`] rather than the 1×1
+/// GEMM: 256 (`YOLO_POINTWISE_SMALL=n` for measurements, 0 for none). One thread, alone:
+/// 10 × 10 1024→512 0.71 against 0.91 ms, 512→256 0.21 against 0.24; 20 × 20 level.
+fn pointwise_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("YOLO_POINTWISE_SMALL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+    })
+}
+
+/// Whether the 1×1 convolution `g` takes [`pointwise`]: a small map on AVX-512, ungrouped,
+/// whole blocks of output channels.
+pub(crate) fn pointwise_enabled(g: &ConvGeom) -> bool {
+    direct_on()
+        && g.is_pointwise()
+        && g.p.groups == 1
+        && g.c_out.is_multiple_of(OB)
+        && g.oh * g.ow > 0
+        && g.oh * g.ow <= pointwise_max()
+        && has_avx2_fma()
+}
+
+#[cfg(target_arch = "x86_64")]
+/// A 1×1 convolution ([`pointwise_enabled`]) of the channel concatenation of `parts` (each
+/// N×Cᵢ×H×W with its Cᵢ; one part for a plain convolution) by the direct kernels: each
+/// image's pixels are one flat row, pixels broadcast and 16 output channels per register, so
+/// a small map fills every vector (a 10 × 10 map in the 1×1 GEMM's 48-pixel strips leaves a
+/// 4-pixel strip on a 16-lane tile).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pointwise(
+    parts: &[(&[f32], usize)],
+    w: &[f32],
+    w_stamp: Option<u64>,
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+    epi: super::Epilogue<'_>,
+    min_tasks: usize,
+) -> Vec<f32> {
+    let (cin, cout) = (g.c_in, g.c_out);
+    debug_assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), cin);
+    let nb = cout / OB;
+    let packed = packed_weights(w, w_stamp, nb, cin);
+    let wpk = packed.get();
+    let biasv: Vec<f32> = bias.map_or_else(|| vec![0.0; cout], |b| b.to_vec());
+    let ohw = g.oh * g.ow;
+    // Each source's channels at plane strides from its own start.
+    let offs: Vec<isize> = parts
+        .iter()
+        .flat_map(|&(_, ci)| (0..ci).map(move |c| (c * ohw) as isize))
+        .collect();
+    let Work { per, tasks, .. } = split_work(1, g.n, nb, min_tasks, |_| true);
+    let mut out = super::buffer::alloc(g.n * cout * ohw);
+    let outp = super::conv::SharedMut(out.as_mut_ptr());
+    crate::threads::par_for(tasks.len(), |ti| {
+        let (n, _, part) = tasks[ti];
+        let (b0, b1) = (part * per, ((part + 1) * per).min(nb));
+        let srcs: Vec<(&[f32], usize)> = parts
+            .iter()
+            .map(|&(x, ci)| (&x[n * ci * ohw..(n + 1) * ci * ohw], ci))
+            .collect();
+        BUFS.with(|bufs| {
+            let (_, tile) = &mut *bufs.borrow_mut();
+            reserve(tile, 2 * TILE_BUDGET.max(PX * OB));
+            let pix = PixMap {
+                ow: ohw,
+                row_step: 0,
+                sw: 1,
+            };
+            let blocks = Blocks {
+                w: &wpk[b0 * cin * OB..b1 * cin * OB],
+                bias: &biasv[b0 * OB..b1 * OB],
+                offs: &offs,
+                taps: 1,
+            };
+            let store = |b: usize, q0: usize, tile: &mut [f32]| {
+                let b = b0 + b;
+                // SAFETY: pixels q0.. of channels b·16.. of image n are this task's alone;
+                // the CPU has AVX2.
+                unsafe {
+                    let at = (n * cout + b * OB) * ohw + q0;
+                    store_tile_with(epi, tile, tile.len() / OB, (outp.get().add(at), at), ohw);
+                }
+            };
+            blocks.run(&srcs, pix, ohw, tile, store);
         });
     });
     out
@@ -335,13 +453,15 @@ struct Blocks<'a> {
 
 #[cfg(target_arch = "x86_64")]
 impl Blocks<'_> {
-    /// For every block, the `px` output pixels reading `src` through `pix`, in groups whose
+    /// For every block, the `px` output pixels reading `srcs` (the source channels in order,
+    /// each source with its channel count; `offs` within a source relative to its start)
+    /// through `pix`, in groups whose
     /// tiles fit L1 next to one chunk of source channels' weights (so that chunk stays in L1
     /// over the group); `store(block, q0, tile)` takes each finished group (`tile` is its
     /// pixels × 16).
     fn run(
         &self,
-        src: &[f32],
+        srcs: &[(&[f32], usize)],
         pix: PixMap,
         px: usize,
         tile: &mut [f32],
@@ -349,6 +469,7 @@ impl Blocks<'_> {
     ) {
         let k = self.offs.len();
         let channels = k / self.taps;
+        debug_assert_eq!(srcs.iter().map(|s| s.1).sum::<usize>(), channels);
         let group = (TILE_BUDGET / OB).max(PX);
         let nb = self.bias.len() / OB;
         let pairs = wide(pix);
@@ -369,8 +490,16 @@ impl Blocks<'_> {
             });
             for q0 in (0..px).step_by(group) {
                 let q1 = (q0 + group).min(px);
-                for c0 in (0..channels).step_by(chunk) {
-                    let c1 = (c0 + chunk).min(channels);
+                // Chunks never span two sources (each source's offsets are its own).
+                let mut s0 = 0;
+                let chunks = srcs.iter().flat_map(|&(src, cs)| {
+                    let start = s0;
+                    s0 += cs;
+                    (start..start + cs)
+                        .step_by(chunk)
+                        .map(move |c0| (src, c0, (c0 + chunk).min(start + cs)))
+                });
+                for (src, c0, c1) in chunks {
                     let offs = &self.offs[c0 * self.taps..c1 * self.taps];
                     let wc = &wb[c0 * self.taps * OB..];
                     // SAFETY: every pixel's reads (its offset through `pix` + offs[kk]) stay
