@@ -206,9 +206,20 @@ unsafe fn multiply_512(
     multiply_mr::<MR512, NR512>(cout, t, kb, w, b, c, c_rs, first, bias, kernels)
 }
 
-/// One R × MR tile kernel: `(kcl, row streams, strip, strip row stride, c, c_rs, acc, init)`.
-type Kernel<const R: usize> =
-    unsafe fn(usize, [*const f32; R], *const f32, usize, *mut f32, usize, bool, &[f32; R]);
+/// One R × MR tile kernel: `(kcl, row streams, strip, strip row stride, c, c_rs, acc, init,
+/// next)`; `next`, when not null, is the next strip's start, whose rows the kernel may
+/// prefetch as it goes (one strip row per reduction step, at the same row stride).
+type Kernel<const R: usize> = unsafe fn(
+    usize,
+    [*const f32; R],
+    *const f32,
+    usize,
+    *mut f32,
+    usize,
+    bool,
+    &[f32; R],
+    *const f32,
+);
 
 /// The body of [`multiply`] for tiles of `R` channels × `MR` pixels and their microkernels:
 /// `kernels[v]` computes the tile's first `(v + 1)·MR/3` pixels (a partial last strip takes
@@ -229,8 +240,17 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
     kernels: [Kernel<R>; 3],
 ) {
     let mut tile = [0.0f32; NR512 * MR512];
-    for s in 0..t.div_ceil(MR) {
+    let strips = t.div_ceil(MR);
+    for s in 0..strips {
         let bs = b.ptr.add(s * b.strip);
+        // Rows read in place lie a whole input plane apart, beyond the hardware prefetchers'
+        // reach: the strip's first tile prefetches the next whole strip's rows (its other
+        // tiles then find them in L1).
+        let next = if b.strip == MR && s + 1 < strips && (s + 2) * MR <= t {
+            bs.wrapping_add(MR)
+        } else {
+            std::ptr::null()
+        };
         let p0 = s * MR;
         let pw = MR.min(t - p0);
         for co0 in (0..cout).step_by(R) {
@@ -245,12 +265,13 @@ unsafe fn multiply_mr<const MR: usize, const R: usize>(
                 init[..rows].copy_from_slice(&bias[co0..co0 + rows]);
             }
             let cp = c.add(co0 * c_rs + p0);
+            let pf = if co0 == 0 { next } else { std::ptr::null() };
             if rows == R && pw == MR {
-                kernels[2](kcl, a, bs, b.rs, cp, c_rs, !first, &init);
+                kernels[2](kcl, a, bs, b.rs, cp, c_rs, !first, &init, pf);
                 continue;
             }
             let narrow = kernels[(pw - 1) / (MR / 3)];
-            narrow(kcl, a, bs, b.rs, tile.as_mut_ptr(), MR, false, &init);
+            narrow(kcl, a, bs, b.rs, tile.as_mut_ptr(), MR, false, &init, pf);
             for r in 0..rows {
                 let dst = std::slice::from_raw_parts_mut(cp.add(r * c_rs), pw);
                 let src = &tile[r * MR..r * MR + pw];
@@ -280,6 +301,7 @@ unsafe fn kernel(
     c_rs: usize,
     acc: bool,
     init: &[f32; NR],
+    _next: *const f32,
 ) {
     use std::arch::x86_64::*;
     let z = _mm256_setzero_ps();
@@ -378,20 +400,14 @@ unsafe fn kernel512<const V: usize>(
     c_rs: usize,
     acc: bool,
     init: &[f32; NR512],
+    next: *const f32,
 ) {
     use std::arch::x86_64::*;
-    let mut r = [[_mm512_setzero_ps(); V]; NR512];
-    let mut bp = b;
-    for kk in 0..kcl {
-        let bv: [__m512; V] = std::array::from_fn(|j| _mm512_loadu_ps(bp.add(16 * j)));
-        for (row, ap) in r.iter_mut().zip(&a) {
-            let s = _mm512_set1_ps(*ap.add(kk));
-            for (v, bj) in row.iter_mut().zip(&bv) {
-                *v = _mm512_fmadd_ps(s, *bj, *v);
-            }
-        }
-        bp = bp.add(b_rs);
-    }
+    let r = if next.is_null() {
+        products512::<V, false>(kcl, a, b, b_rs, next)
+    } else {
+        products512::<V, true>(kcl, a, b, b_rs, next)
+    };
     for (i, row) in r.iter().enumerate() {
         let d = c.add(i * c_rs);
         for (j, v) in row.iter().enumerate() {
@@ -403,6 +419,40 @@ unsafe fn kernel512<const V: usize>(
             _mm512_storeu_ps(d.add(16 * j), _mm512_add_ps(base, *v));
         }
     }
+}
+
+/// [`kernel512`]'s sums; with `PF`, each step also prefetches row `kk` of the strip at `next`
+/// (its 48 floats: the lines of its first and last float and the two between).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn products512<const V: usize, const PF: bool>(
+    kcl: usize,
+    a: [*const f32; NR512],
+    b: *const f32,
+    b_rs: usize,
+    next: *const f32,
+) -> [[std::arch::x86_64::__m512; V]; NR512] {
+    use std::arch::x86_64::*;
+    let mut r = [[_mm512_setzero_ps(); V]; NR512];
+    let mut bp = b;
+    let mut np = next;
+    for kk in 0..kcl {
+        if PF {
+            for o in [0, 16, 32, 47] {
+                _mm_prefetch::<_MM_HINT_T0>(np.wrapping_add(o) as *const i8);
+            }
+            np = np.wrapping_add(b_rs);
+        }
+        let bv: [__m512; V] = std::array::from_fn(|j| _mm512_loadu_ps(bp.add(16 * j)));
+        for (row, ap) in r.iter_mut().zip(&a) {
+            let s = _mm512_set1_ps(*ap.add(kk));
+            for (v, bj) in row.iter_mut().zip(&bv) {
+                *v = _mm512_fmadd_ps(s, *bj, *v);
+            }
+        }
+        bp = bp.add(b_rs);
+    }
+    r
 }
 
 /// This GEMM for 1×1 convolutions, or the `gemm` crate's (`YOLO_CONV_GEMM=crate`).
