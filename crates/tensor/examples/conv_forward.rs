@@ -5,6 +5,7 @@
 //! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_forward`
 //! (`SHAPES=16,32,3,2,160 …` for one shape; `ACT=1` adds the SiLU after each convolution,
 //! `ACT=fused` the same inside it (`Tensor::conv2d_act`);
+//! `PARTS=n` feeds the input as n channel parts to `Tensor::concat_conv2d` (1×1 shapes);
 //! `FLUSH=1` writes a 128 MB buffer before each timed call, so the operands start out of
 //! cache as they do inside a whole network).
 
@@ -29,6 +30,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let act = std::env::var("ACT").ok();
+    // PARTS=n: the input as n channel parts through `Tensor::concat_conv2d` (1×1 only).
+    let nparts: usize = std::env::var("PARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let flush = std::env::var("FLUSH").is_ok();
     let mut big = vec![0.0f32; if flush { 32 << 20 } else { 0 }];
     let _g = yolo_tensor::no_grad();
@@ -42,6 +48,10 @@ fn main() {
         let p = Conv2dParams::new(st, k / 2);
         let oh = (hw + 2 * (k / 2) - k) / st + 1;
         let flops = 2.0 * (cin * cout * k * k * oh * oh) as f64;
+        let parts: Vec<Tensor> = (0..nparts)
+            .map(|i| tensor(&[1, cin / nparts.max(1), hw, hw], 10 + i as u64))
+            .collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
         let mut t = Vec::with_capacity(runs);
         for i in 0..runs + 5 {
             for (j, v) in big.iter_mut().enumerate() {
@@ -50,6 +60,10 @@ fn main() {
             std::hint::black_box(&big);
             let s = Instant::now();
             let y = yolo_tensor::in_pool(|| match act.as_deref() {
+                _ if nparts > 0 => {
+                    let op = act.as_ref().map(|_| yolo_tensor::UnaryOp::Silu);
+                    Tensor::concat_conv2d(&refs, &w, Some(&b), p, op).unwrap()
+                }
                 Some("fused") => x
                     .conv2d_act(&w, Some(&b), p, yolo_tensor::UnaryOp::Silu)
                     .unwrap(),
