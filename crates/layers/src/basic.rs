@@ -209,6 +209,18 @@ impl Module for C3 {
         let b = self.cv2.forward_cat(parts, train)?;
         self.cv3.forward_cat(&[&a, &b], train)
     }
+    fn forward_cat_up(&self, parts: &[(&Tensor, usize)], train: bool) -> Result<Tensor> {
+        // As forward_cat: cv1 and cv2 take the upsampled parts' products at their own size.
+        if !(self.cv1.joins_in_place() && self.cv2.joins_in_place()) {
+            let full = crate::module::upsampled(parts)?;
+            return self.forward_cat(&full.iter().collect::<Vec<_>>(), train);
+        }
+        let a = self
+            .m
+            .forward(&self.cv1.forward_cat_up(parts, train)?, train)?;
+        let b = self.cv2.forward_cat_up(parts, train)?;
+        self.cv3.forward_cat(&[&a, &b], train)
+    }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.cv1.visit(&join(prefix, "cv1"), f);
         self.cv2.visit(&join(prefix, "cv2"), f);
@@ -522,6 +534,9 @@ pub struct Upsample(pub usize);
 impl Module for Upsample {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.upsample_nearest2d(self.0, self.0)?)
+    }
+    fn upsample_factor(&self) -> Option<usize> {
+        Some(self.0)
     }
     fn visit(&self, _prefix: &str, _f: &mut Visitor<'_>) {}
     fn export_onnx(&self, g: &mut GraphBuilder, _prefix: &str, x: &Value) -> Result<Value> {

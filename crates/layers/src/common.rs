@@ -469,6 +469,19 @@ impl Module for Conv {
         }
         self.forward(&Tensor::concat(parts, 1)?, train)
     }
+    /// As [`Module::forward_cat`], the upsampled parts' products at their own size
+    /// ([`Tensor::concat_conv2d_up`]).
+    fn forward_cat_up(&self, parts: &[(&Tensor, usize)], train: bool) -> Result<Tensor> {
+        if let Some(op) = self.fused_op() {
+            let c = &self.conv;
+            let y =
+                Tensor::concat_conv2d_up(parts, &c.weight, c.bias.as_ref(), c.params, Some(op))?;
+            c.count_flops(&y);
+            return Ok(y);
+        }
+        let full = crate::module::upsampled(parts)?;
+        self.forward_cat(&full.iter().collect::<Vec<_>>(), train)
+    }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.conv.visit(&join(prefix, "conv"), f);
         if let Some(bn) = &self.bn {

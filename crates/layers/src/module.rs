@@ -26,6 +26,17 @@ pub fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+/// Each part upsampled (nearest) by its factor.
+pub fn upsampled(parts: &[(&Tensor, usize)]) -> Result<Vec<Tensor>> {
+    parts
+        .iter()
+        .map(|&(t, f)| match f {
+            1 => Ok(t.clone()),
+            f => Ok(t.upsample_nearest2d(f, f)?),
+        })
+        .collect()
+}
+
 /// A block with one input and one output.
 pub trait Module: fmt::Debug + Send + Sync {
     /// Runs the block; `train` selects batch statistics in BN and training-time behaviour.
@@ -40,6 +51,18 @@ pub trait Module: fmt::Debug + Send + Sync {
     /// place instead of a joined copy (the default joins them).
     fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
         self.forward(&Tensor::concat(parts, 1)?, train)
+    }
+    /// [`Module::forward_cat`] of parts each upsampled (nearest) by its factor, not yet
+    /// upsampled: blocks that open with 1×1 convolutions take those parts' products at their
+    /// own size (the default upsamples them).
+    fn forward_cat_up(&self, parts: &[(&Tensor, usize)], train: bool) -> Result<Tensor> {
+        let full = upsampled(parts)?;
+        self.forward_cat(&full.iter().collect::<Vec<_>>(), train)
+    }
+    /// The factor of a nearest upsampling block (both dimensions), which a model may hand
+    /// on not yet applied ([`Layer::run_joined_up`]).
+    fn upsample_factor(&self) -> Option<usize> {
+        None
     }
     /// Appends this block's inference graph to `g`, from `x` to the returned value, with its
     /// tensors as initializers named under `prefix` (the names [`Module::visit`] reports).
@@ -74,6 +97,16 @@ pub trait Layer: fmt::Debug + Send + Sync {
     fn run_joined(&self, parts: &[Tensor], train: bool) -> Result<Tensor> {
         let refs: Vec<&Tensor> = parts.iter().collect();
         self.run(&[Tensor::concat(&refs, 1)?], train)
+    }
+    /// [`Layer::run_joined`] of parts each upsampled (nearest) by its factor, not yet
+    /// upsampled (see [`Module::forward_cat_up`]).
+    fn run_joined_up(&self, parts: &[(Tensor, usize)], train: bool) -> Result<Tensor> {
+        let refs: Vec<(&Tensor, usize)> = parts.iter().map(|(t, f)| (t, *f)).collect();
+        self.run_joined(&upsampled(&refs)?, train)
+    }
+    /// The factor of a nearest upsampling node (see [`Module::upsample_factor`]).
+    fn upsample_factor(&self) -> Option<usize> {
+        None
     }
     /// Whether this node only joins N×C×H×W inputs along the channels (a `Concat` on
     /// dimension 1): a model may then hand the parts to the next node's
@@ -111,6 +144,13 @@ impl<M: Module> Layer for M {
     fn run_joined(&self, parts: &[Tensor], train: bool) -> Result<Tensor> {
         let refs: Vec<&Tensor> = parts.iter().collect();
         Module::forward_cat(self, &refs, train)
+    }
+    fn run_joined_up(&self, parts: &[(Tensor, usize)], train: bool) -> Result<Tensor> {
+        let refs: Vec<(&Tensor, usize)> = parts.iter().map(|(t, f)| (t, *f)).collect();
+        Module::forward_cat_up(self, &refs, train)
+    }
+    fn upsample_factor(&self) -> Option<usize> {
+        Module::upsample_factor(self)
     }
     fn visit_layer(&self, prefix: &str, f: &mut Visitor<'_>) {
         Module::visit(self, prefix, f)

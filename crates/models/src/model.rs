@@ -415,40 +415,74 @@ impl Model {
         let mut outs: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         let mut prev = x.clone();
         let last = self.nodes.len() - 1;
-        // A channel Concat whose only reader is the next row: its parts, not joined.
-        let mut joined: Option<Vec<Tensor>> = None;
+        // A channel Concat whose only reader is the next row: its parts, not joined (each with
+        // the factor of a nearest upsampling not yet applied to it).
+        let mut joined: Option<Vec<(Tensor, usize)>> = None;
+        // An upsampling row whose only reader is the next row, a channel Concat: (the row,
+        // its input, its factor), applied by that Concat's reader at the parts' own size, or
+        // when the Concat is not joined lazily.
+        let mut deferred: Option<(usize, Tensor, usize)> = None;
+        let row_err = |i: usize, e: yolo_layers::LayerError| ModelError::Row {
+            index: i,
+            module: self.nodes[i].module.clone(),
+            message: e.to_string(),
+            file: None,
+        };
         for (i, node) in self.nodes.iter().enumerate() {
             let start = times.is_some().then(std::time::Instant::now);
-            let inputs: Vec<Tensor> = node
+            let mut inputs: Vec<(Tensor, usize)> = node
                 .from
                 .iter()
-                .map(|f| match f {
-                    None => x.clone(),
-                    Some(j) if *j + 1 == i => prev.clone(),
-                    Some(j) => outs[*j].clone().expect("kept outputs are stored"),
+                .map(|f| match (f, &deferred) {
+                    (None, _) => (x.clone(), 1),
+                    (Some(j), Some((r, low, up))) if r == j => (low.clone(), *up),
+                    (Some(j), _) if *j + 1 == i => (prev.clone(), 1),
+                    (Some(j), _) => (outs[*j].clone().expect("kept outputs are stored"), 1),
                 })
                 .collect();
+            let pending = deferred.take();
+            if i != last && self.lazy_join(i, &inputs) {
+                joined = Some(inputs);
+                record(times.as_deref_mut(), start, 0.0, device)?;
+                continue;
+            }
+            if let Some((r, low, _)) = pending {
+                if inputs.iter().any(|p| p.1 > 1) {
+                    let up = self.nodes[r]
+                        .layer
+                        .run(&[low], train)
+                        .map_err(|e| row_err(r, e))?;
+                    for p in inputs.iter_mut().filter(|p| p.1 > 1) {
+                        *p = (up.clone(), 1);
+                    }
+                }
+            }
+            let inputs: Vec<Tensor> = inputs.into_iter().map(|p| p.0).collect();
             if i == last {
                 let (head, macs) = count_if(count, || node.layer.forward_head(&inputs, train));
                 let head = head.expect("last node is the head")?;
                 record(times.as_deref_mut(), start, macs, device)?;
                 return Ok(head);
             }
-            if self.lazy_join(i, &inputs) {
-                joined = Some(inputs);
-                record(times.as_deref_mut(), start, 0.0, device)?;
-                continue;
+            if let (Some(up), [input], None) = (node.layer.upsample_factor(), &inputs[..], &joined)
+            {
+                if self.defers(i, up, train) {
+                    deferred = Some((i, input.clone(), up));
+                    record(times.as_deref_mut(), start, 0.0, device)?;
+                    continue;
+                }
             }
             let (y, macs) = count_if(count, || match joined.take() {
-                Some(parts) => node.layer.run_joined(&parts, train),
+                Some(parts) if parts.iter().any(|p| p.1 > 1) => {
+                    node.layer.run_joined_up(&parts, train)
+                }
+                Some(parts) => {
+                    let parts: Vec<Tensor> = parts.into_iter().map(|p| p.0).collect();
+                    node.layer.run_joined(&parts, train)
+                }
                 None => node.layer.run(&inputs, train),
             });
-            let y = y.map_err(|e| ModelError::Row {
-                index: i,
-                module: node.module.clone(),
-                message: e.to_string(),
-                file: None,
-            })?;
+            let y = y.map_err(|e| row_err(i, e))?;
             record(times.as_deref_mut(), start, macs, device)?;
             if self.keep[i] {
                 outs[i] = Some(y.clone());
@@ -462,7 +496,7 @@ impl Model {
     /// one device whose output only row `i + 1` (not the head) reads, as its one input: that
     /// row then takes the parts ([`Layer::run_joined`]; C3 and Conv read them in place) and
     /// the joined copy is never made.
-    fn lazy_join(&self, i: usize, inputs: &[Tensor]) -> bool {
+    fn lazy_join(&self, i: usize, inputs: &[(Tensor, usize)]) -> bool {
         let next = i + 1;
         if self.keep[i]
             || next >= self.nodes.len() - 1
@@ -472,14 +506,34 @@ impl Model {
         {
             return false;
         }
-        let s0 = inputs[0].shape();
-        inputs.iter().all(|t| {
-            let s = t.shape();
-            s.len() == 4
-                && s0.len() == 4
-                && (s[0], s[2], s[3]) == (s0[0], s0[2], s0[3])
-                && t.device() == inputs[0].device()
-        })
+        // Each part's size once upsampled by its factor.
+        let size = |(t, f): &(Tensor, usize)| match *t.shape() {
+            [n, _, h, w] => Some((n, h * f, w * f)),
+            _ => None,
+        };
+        let s0 = size(&inputs[0]);
+        s0.is_some()
+            && inputs
+                .iter()
+                .all(|p| size(p) == s0 && p.0.device() == inputs[0].0.device())
+    }
+
+    /// Whether row `i`, an upsampling by `up`, hands its input on not yet upsampled (see
+    /// [`Layer::run_joined_up`]): in inference, when its only reader is the next row (not the
+    /// head), a channel join that it feeds once.
+    fn defers(&self, i: usize, up: usize, train: bool) -> bool {
+        let next = i + 1;
+        !train
+            && up > 1
+            && !self.keep[i]
+            && next < self.nodes.len() - 1
+            && self.nodes[next].layer.joins_channels()
+            && self.nodes[next]
+                .from
+                .iter()
+                .filter(|f| **f == Some(i))
+                .count()
+                == 1
     }
 
     /// Every parameter and buffer with its upstream `state_dict` name (`model.0.conv.weight`…).

@@ -431,6 +431,26 @@ impl Storage {
         Storage::Cpu(y.into())
     }
 
+    /// [`Storage::conv2d_parts`] with parts upsampled by a factor each (nearest; `g` the
+    /// full-size geometry, [`cpu::conv::forward_parts_up`]).
+    pub fn conv2d_parts_up(
+        parts: &[(&Storage, usize, usize)],
+        w: &Storage,
+        bias: Option<&Storage>,
+        g: &ConvGeom,
+        act: Option<UnaryOp>,
+    ) -> Storage {
+        let hosts: Vec<Cow<'_, [f32]>> = parts.iter().map(|(s, _, _)| host(s)).collect();
+        let srcs: Vec<(&[f32], usize, usize)> = hosts
+            .iter()
+            .zip(parts)
+            .map(|(h, p)| (&h[..], p.1, p.2))
+            .collect();
+        let b = bias.map(host);
+        let y = cpu::conv::forward_parts_up(&srcs, &host(w), b.as_deref(), g, act);
+        Storage::Cpu(y.into())
+    }
+
     /// The 1×1 convolution `g` stored N×heads×H×W×(Cout/heads) ([`cpu::conv::pointwise_heads`]).
     pub fn conv2d_heads(
         &self,

@@ -968,6 +968,94 @@ fn concat_conv2d_matches_naive_and_the_joined_conv() {
     assert!(err.is_err(), "4 input channels against a weight for 3");
 }
 
+/// `concat_conv2d_up` (upsampled parts' products taken at their own size) against the parts
+/// upsampled and joined first (`upsample_nearest2d` + `concat_conv2d`): YOLO's neck shape (an
+/// upsampled part then a full one), the upsampled part second, two upsampled parts, factor 3,
+/// odd widths, two images, a partial pixel strip, with and without bias and SiLU; recording
+/// falls back to the joined ops.
+#[test]
+fn concat_conv2d_up_equals_upsample_then_concat_conv2d() {
+    // (parts as (channels, factor), c_out, full h, full w, bias)
+    type Case = (&'static [(usize, usize)], usize, usize, usize, bool);
+    let cases: [Case; 5] = [
+        (&[(64, 2), (48, 1)], 40, 14, 22, true),
+        (&[(16, 1), (24, 2)], 16, 10, 6, true),
+        (&[(8, 2), (300, 1), (16, 2)], 24, 12, 18, false),
+        (&[(32, 3), (16, 1)], 8, 9, 15, true),
+        (&[(16, 2), (16, 1)], 32, 40, 40, true),
+    ];
+    for (ci, (chans, co, h, w, with_bias)) in cases.into_iter().enumerate() {
+        let n = 2;
+        let parts: Vec<(Tensor, usize)> = chans
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, f))| {
+                let len = n * c * (h / f) * (w / f);
+                let seed = 80 + 10 * ci as u64 + i as u64;
+                (t(uniform(len, -1.0, 1.0, seed), &[n, c, h / f, w / f]), f)
+            })
+            .collect();
+        let cin: usize = chans.iter().map(|c| c.0).sum();
+        let wt = t(uniform(co * cin, -0.5, 0.5, 90), &[co, cin, 1, 1]);
+        let b = t(uniform(co, -0.5, 0.5, 91), &[co]);
+        let b = with_bias.then_some(&b);
+        let refs: Vec<(&Tensor, usize)> = parts.iter().map(|(t, f)| (t, *f)).collect();
+        let full: Vec<Tensor> = parts
+            .iter()
+            .map(|(t, f)| t.upsample_nearest2d(*f, *f).unwrap())
+            .collect();
+        let full_refs: Vec<&Tensor> = full.iter().collect();
+        let p = Conv2dParams::new(1, 0);
+        for act in [None, Some(UnaryOp::Silu)] {
+            let got = {
+                let _g = yolo_tensor::no_grad();
+                Tensor::concat_conv2d_up(&refs, &wt, b, p, act).unwrap()
+            };
+            let want = Tensor::concat_conv2d(&full_refs, &wt, b, p, act).unwrap();
+            assert_eq!(got.shape(), &[n, co, h, w]);
+            assert_close(
+                &format!("case {ci} {act:?}"),
+                &got.to_vec(),
+                &want.to_vec(),
+                1e-5,
+            );
+        }
+    }
+    // Recording: the joined ops, with gradients for every part.
+    let a = t(uniform(2 * 4 * 9, -1.0, 1.0, 95), &[2, 4, 3, 3]).with_grad();
+    let c = t(uniform(2 * 4 * 36, -1.0, 1.0, 96), &[2, 4, 6, 6]).with_grad();
+    let wt = t(uniform(16 * 8, -0.5, 0.5, 97), &[16, 8, 1, 1]);
+    let y = Tensor::concat_conv2d_up(
+        &[(&a, 2), (&c, 1)],
+        &wt,
+        None,
+        Conv2dParams::new(1, 0),
+        None,
+    )
+    .unwrap();
+    assert!(y.requires_grad());
+    y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(a.grad().unwrap().shape(), &[2, 4, 3, 3]);
+    // Mismatched sizes once upsampled are the joined ops' error, not a panic.
+    let bad = t(vec![0.0; 2 * 4 * 16], &[2, 4, 4, 4]);
+    let r = Tensor::concat_conv2d_up(
+        &[(&a, 2), (&bad, 1)],
+        &wt,
+        None,
+        Conv2dParams::new(1, 0),
+        None,
+    );
+    assert!(r.is_err());
+    assert!(Tensor::concat_conv2d_up(
+        &[(&a, 0), (&c, 1)],
+        &wt,
+        None,
+        Conv2dParams::new(1, 0),
+        None
+    )
+    .is_err());
+}
+
 /// `conv1x1_heads` (the GEMM writing the per-head channels-last layout) against `conv2d` +
 /// reshape + permute: partial tiles of pixels and channels, reductions past one block, two
 /// images, one image of three heads (split between threads), no bias; a channel count that

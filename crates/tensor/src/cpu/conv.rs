@@ -442,16 +442,7 @@ pub(crate) fn forward_parts(
     let (cout, k) = (g.c_out, g.k());
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     let outp = SharedMut(out.as_mut_ptr());
-    let bands = pointwise_bands(g, g.n, forward_tasks());
-    let nr = super::convgemm::nr(super::convgemm::mr());
-    let per = units_per_task(cout, nr, g.n * bands.len());
-    let chunks = cout.div_ceil(per);
-    let tasks = task_list(g.n, 1, bands.len() * chunks);
-    crate::threads::par_for(tasks.len(), |ti| {
-        let (n, _, bp) = tasks[ti];
-        let (b, chunk) = (bp / chunks, bp % chunks);
-        let (p0, p1) = bands[b];
-        let (o0, o1) = (chunk * per, ((chunk + 1) * per).min(cout));
+    pointwise_tasks(g, |n, (p0, p1), (o0, o1)| {
         let srcs: Vec<(&[f32], usize)> = parts
             .iter()
             .map(|&(x, ci)| (&x[n * ci * ohw + p0..], ci))
@@ -464,6 +455,126 @@ pub(crate) fn forward_parts(
             let (wg, t) = (&w[o0 * k..o1 * k], p1 - p0);
             pointwise_own(&srcs, ohw, wg, o1 - o0, t, c.add(o0 * ohw), ohw, bg);
             epi.rows(c.add(o0 * ohw), 0, o1 - o0, t, ohw);
+        }
+    });
+    out
+}
+
+/// Runs `f(image, pixels p0..p1, output channels o0..o1)` over the tasks of a 1×1
+/// convolution `g` through the GEMM: pixel bands, and with several threads too few of them
+/// also split the output channels (in multiples of the microkernel's rows).
+fn pointwise_tasks(g: &ConvGeom, f: impl Fn(usize, (usize, usize), (usize, usize)) + Sync) {
+    let cout = g.c_out;
+    let bands = pointwise_bands(g, g.n, forward_tasks());
+    let nr = super::convgemm::nr(super::convgemm::mr());
+    let per = units_per_task(cout, nr, g.n * bands.len());
+    let chunks = cout.div_ceil(per);
+    let tasks = task_list(g.n, 1, bands.len() * chunks);
+    crate::threads::par_for(tasks.len(), |ti| {
+        let (n, _, bp) = tasks[ti];
+        let (b, chunk) = (bp / chunks, bp % chunks);
+        f(n, bands[b], (chunk * per, ((chunk + 1) * per).min(cout)))
+    });
+}
+
+/// [`forward_parts`] where parts may be upsampled (nearest, `(data, channels, factor)`; a
+/// factor-f part is N×Cᵢ×H/f×W/f, `g` the full-size geometry): a 1×1 convolution commutes
+/// with nearest upsampling, so each such part's products are taken at its own size (f² times
+/// fewer), spread to the full map as the output's starting values, and the other parts'
+/// products added to them — the upsampled map is never written (YOLO's neck: `Upsample` →
+/// `Concat` → C3).
+pub(crate) fn forward_parts_up(
+    parts: &[(&[f32], usize, usize)],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeom,
+    act: Option<UnaryOp>,
+) -> Vec<f32> {
+    debug_assert!(parts_enabled(g) && parts.iter().any(|p| p.2 > 1));
+    let (cout, k) = (g.c_out, g.k());
+    let ohw = g.oh * g.ow;
+    // The upsampled parts' products at their own size (the bias in the first), through the
+    // GEMM reading the part's weight columns in place.
+    let mut lows: Vec<(Vec<f32>, usize)> = Vec::new();
+    let mut bias_left = Some(bias);
+    let mut col = 0;
+    let mut rest: Vec<(&[f32], usize, usize)> = Vec::new();
+    for &(x, ci, f) in parts {
+        if f > 1 {
+            let (lh, lw) = (g.h / f, g.w / f);
+            let lg = ConvGeom {
+                c_in: ci,
+                h: lh,
+                w: lw,
+                oh: lh,
+                ow: lw,
+                ..*g
+            };
+            let lhw = lh * lw;
+            let mut low = super::buffer::alloc(g.n * cout * lhw);
+            let lowp = SharedMut(low.as_mut_ptr());
+            // With no bias, a part after the first adds to zero (`Some(None)`).
+            let start = bias_left.take().unwrap_or(None);
+            pointwise_tasks(&lg, |n, (p0, p1), (o0, o1)| {
+                let src = [(&x[n * ci * lhw + p0..], ci, col)];
+                // SAFETY: this task alone writes channels o0..o1, pixels p0..p1 of image n
+                // of `low`; the CPU has AVX2 and FMA (parts_enabled).
+                unsafe {
+                    let c = lowp.get().add((n * cout + o0) * lhw + p0);
+                    let (wg, bg) = (&w[o0 * k..o1 * k], start.map(|b| &b[o0..o1]));
+                    pointwise_cols(&src, lhw, (wg, k), o1 - o0, p1 - p0, (c, lhw), Some(bg));
+                }
+            });
+            lows.push((low, f));
+        } else {
+            rest.push((x, ci, col));
+        }
+        col += ci;
+    }
+    let epi = super::Epilogue { act, add: None };
+    let mut out = super::buffer::alloc(g.n * cout * ohw);
+    let outp = SharedMut(out.as_mut_ptr());
+    pointwise_tasks(g, |n, (p0, p1), (o0, o1)| {
+        let t = p1 - p0;
+        // SAFETY: this task alone writes channels o0..o1, pixels p0..p1 of image n.
+        let c = unsafe { outp.get().add(n * cout * ohw + p0) };
+        for o in o0..o1 {
+            // SAFETY: as above.
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.add(o * ohw), t) };
+            for (li, (low, f)) in lows.iter().enumerate() {
+                let (lh, lw) = (g.oh / f, g.ow / f);
+                let lo = &low[(n * cout + o) * lh * lw..][..lh * lw];
+                let mut p = p0;
+                while p < p1 {
+                    let (y, x0) = (p / g.ow, p % g.ow);
+                    let x1 = g.ow.min(x0 + p1 - p);
+                    let lrow = &lo[(y / f) * lw..][..lw];
+                    let d = &mut dst[p - p0..p - p0 + x1 - x0];
+                    match (li, *f) {
+                        (0, 2) if x0 == 0 && x1 == 2 * lw => {
+                            // A whole row: each value stored as a pair (vector shuffles).
+                            let (pairs, _) = d.as_chunks_mut::<2>();
+                            pairs.iter_mut().zip(lrow).for_each(|(d, &v)| *d = [v, v]);
+                        }
+                        (0, f) => (x0..x1).zip(d).for_each(|(x, d)| *d = lrow[x / f]),
+                        (_, f) => (x0..x1).zip(d).for_each(|(x, d)| *d += lrow[x / f]),
+                    }
+                    p += x1 - x0;
+                }
+            }
+        }
+        let srcs: Vec<(&[f32], usize, usize)> = rest
+            .iter()
+            .map(|&(x, ci, col)| (&x[n * ci * ohw + p0..], ci, col))
+            .collect();
+        // SAFETY: as above; the CPU has AVX2 and FMA (parts_enabled).
+        unsafe {
+            let wg = &w[o0 * k..o1 * k];
+            let c = c.add(o0 * ohw);
+            if !srcs.is_empty() {
+                pointwise_cols(&srcs, ohw, (wg, k), o1 - o0, t, (c, ohw), None);
+            }
+            epi.rows(c, 0, o1 - o0, t, ohw);
         }
     });
     out
@@ -567,21 +678,48 @@ unsafe fn pointwise_own(
     c_rs: usize,
     bias: Option<&[f32]>,
 ) {
+    let k: usize = srcs.iter().map(|s| s.1).sum();
+    let mut at = 0;
+    let cols: Vec<(&[f32], usize, usize)> = srcs
+        .iter()
+        .map(|&(x, rows)| {
+            at += rows;
+            (x, rows, at - rows)
+        })
+        .collect();
+    pointwise_cols(&cols, src_rs, (w, k), m, t, (c, c_rs), Some(bias))
+}
+
+/// [`pointwise_own`] with each source's first weight column given (`(source, rows, column)`;
+/// `w` is `m` rows of `k`), the sources' columns need not cover `k`; `bias: None` adds the
+/// products to `c` instead of starting from the bias (`Some(None)`: from zero).
+///
+/// # Safety
+/// As [`pointwise_own`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn pointwise_cols(
+    srcs: &[(&[f32], usize, usize)],
+    src_rs: usize,
+    (w, k): (&[f32], usize),
+    m: usize,
+    t: usize,
+    (c, c_rs): (*mut f32, usize),
+    bias: Option<Option<&[f32]>>,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         use super::convgemm::{k_blocks, mr, multiply, packed_len, scatter_row, Panel, MR512};
         let mr = mr();
-        let k: usize = srcs.iter().map(|s| s.1).sum();
-        // (part, block start in the part, global block start, length).
+        let fresh = bias.is_some();
+        let bias = bias.flatten();
+        // (part, block start in the part, weight column, length).
         let mut blocks = Vec::new();
-        let mut at = 0;
-        for (i, &(_, rows)) in srcs.iter().enumerate() {
+        for (i, &(_, rows, col)) in srcs.iter().enumerate() {
             blocks.extend(
                 k_blocks(rows)
                     .into_iter()
-                    .map(|(k0, l)| (i, k0, at + k0, l)),
+                    .map(|(k0, l)| (i, k0, col + k0, l)),
             );
-            at += rows;
         }
         let most = blocks.iter().map(|b| b.3).max().unwrap_or(0);
         // With AVX-512 the whole strips read their rows in place (packing them cost a third
@@ -590,9 +728,9 @@ unsafe fn pointwise_own(
         let inplace = if mr == MR512 { t / mr * mr } else { 0 };
         let rest = t - inplace;
         with_scratch(packed_len(rest, most, mr), |packed| {
-            for &(i, kl, k0, kcl) in &blocks {
+            for (bi, &(i, kl, k0, kcl)) in blocks.iter().enumerate() {
                 let src = &srcs[i].0[kl * src_rs..];
-                let first = k0 == 0;
+                let first = fresh && bi == 0;
                 if inplace > 0 {
                     let b = Panel::rows(src.as_ptr(), src_rs, mr);
                     multiply(mr, m, inplace, (k, k0, kcl), w, b, c, c_rs, first, bias);
@@ -611,7 +749,7 @@ unsafe fn pointwise_own(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (srcs, src_rs, w, m, t, c, c_rs, bias);
+        let _ = (srcs, src_rs, w, k, m, t, c, c_rs, bias);
         unreachable!("convgemm::enabled is false without AVX2")
     }
 }

@@ -163,7 +163,8 @@ impl Tensor {
         p: Conv2dParams,
         act: Option<UnaryOp>,
     ) -> Result<Tensor> {
-        if let Some(g) = parts_geom(parts, weight, bias, &p) {
+        let ones: Vec<(&Tensor, usize)> = parts.iter().map(|&t| (t, 1)).collect();
+        if let Some(g) = parts_geom(&ones, weight, bias, &p) {
             let guards: Vec<_> = parts.iter().map(|t| t.storage()).collect();
             let srcs: Vec<(&Storage, usize)> = guards
                 .iter()
@@ -182,6 +183,45 @@ impl Tensor {
             Some(op) => x.conv2d_act(weight, bias, p, op),
             None => x.conv2d(weight, bias, p),
         }
+    }
+
+    /// [`Tensor::concat_conv2d`] of parts each upsampled (nearest) by its factor:
+    /// `concat_conv2d([upsample_nearest2d(t, f, f) for (t, f) in parts], ..)`. A 1×1
+    /// convolution that nothing records, on the CPU, takes each upsampled part's products at
+    /// its own size (a 1×1 convolution commutes with nearest upsampling: f² times fewer) and
+    /// never writes the upsampled map; otherwise the parts are upsampled and joined.
+    pub fn concat_conv2d_up(
+        parts: &[(&Tensor, usize)],
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        if parts.iter().any(|&(_, f)| f == 0) {
+            return arg_err("concat_conv2d_up", "an upsampling factor of 0".to_string());
+        }
+        if parts.iter().any(|&(_, f)| f > 1) {
+            if let Some(g) = parts_geom(parts, weight, bias, &p) {
+                let guards: Vec<_> = parts.iter().map(|(t, _)| t.storage()).collect();
+                let srcs: Vec<(&Storage, usize, usize)> = guards
+                    .iter()
+                    .zip(parts)
+                    .map(|(s, (t, f))| (&**s, t.shape()[1], *f))
+                    .collect();
+                let b = bias.map(|b| b.storage());
+                let out = Storage::conv2d_parts_up(&srcs, &weight.storage(), b.as_deref(), &g, act);
+                return Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None));
+            }
+        }
+        let full: Vec<Tensor> = parts
+            .iter()
+            .map(|&(t, f)| match f {
+                1 => Ok(t.clone()),
+                f => t.upsample_nearest2d(f, f),
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Tensor> = full.iter().collect();
+        Self::concat_conv2d(&refs, weight, bias, p, act)
     }
 
     /// `act(conv2d(weight, bias, p)) + residual` (`residual` of the output's shape, YOLO's
@@ -572,32 +612,36 @@ impl Tensor {
 }
 
 /// The geometry of [`Tensor::concat_conv2d`]'s in-place path, when it applies: two or more
-/// N×Cᵢ×H×W parts, nothing recording, everything on the CPU, a 1×1 stride-1 unpadded
+/// N×Cᵢ×H×W parts (each once upsampled by its factor), nothing recording, everything on the CPU, a 1×1 stride-1 unpadded
 /// ungrouped weight of ΣCᵢ inputs and a fitting bias. Anything else (errors included) takes
 /// the recorded ops, which check and report.
 fn parts_geom(
-    parts: &[&Tensor],
+    parts: &[(&Tensor, usize)],
     w: &Tensor,
     bias: Option<&Tensor>,
     p: &Conv2dParams,
 ) -> Option<ConvGeom> {
-    let recording = records(parts, bias) || records(&[w], None);
+    let tensors: Vec<&Tensor> = parts.iter().map(|p| p.0).collect();
+    let recording = records(&tensors, bias) || records(&[w], None);
     let on_cpu = |t: &Tensor| t.device() == crate::Device::Cpu;
     if parts.len() < 2
         || recording
-        || !parts.iter().all(|t| on_cpu(t))
+        || !tensors.iter().all(|t| on_cpu(t))
         || !on_cpu(w)
         || !bias.is_none_or(on_cpu)
     {
         return None;
     }
-    let [n, _, h, wd] = *parts[0].shape() else {
-        return None;
+    // Each part's size once upsampled by its factor.
+    let full = |&(t, f): &(&Tensor, usize)| match *t.shape() {
+        [n, c, h, w] => Some((n, c, h * f, w * f)),
+        _ => None,
     };
+    let (n, _, h, wd) = full(&parts[0])?;
     let mut c_in = 0;
-    for t in parts {
-        match *t.shape() {
-            [tn, c, th, tw] if (tn, th, tw) == (n, h, wd) => c_in += c,
+    for part in parts {
+        match full(part)? {
+            (tn, c, th, tw) if (tn, th, tw) == (n, h, wd) => c_in += c,
             _ => return None,
         }
     }
