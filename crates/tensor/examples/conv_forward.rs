@@ -1,5 +1,5 @@
 //! Times batch-1 inference convolutions (no grad) of yolov5n at 320 px, or the shapes given in
-//! `SHAPES` (`cin,cout,k,stride,hw;…`, padding k/2): median and minimum ms and GFLOP/s of the
+//! `SHAPES` (`cin,cout,k,stride,hw[,padding];…`, padding k/2 unless given): median and minimum ms and GFLOP/s of the
 //! minimum, over `RUNS` calls (default 200).
 //!
 //! Run: `YOLO_THREADS=1 cargo run --release -p yolo-tensor --example conv_forward`
@@ -45,8 +45,9 @@ fn main() {
         let x = tensor(&[1, cin, hw, hw], 1);
         let w = tensor(&[cout, cin, k, k], 2);
         let b = tensor(&[cout], 3);
-        let p = Conv2dParams::new(st, k / 2);
-        let oh = (hw + 2 * (k / 2) - k) / st + 1;
+        let pad = v.get(5).copied().unwrap_or(k / 2);
+        let p = Conv2dParams::new(st, pad);
+        let oh = (hw + 2 * pad - k) / st + 1;
         let flops = 2.0 * (cin * cout * k * k * oh * oh) as f64;
         let parts: Vec<Tensor> = (0..nparts)
             .map(|i| tensor(&[1, cin / nparts.max(1), hw, hw], 10 + i as u64))
