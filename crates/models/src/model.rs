@@ -492,10 +492,11 @@ impl Model {
         unreachable!("the loop returns at the head")
     }
 
-    /// Whether row `i` (not the head) is a channel Concat of same-sized N×C×H×W `inputs` on
-    /// one device whose output only row `i + 1` (not the head) reads, as its one input: that
-    /// row then takes the parts ([`Layer::run_joined`]; C3 and Conv read them in place) and
-    /// the joined copy is never made.
+    /// Whether row `i` (not the head) is a channel Concat of N×C×H×W `inputs` on one device,
+    /// of one size once each is upsampled by its factor, whose output only row `i + 1` (not
+    /// the head) reads, as its one input: that row then takes the parts
+    /// ([`Layer::run_joined`], or [`Layer::run_joined_up`] with a deferred upsampling; C3 and
+    /// Conv read them in place) and the joined copy is never made.
     fn lazy_join(&self, i: usize, inputs: &[(Tensor, usize)]) -> bool {
         let next = i + 1;
         if self.keep[i]

@@ -381,8 +381,8 @@ fn pointwise_max() -> usize {
     })
 }
 
-/// Whether the 1×1 convolution `g` takes [`pointwise`]: a small map on AVX-512, ungrouped,
-/// whole blocks of output channels.
+/// Whether the 1×1 convolution `g` takes [`pointwise`]: a small map, ungrouped, whole blocks
+/// of output channels, a CPU with AVX2 and FMA.
 pub(crate) fn pointwise_enabled(g: &ConvGeom) -> bool {
     direct_on()
         && g.is_pointwise()
