@@ -198,22 +198,16 @@ impl Module for C3 {
         self.cv3.forward_cat(&[&a, &b], train)
     }
     fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
-        // cv1 and cv2 read the joined input in place (neck rows: Concat then C3); when they
-        // cannot, it is joined once.
-        if !(self.cv1.joins_in_place() && self.cv2.joins_in_place()) {
-            return self.forward(&Tensor::concat(parts, 1)?, train);
-        }
-        let a = self
-            .m
-            .forward(&self.cv1.forward_cat(parts, train)?, train)?;
-        let b = self.cv2.forward_cat(parts, train)?;
-        self.cv3.forward_cat(&[&a, &b], train)
+        let ones: Vec<(&Tensor, usize)> = parts.iter().map(|&t| (t, 1)).collect();
+        self.forward_cat_up(&ones, train)
     }
     fn forward_cat_up(&self, parts: &[(&Tensor, usize)], train: bool) -> Result<Tensor> {
-        // As forward_cat: cv1 and cv2 take the upsampled parts' products at their own size.
+        // cv1 and cv2 read the joined input in place (neck rows: Concat then C3), taking an
+        // upsampled part's products at its own size; when they cannot, it is joined once.
         if !(self.cv1.joins_in_place() && self.cv2.joins_in_place()) {
             let full = crate::module::upsampled(parts)?;
-            return self.forward_cat(&full.iter().collect::<Vec<_>>(), train);
+            let refs: Vec<&Tensor> = full.iter().collect();
+            return self.forward(&Tensor::concat(&refs, 1)?, train);
         }
         let a = self
             .m

@@ -459,17 +459,12 @@ impl Module for Conv {
         Ok(self.act.forward(&y, train)?)
     }
     /// Once fused (no BN) with a pointwise activation, a 1×1 convolution reads the parts in
-    /// place where it can ([`Tensor::concat_conv2d`]).
+    /// place where it can ([`Module::forward_cat_up`], every factor 1).
     fn forward_cat(&self, parts: &[&Tensor], train: bool) -> Result<Tensor> {
-        if let Some(op) = self.fused_op() {
-            let c = &self.conv;
-            let y = Tensor::concat_conv2d(parts, &c.weight, c.bias.as_ref(), c.params, Some(op))?;
-            c.count_flops(&y);
-            return Ok(y);
-        }
-        self.forward(&Tensor::concat(parts, 1)?, train)
+        let ones: Vec<(&Tensor, usize)> = parts.iter().map(|&t| (t, 1)).collect();
+        self.forward_cat_up(&ones, train)
     }
-    /// As [`Module::forward_cat`], the upsampled parts' products at their own size
+    /// As [`Module::forward_cat`], an upsampled part's products taken at its own size
     /// ([`Tensor::concat_conv2d_up`]).
     fn forward_cat_up(&self, parts: &[(&Tensor, usize)], train: bool) -> Result<Tensor> {
         if let Some(op) = self.fused_op() {
@@ -480,7 +475,8 @@ impl Module for Conv {
             return Ok(y);
         }
         let full = crate::module::upsampled(parts)?;
-        self.forward_cat(&full.iter().collect::<Vec<_>>(), train)
+        let refs: Vec<&Tensor> = full.iter().collect();
+        self.forward(&Tensor::concat(&refs, 1)?, train)
     }
     fn visit(&self, prefix: &str, f: &mut Visitor<'_>) {
         self.conv.visit(&join(prefix, "conv"), f);

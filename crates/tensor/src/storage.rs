@@ -411,29 +411,10 @@ impl Storage {
     }
 
     /// The 1×1 convolution ([`cpu::conv::parts_enabled`]) of the channel concatenation of
-    /// `parts` (each with its channel count), then `act`, on the CPU.
+    /// `parts` (each with its channel count and a nearest upsampling factor, `g` the full-size
+    /// geometry), then `act`, on the CPU: [`cpu::conv::forward_parts_up`] when a part is
+    /// upsampled, else [`cpu::conv::forward_parts`].
     pub fn conv2d_parts(
-        parts: &[(&Storage, usize)],
-        w: &Storage,
-        bias: Option<&Storage>,
-        g: &ConvGeom,
-        act: Option<UnaryOp>,
-    ) -> Storage {
-        let hosts: Vec<Cow<'_, [f32]>> = parts.iter().map(|(s, _)| host(s)).collect();
-        let srcs: Vec<(&[f32], usize)> = hosts
-            .iter()
-            .zip(parts)
-            .map(|(h, p)| (&h[..], p.1))
-            .collect();
-        let b = bias.map(host);
-        let stamp = packing_stamp(w);
-        let y = cpu::conv::forward_parts(&srcs, &host(w), stamp, b.as_deref(), g, act);
-        Storage::Cpu(y.into())
-    }
-
-    /// [`Storage::conv2d_parts`] with parts upsampled by a factor each (nearest; `g` the
-    /// full-size geometry, [`cpu::conv::forward_parts_up`]).
-    pub fn conv2d_parts_up(
         parts: &[(&Storage, usize, usize)],
         w: &Storage,
         bias: Option<&Storage>,
@@ -447,7 +428,13 @@ impl Storage {
             .map(|(h, p)| (&h[..], p.1, p.2))
             .collect();
         let b = bias.map(host);
-        let y = cpu::conv::forward_parts_up(&srcs, &host(w), b.as_deref(), g, act);
+        let y = if srcs.iter().any(|s| s.2 > 1) {
+            cpu::conv::forward_parts_up(&srcs, &host(w), b.as_deref(), g, act)
+        } else {
+            let srcs: Vec<(&[f32], usize)> = srcs.iter().map(|s| (s.0, s.1)).collect();
+            let stamp = packing_stamp(w);
+            cpu::conv::forward_parts(&srcs, &host(w), stamp, b.as_deref(), g, act)
+        };
         Storage::Cpu(y.into())
     }
 

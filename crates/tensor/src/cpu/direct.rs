@@ -332,7 +332,7 @@ pub(crate) fn forward(
     let ohw = g.oh * g.ow;
     let mut out = super::buffer::alloc(g.n * cout * ohw);
     // Tasks write disjoint output rows through it (see the store below).
-    let outp = super::conv::SharedMut(out.as_mut_ptr());
+    let out_nchw = Nchw::new(&mut out, cout, ohw, epi);
     crate::threads::par_for(tasks.len(), |ti| {
         let (n, band, part) = tasks[ti];
         let (oy0, oy1) = bands[band];
@@ -347,20 +347,11 @@ pub(crate) fn forward(
                 row_step: sh * wp,
                 sw,
             };
-            let blocks = Blocks {
-                w: &wpk[b0 * k * OB..b1 * k * OB],
-                bias: &biasv[b0 * OB..b1 * OB],
-                offs: &offs,
-                taps: kk,
-            };
+            let blocks = Blocks::range(wpk, &biasv, &offs, kk, (b0, b1));
             let store = |b: usize, q0: usize, tile: &mut [f32]| {
-                let b = b0 + b;
-                // SAFETY: pixels oy0·ow + q0.. of channels b·16.. of image n are this
+                // SAFETY: pixels oy0·ow + q0.. of channels (b0 + b)·16.. of image n are this
                 // task's alone; the CPU has AVX2.
-                unsafe {
-                    let at = (n * cout + b * OB) * ohw + oy0 * g.ow + q0;
-                    store_tile_with(epi, tile, tile.len() / OB, (outp.get().add(at), at), ohw);
-                }
+                unsafe { out_nchw.store(n, b0 + b, oy0 * g.ow + q0, tile) }
             };
             blocks.run(&[(slab, cin)], pix, (oy1 - oy0) * g.ow, tile, store);
         });
@@ -399,7 +390,6 @@ pub(crate) fn pointwise_enabled(g: &ConvGeom) -> bool {
 /// image's pixels are one flat row, pixels broadcast and 16 output channels per register, so
 /// a small map fills every vector (a 10 × 10 map in the 1×1 GEMM's 48-pixel strips leaves a
 /// 4-pixel strip on a 16-lane tile).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn pointwise(
     parts: &[(&[f32], usize)],
     w: &[f32],
@@ -423,7 +413,7 @@ pub(crate) fn pointwise(
         .collect();
     let Work { per, tasks, .. } = split_work(1, g.n, nb, min_tasks, |_| true);
     let mut out = super::buffer::alloc(g.n * cout * ohw);
-    let outp = super::conv::SharedMut(out.as_mut_ptr());
+    let out_nchw = Nchw::new(&mut out, cout, ohw, epi);
     crate::threads::par_for(tasks.len(), |ti| {
         let (n, _, part) = tasks[ti];
         let (b0, b1) = (part * per, ((part + 1) * per).min(nb));
@@ -439,25 +429,53 @@ pub(crate) fn pointwise(
                 row_step: 0,
                 sw: 1,
             };
-            let blocks = Blocks {
-                w: &wpk[b0 * cin * OB..b1 * cin * OB],
-                bias: &biasv[b0 * OB..b1 * OB],
-                offs: &offs,
-                taps: 1,
-            };
+            let blocks = Blocks::range(wpk, &biasv, &offs, 1, (b0, b1));
             let store = |b: usize, q0: usize, tile: &mut [f32]| {
-                let b = b0 + b;
-                // SAFETY: pixels q0.. of channels b·16.. of image n are this task's alone;
-                // the CPU has AVX2.
-                unsafe {
-                    let at = (n * cout + b * OB) * ohw + q0;
-                    store_tile_with(epi, tile, tile.len() / OB, (outp.get().add(at), at), ohw);
-                }
+                // SAFETY: pixels q0.. of channels (b0 + b)·16.. of image n are this task's
+                // alone; the CPU has AVX2.
+                unsafe { out_nchw.store(n, b0 + b, q0, tile) }
             };
             blocks.run(&srcs, pix, ohw, tile, store);
         });
     });
     out
+}
+
+/// The N×`cout`×`ohw` output of the direct kernels' tasks, and the epilogue its finished
+/// tiles take.
+#[derive(Clone, Copy)]
+struct Nchw<'a> {
+    out: super::conv::SharedMut,
+    cout: usize,
+    ohw: usize,
+    epi: super::Epilogue<'a>,
+}
+
+impl<'a> Nchw<'a> {
+    /// `out` (N×`cout`×`ohw`), written by the tasks at disjoint places.
+    fn new(out: &mut [f32], cout: usize, ohw: usize, epi: super::Epilogue<'a>) -> Self {
+        let out = super::conv::SharedMut(out.as_mut_ptr());
+        Nchw {
+            out,
+            cout,
+            ohw,
+            epi,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Nchw<'_> {
+    /// Stores block `b`'s finished tile (pixels × 16) at flat pixel `p` of image `n`, through
+    /// the epilogue.
+    ///
+    /// # Safety
+    /// Those pixels of channels b·16.. are the caller's alone; the CPU has AVX2.
+    unsafe fn store(&self, n: usize, b: usize, p: usize, tile: &mut [f32]) {
+        let at = (n * self.cout + b * OB) * self.ohw + p;
+        let dst = (self.out.get().add(at), at);
+        store_tile_with(self.epi, tile, tile.len() / OB, dst, self.ohw);
+    }
 }
 
 /// Packed weights and offsets of one convolution-like product: `nb` blocks of 16 output
@@ -472,6 +490,26 @@ struct Blocks<'a> {
     offs: &'a [isize],
     /// Taps per source channel.
     taps: usize,
+}
+
+impl<'a> Blocks<'a> {
+    /// Blocks `b0..b1` of the packed weights `w` (`[block][k][16]`, k = `offs.len()`) and of
+    /// the starting values `bias` (16 per block).
+    fn range(
+        w: &'a [f32],
+        bias: &'a [f32],
+        offs: &'a [isize],
+        taps: usize,
+        (b0, b1): (usize, usize),
+    ) -> Self {
+        let k = offs.len();
+        Blocks {
+            w: &w[b0 * k * OB..b1 * k * OB],
+            bias: &bias[b0 * OB..b1 * OB],
+            offs,
+            taps,
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

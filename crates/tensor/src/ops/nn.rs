@@ -164,16 +164,8 @@ impl Tensor {
         act: Option<UnaryOp>,
     ) -> Result<Tensor> {
         let ones: Vec<(&Tensor, usize)> = parts.iter().map(|&t| (t, 1)).collect();
-        if let Some(g) = parts_geom(&ones, weight, bias, &p) {
-            let guards: Vec<_> = parts.iter().map(|t| t.storage()).collect();
-            let srcs: Vec<(&Storage, usize)> = guards
-                .iter()
-                .zip(parts)
-                .map(|(s, t)| (&**s, t.shape()[1]))
-                .collect();
-            let b = bias.map(|b| b.storage());
-            let out = Storage::conv2d_parts(&srcs, &weight.storage(), b.as_deref(), &g, act);
-            return Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None));
+        if let Some(y) = Self::parts_in_place(&ones, weight, bias, &p, act) {
+            return Ok(y);
         }
         let x = match parts {
             [one] => (*one).clone(),
@@ -200,18 +192,8 @@ impl Tensor {
         if parts.iter().any(|&(_, f)| f == 0) {
             return arg_err("concat_conv2d_up", "an upsampling factor of 0".to_string());
         }
-        if parts.iter().any(|&(_, f)| f > 1) {
-            if let Some(g) = parts_geom(parts, weight, bias, &p) {
-                let guards: Vec<_> = parts.iter().map(|(t, _)| t.storage()).collect();
-                let srcs: Vec<(&Storage, usize, usize)> = guards
-                    .iter()
-                    .zip(parts)
-                    .map(|(s, (t, f))| (&**s, t.shape()[1], *f))
-                    .collect();
-                let b = bias.map(|b| b.storage());
-                let out = Storage::conv2d_parts_up(&srcs, &weight.storage(), b.as_deref(), &g, act);
-                return Ok(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None));
-            }
+        if let Some(y) = Self::parts_in_place(parts, weight, bias, &p, act) {
+            return Ok(y);
         }
         let full: Vec<Tensor> = parts
             .iter()
@@ -222,6 +204,27 @@ impl Tensor {
             .collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = full.iter().collect();
         Self::concat_conv2d(&refs, weight, bias, p, act)
+    }
+
+    /// The in-place path of [`Tensor::concat_conv2d`] and [`Tensor::concat_conv2d_up`]
+    /// (parts with their upsampling factors), when [`parts_geom`] allows it.
+    fn parts_in_place(
+        parts: &[(&Tensor, usize)],
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: &Conv2dParams,
+        act: Option<UnaryOp>,
+    ) -> Option<Tensor> {
+        let g = parts_geom(parts, weight, bias, p)?;
+        let guards: Vec<_> = parts.iter().map(|(t, _)| t.storage()).collect();
+        let srcs: Vec<(&Storage, usize, usize)> = guards
+            .iter()
+            .zip(parts)
+            .map(|(s, (t, f))| (&**s, t.shape()[1], *f))
+            .collect();
+        let b = bias.map(|b| b.storage());
+        let out = Storage::conv2d_parts(&srcs, &weight.storage(), b.as_deref(), &g, act);
+        Some(Tensor::make(out, vec![g.n, g.c_out, g.oh, g.ow], None))
     }
 
     /// `act(conv2d(weight, bias, p)) + residual` (`residual` of the output's shape, YOLO's
